@@ -1,0 +1,82 @@
+"""The ``grpo-ray`` command line.
+
+    grpo-ray config show CONFIG [key=value ...]      print the resolved, validated config
+    grpo-ray config validate CONFIG [key=value ...]  exit 0, or print what is wrong and exit 2
+    grpo-ray config fields [PREFIX]                   every config key with its default and meaning
+
+A user mistake (bad config, missing file) prints one line per problem and exits 2; anything else is
+an internal fault and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from grpo_ray import __version__
+from grpo_ray.config import ConfigError, describe_fields, load_config
+
+EXIT_USER_ERROR = 2
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file (see examples/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. algo.beta=0.04")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grpo-ray",
+        description="GRPO fine-tuning for reasoning on Ray: vLLM rollout, reward and DeepSpeed learner actors.",
+    )
+    parser.add_argument("--version", action="version", version=f"grpo-ray {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cfg = sub.add_parser("config", help="show, validate or describe a config")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = cfg_sub.add_parser("show", help="print the resolved, validated config as YAML")
+    _add_config_args(show)
+    show.set_defaults(func=_cmd_config_show)
+    validate = cfg_sub.add_parser("validate", help="exit 0 if the config is valid, else print the problem and exit 2")
+    _add_config_args(validate)
+    validate.set_defaults(func=_cmd_config_validate)
+    fields = cfg_sub.add_parser("fields", help="list every config key with its default and description")
+    fields.add_argument("prefix", nargs="?", default="", help="only keys starting with this, e.g. 'algo'")
+    fields.set_defaults(func=_cmd_config_fields)
+    return parser
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    print(load_config(args.config, args.overrides).to_yaml(), end="")
+    return 0
+
+
+def _cmd_config_validate(args: argparse.Namespace) -> int:
+    load_config(args.config, args.overrides)
+    print(f"{args.config}: valid")
+    return 0
+
+
+def _cmd_config_fields(args: argparse.Namespace) -> int:
+    rows = [r for r in describe_fields() if r[0].startswith(args.prefix)]
+    if not rows:
+        raise ConfigError(f"no config key starts with {args.prefix!r}; try one of: model, data, rollout, reward, algo, learner, trainer")
+    width = max(len(k) for k, _, _ in rows)
+    for key, default, desc in rows:
+        print(f"{key:<{width}}  {desc} [default: {default}]")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        for line in str(err).splitlines():
+            print(f"grpo-ray: config error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

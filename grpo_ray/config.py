@@ -1,0 +1,359 @@
+"""Validated configuration: one pydantic model per component, plus the root ``GRPOConfig``.
+
+Loaded from YAML with dotted ``key=value`` overrides, validated once before any actor starts, and
+never mutated afterwards (every model is frozen). Each field's ``description`` is written once here
+and is what ``grpo-ray config fields`` prints. Unknown keys and broken cross-field rules become a
+:class:`ConfigError` whose message is one line per problem, naming the field, the value and the fix.
+
+This module imports only pydantic, yaml and the light ``grpo_ray.rewards`` registry: the algorithm
+variant names below are ``Literal`` types kept equal to ``grpo_ray.algo``'s registries by a unit
+test, so validating a config does not import torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
+AdvantageScale = Literal["group", "batch", "none"]
+KLEstimator = Literal["k1", "k2", "k3"]
+ImportanceSamplingLevel = Literal["token", "sequence"]
+MetricSink = Literal["console", "jsonl", "tensorboard", "wandb", "mlflow"]
+
+
+class ConfigError(ValueError):
+    """A user mistake in the config: ``str()`` is one line per problem, ready to print."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha; the update is scaled by alpha / r.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: Union[list[str], Literal["all-linear"]] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names to adapt (PEFT's target_modules), or 'all-linear'.",
+    )
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field(
+        "builtin:arithmetic-base",
+        description="Hub id (e.g. meta-llama/Llama-3.1-8B-Instruct), a local folder, or a builtin: model.",
+    )
+    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit) to load.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight dtype; 'auto' is bfloat16 on GPUs and float32 on CPU."
+    )
+    load_in_4bit: bool = Field(False, description="Load the base model in NF4 4-bit (QLoRA; needs a GPU and bitsandbytes).")
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="The LoRA adapter that GRPO trains.")
+
+
+class DataConfig(_Section):
+    source: str = Field(
+        "arithmetic",
+        description="A built-in dataset (arithmetic, gsm8k, pubmedqa, medical-o1), a hub id, or a local "
+        "CSV/JSONL/Parquet file or folder.",
+    )
+    subset: Optional[str] = Field(None, description="Hub config name or built-in subset (e.g. 'main', 'pqa_labeled').")
+    split: str = Field("train", description="Split to train on.")
+    eval_split: Optional[str] = Field("test", description="Held-out split for evaluation; null for none.")
+    question_column: Optional[str] = Field(None, description="Column holding the question (default: the loader's).")
+    answer_column: Optional[str] = Field(None, description="Column holding the gold answer (default: the loader's).")
+    system_prompt: Optional[str] = Field(None, description="System prompt; null uses the tag style's default.")
+    tag_style: Literal["reasoning", "thinking"] = Field(
+        "reasoning", description="Tags the model must use: <reasoning>/<answer> or <thinking>/<answer>."
+    )
+    max_prompt_tokens: int = Field(256, ge=8, description="Prompts longer than this (in tokens) are dropped.")
+    limit: Optional[int] = Field(None, ge=1, description="Use only the first N rows (after shuffling with trainer.seed).")
+
+
+class RolloutConfig(_Section):
+    engine: Literal["vllm", "hf"] = Field("vllm", description="Generation engine: vLLM, or transformers generate as a fallback.")
+    group_size: int = Field(8, description="G: completions sampled per prompt.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    top_k: int = Field(-1, description="Top-k sampling; -1 disables it.")
+    max_completion_tokens: int = Field(256, ge=1, description="Longest completion, in tokens.")
+    num_workers: int = Field(1, ge=1, description="Rollout actors; the prompts of a step are shared among them.")
+    num_gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per rollout actor (0 on CPU machines).")
+    num_cpus_per_worker: float = Field(1.0, ge=0, description="CPUs per rollout actor.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism inside one rollout actor.")
+    gpu_memory_utilization: float = Field(
+        0.5, gt=0, le=1, description="Fraction of GPU memory vLLM may take (on CPU: of the KV-cache budget)."
+    )
+    cpu_kvcache_gb: float = Field(1.0, gt=0, description="KV-cache size in GiB when vLLM runs on CPU.")
+
+
+class RewardFunctionConfig(_Section):
+    name: str = Field(description="A registered reward, 'package.module:function' or 'path/file.py:function'.")
+    weight: float = Field(1.0, description="Weight of this reward in the sum that advantages are computed from.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments passed to the function.")
+
+
+def _default_rewards() -> list[RewardFunctionConfig]:
+    names = ["correctness", "integer", "strict_format", "soft_format", "xml_count"]
+    return [RewardFunctionConfig(name=n) for n in names]
+
+
+class RewardConfig(_Section):
+    functions: list[RewardFunctionConfig] = Field(
+        default_factory=_default_rewards, min_length=1, description="Reward functions, summed with their weights."
+    )
+    timeout_s: float = Field(30.0, gt=0, description="A reward function slower than this on a batch counts as not applicable.")
+    num_workers: int = Field(1, ge=1, description="Reward actors (CPU only).")
+
+
+class AlgoConfig(_Section):
+    loss_type: LossType = Field("dapo", description="Loss aggregation: grpo, bnpo, dr_grpo or dapo (TRL's names).")
+    beta: float = Field(0.04, ge=0, description="KL penalty weight; 0 skips the reference model entirely.")
+    kl_estimator: KLEstimator = Field("k3", description="KL estimator (Schulman's k1, k2, k3).")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="Lower clip range: ratios below 1 - epsilon are clipped.")
+    epsilon_high: Optional[float] = Field(None, gt=0, description="Upper clip range (DAPO's clip-higher); null means epsilon.")
+    scale_rewards: AdvantageScale = Field("group", description="Divide advantages by the group std, the batch std, or not at all.")
+    num_iterations: int = Field(1, ge=1, description="Policy updates per generated batch (PPO epochs, TRL's mu).")
+    importance_sampling_level: ImportanceSamplingLevel = Field(
+        "token", description="Importance ratio per token (GRPO) or per sequence (GSPO)."
+    )
+    mask_truncated_completions: bool = Field(False, description="Exclude completions cut at max_completion_tokens from the loss.")
+    drop_zero_std_groups: bool = Field(False, description="Drop groups whose rewards are all equal (they carry no signal).")
+
+    @property
+    def resolved_epsilon_high(self) -> float:
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+class LearnerConfig(_Section):
+    lr: float = Field(1e-5, ge=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    adam_betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field("constant", description="Learning-rate schedule after warm-up.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of trainer.steps spent warming up linearly.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clipping threshold.")
+    micro_batch_size: int = Field(8, ge=1, description="Sequences per forward/backward on one learner.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
+    num_learners: int = Field(1, ge=1, description="Data-parallel learner actors (one DeepSpeed group).")
+    num_gpus_per_learner: float = Field(0.0, ge=0, description="GPUs per learner actor (0 on CPU machines).")
+    num_cpus_per_learner: float = Field(1.0, ge=0, description="CPUs per learner actor.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+
+
+class TrainerConfig(_Section):
+    steps: int = Field(100, ge=1, description="Optimizer steps to train.")
+    prompts_per_step: int = Field(8, ge=1, description="B: prompts per step; each yields group_size completions.")
+    seed: int = Field(0, description="Seed for prompt order, sampling and initialisation.")
+    output_dir: str = Field("outputs/run", description="Where checkpoints, metrics and reports go.")
+    save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
+    eval_every: int = Field(0, ge=0, description="Evaluate on data.eval_split every N steps (0: never during training).")
+    eval_samples: int = Field(200, ge=1, description="Held-out prompts per evaluation.")
+    log_completions_every: int = Field(10, ge=0, description="Log a table of sample completions every N steps (0: never).")
+    sinks: list[MetricSink] = Field(
+        default_factory=lambda: ["console", "jsonl", "tensorboard"], description="Where metrics go."
+    )
+    resume: Optional[str] = Field(None, description="A checkpoint or output dir to resume from.")
+    ray_address: Optional[str] = Field(None, description="Ray cluster address; null starts a local cluster.")
+
+
+class GRPOConfig(_Section):
+    """The whole run. Sections are validated individually, then the rules that span them."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    algo: AlgoConfig = Field(default_factory=AlgoConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "GRPOConfig":
+        problems = [msg for rule in _RULES if (msg := rule(self))]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def rollout_batch_size(self) -> int:
+        """Completions per step: B * G."""
+        return self.trainer.prompts_per_step * self.rollout.group_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Cross-field rules: each returns None or one sentence "field=value: why; fix".
+def _rule_group_size(c: GRPOConfig) -> Optional[str]:
+    if c.rollout.group_size < 2:
+        return (
+            f"rollout.group_size={c.rollout.group_size}: GRPO compares completions within a group, "
+            "so it needs at least 2; set rollout.group_size to 2 or more (4-16 is typical)"
+        )
+    return None
+
+
+def _rule_batch_splits(c: GRPOConfig) -> Optional[str]:
+    per_step, learners = c.rollout_batch_size, c.learner.num_learners
+    if per_step % learners:
+        return (
+            f"learner.num_learners={learners}: the {per_step} completions of a step "
+            "(trainer.prompts_per_step * rollout.group_size) must divide evenly among the learners; "
+            "change num_learners or prompts_per_step"
+        )
+    per_learner = per_step // learners
+    if per_learner % c.learner.micro_batch_size:
+        return (
+            f"learner.micro_batch_size={c.learner.micro_batch_size}: each learner gets {per_learner} "
+            f"completions per step, which must be a multiple of the micro batch; pick a divisor of "
+            f"{per_learner} (or change trainer.prompts_per_step)"
+        )
+    return None
+
+
+def _rule_epsilon_high(c: GRPOConfig) -> Optional[str]:
+    hi = c.algo.epsilon_high
+    if hi is not None and hi < c.algo.epsilon:
+        return (
+            f"algo.epsilon_high={hi}: must be >= algo.epsilon ({c.algo.epsilon}); raise it or leave it unset"
+        )
+    return None
+
+
+def _rule_4bit(c: GRPOConfig) -> Optional[str]:
+    if c.model.load_in_4bit and c.learner.zero_stage == 3:
+        return "model.load_in_4bit=true: NF4 weights cannot be sharded by ZeRO-3; use learner.zero_stage 0 or 2"
+    return None
+
+
+def _rule_rewards_resolve(c: GRPOConfig) -> Optional[str]:
+    from grpo_ray.rewards import resolve_reward  # light: no torch at import
+
+    for i, fn in enumerate(c.reward.functions):
+        try:
+            resolve_reward(fn.name)
+        except ValueError as err:
+            return f"reward.functions[{i}].name={fn.name!r}: {err}"
+    return None
+
+
+def _rule_tensor_parallel(c: GRPOConfig) -> Optional[str]:
+    if c.rollout.tensor_parallel_size > 1 and c.rollout.num_gpus_per_worker < c.rollout.tensor_parallel_size:
+        return (
+            f"rollout.tensor_parallel_size={c.rollout.tensor_parallel_size}: each rollout worker needs that many "
+            f"GPUs but rollout.num_gpus_per_worker={c.rollout.num_gpus_per_worker}; raise num_gpus_per_worker"
+        )
+    return None
+
+
+_RULES = [_rule_group_size, _rule_batch_splits, _rule_epsilon_high, _rule_4bit, _rule_tensor_parallel, _rule_rewards_resolve]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML + dotted overrides -> validated GRPOConfig, errors as one line each.
+# ---------------------------------------------------------------------------------------------
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"algo.beta=0.04"`` -> (["algo", "beta"], 0.04). Values are parsed as YAML scalars/lists."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected dotted.key=value, e.g. algo.beta=0.04")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``dotted.key=value`` set (intermediate dicts created)."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_yaml(path: Union[str, Path]) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {str(p)!r}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r}: the top level must be a mapping of sections")
+    return data
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None) -> GRPOConfig:
+    """Read YAML (or start from defaults), apply overrides, validate. Raises :class:`ConfigError`."""
+    raw = read_yaml(path) if path is not None else {}
+    return config_from_dict(apply_overrides(raw, list(overrides or [])))
+
+
+def config_from_dict(raw: dict[str, Any]) -> GRPOConfig:
+    try:
+        return GRPOConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError("\n".join(_describe_error(e) for e in err.errors())) from None
+
+
+def _describe_error(e: dict[str, Any]) -> str:
+    loc = [str(p) for p in e["loc"]]
+    dotted = ".".join(loc)
+    if e["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"did you mean {'.'.join(loc[:-1] + [close[0]])!r}?" if close else f"known keys here: {', '.join(known)}"
+        return f"unknown config key {dotted!r}: {hint}"
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if not loc:  # cross-field rules already name their fields
+        return msg
+    return f"{dotted}={e.get('input')!r}: {msg}"
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: Any = GRPOConfig
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def describe_fields(model: type[BaseModel] = GRPOConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every leaf field: the CLI's help for overrides."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(describe_fields(ann, prefix=f"{key}."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, list) and default and isinstance(default[0], BaseModel):
+            default = [d.model_dump() for d in default]
+        rows.append((key, repr(default), field.description or ""))
+    return rows

