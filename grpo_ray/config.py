@@ -13,6 +13,7 @@ test, so validating a config does not import torch.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -262,12 +263,18 @@ _RULES = [_rule_group_size, _rule_batch_splits, _rule_epsilon_high, _rule_4bit, 
 # ---------------------------------------------------------------------------------------------
 # Loading: YAML + dotted overrides -> validated GRPOConfig, errors as one line each.
 # ---------------------------------------------------------------------------------------------
+_EXPONENT_NUMBER = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``"algo.beta=0.04"`` -> (["algo", "beta"], 0.04). Values are parsed as YAML scalars/lists."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r}: expected dotted.key=value, e.g. algo.beta=0.04")
     value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value):
+        # YAML 1.1 reads 1e-4 (no dot) as a string; a learning rate typed that way must be a number
+        value = float(value)
     return key.strip().split("."), value
 
 

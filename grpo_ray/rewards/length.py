@@ -1,0 +1,107 @@
+"""Length rewards: a penalty for long completions and a bonus for reasoning that shows its work.
+
+Both come from the NF4 notebook: "penalize the completion if [it] is longer than 100 tokens" and
+"the reasoning meets a certain length requirement (to avoid shortcuts)".
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+from grpo_ray.formats import TagStyle
+from grpo_ray.rewards.parsing import (
+    Completion,
+    column,
+    completion_text,
+    extract_reasoning,
+    resolve_tag_style,
+)
+from grpo_ray.rewards.registry import REWARDS
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(path: str) -> Any:
+    """A Hugging Face tokenizer from a local folder or hub id, loaded once per process."""
+    from transformers import AutoTokenizer  # heavy: import only when a path is given
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def count_tokens(
+    completions: Sequence[Completion],
+    completion_ids: Sequence[Sequence[int]] | None = None,
+    tokenizer: Any = None,
+) -> list[int]:
+    """Tokens per completion, from the best source available.
+
+    1. ``completion_ids`` (what TRL and grpo_ray's reward workers pass): the sampled token ids,
+       so the count is exact.
+    2. ``tokenizer``: a Hugging Face tokenizer, or a path / hub id loaded once and cached;
+       counted without special tokens.
+    3. Otherwise whitespace-separated words: a rough stand-in, usually fewer than BPE tokens, so
+       set ``max_tokens`` lower when relying on it.
+
+    >>> count_tokens(["a b c", "d"]), count_tokens(["ignored"], completion_ids=[[5, 6, 7, 8]])
+    ([3, 1], [4])
+    """
+    if completion_ids is not None:
+        ids = column(completion_ids, "completion_ids", len(completions), "length_penalty")
+        return [len(row) for row in ids]
+    texts = [completion_text(c) for c in completions]
+    if tokenizer is not None:
+        if isinstance(tokenizer, str):
+            tokenizer = load_tokenizer(tokenizer)
+        return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    return [len(t.split()) for t in texts]
+
+
+@REWARDS.register("length_penalty")
+def length_penalty_reward(
+    prompts: Sequence[Any] | None,
+    completions: Sequence[Completion],
+    max_tokens: int = 100,
+    penalty: float = -0.5,
+    completion_ids: Sequence[Sequence[int]] | None = None,
+    tokenizer: Any = None,
+    **kwargs: Any,
+) -> list[float]:
+    """0.0 for a completion under ``max_tokens`` tokens, else ``penalty`` (-0.5).
+
+    Tokens are counted by :func:`count_tokens`. (The notebook's ``len(tokenizer(text))`` counts
+    the keys of the tokenizer's output, not tokens; this counts tokens.)
+
+    >>> length_penalty_reward(prompts=None, completions=["x", "y"], completion_ids=[[1] * 99, [1] * 100])
+    [0.0, -0.5]
+    """
+    counts = count_tokens(completions, completion_ids, tokenizer)
+    return [0.0 if n < max_tokens else float(penalty) for n in counts]
+
+
+@REWARDS.register("min_reasoning_length")
+def min_reasoning_length_reward(
+    prompts: Sequence[Any] | None,
+    completions: Sequence[Completion],
+    min_words: int = 10,
+    tag_style: str | TagStyle = "reasoning",
+    **kwargs: Any,
+) -> list[float]:
+    """0.5 when the reasoning block holds at least ``min_words`` words, else 0.0.
+
+    Words are whitespace-separated, so ``23 + 48 = 71`` is five. A missing reasoning block
+    scores 0.0. The default of 10 is two short arithmetic steps; GSM8K solutions run 30-100
+    words and medical ones longer, so raise it for those (a bar the model passes from the start
+    carries no signal).
+
+    >>> min_reasoning_length_reward(
+    ...     prompts=None,
+    ...     completions=["<reasoning>\\n23 + 48 = 71\\n71 - 12 = 59\\n</reasoning>", "<reasoning>59</reasoning>"],
+    ... )
+    [0.5, 0.0]
+    """
+    style = resolve_tag_style(tag_style)
+    rewards = []
+    for c in completions:
+        reasoning = extract_reasoning(completion_text(c), style)
+        rewards.append(0.5 if reasoning is not None and len(reasoning.split()) >= min_words else 0.0)
+    return rewards
