@@ -1,0 +1,45 @@
+"""Pure-torch GRPO math: advantages, policy losses, KL estimators, masks and reward combining.
+
+Functions take tensors and numbers, never config objects, and this package imports only torch, the
+standard library and ``grpo_ray.utils.registry`` -- never ray, vllm, deepspeed or transformers -- so the
+driver, the learner actors and the unit tests can all call it directly
+(``tests/unit/algo/test_boundary.py`` keeps it that way).
+
+Variants are chosen by name from registries, and an unknown name lists the known ones:
+``ADVANTAGE_SCALES`` (group / batch / none), ``LOSS_AGGREGATIONS`` (grpo / bnpo / dr_grpo / dapo),
+``KL_ESTIMATORS`` (k1 / k2 / k3) and ``IMPORTANCE_SAMPLING_LEVELS`` (token / sequence).
+"""
+
+from grpo_ray.algo.advantages import (
+    ADVANTAGE_SCALES,
+    compute_group_advantages,
+    frac_reward_zero_std,
+    zero_std_group_mask,
+)
+from grpo_ray.algo.aggregation import LOSS_AGGREGATIONS
+from grpo_ray.algo.kl import KL_ESTIMATORS, compute_kl
+from grpo_ray.algo.logprobs import entropy_from_logits, selective_log_softmax
+from grpo_ray.algo.losses import IMPORTANCE_SAMPLING_LEVELS, compute_policy_loss
+from grpo_ray.algo.masks import completion_mask_from_eos, mask_truncated_completions
+from grpo_ray.algo.rewards import combine_rewards, reward_function_stats
+from grpo_ray.algo.stats import masked_mean, nanstd
+
+__all__ = [
+    "ADVANTAGE_SCALES",
+    "IMPORTANCE_SAMPLING_LEVELS",
+    "KL_ESTIMATORS",
+    "LOSS_AGGREGATIONS",
+    "combine_rewards",
+    "completion_mask_from_eos",
+    "compute_group_advantages",
+    "compute_kl",
+    "compute_policy_loss",
+    "entropy_from_logits",
+    "frac_reward_zero_std",
+    "mask_truncated_completions",
+    "masked_mean",
+    "nanstd",
+    "reward_function_stats",
+    "selective_log_softmax",
+    "zero_std_group_mask",
+]

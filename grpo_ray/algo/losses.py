@@ -1,0 +1,187 @@
+"""The clipped policy-gradient loss of GRPO and its variants, on plain tensors.
+
+Per token t of sequence i (Shao et al. 2024, "DeepSeekMath", arXiv:2402.03300; PPO's clip):
+
+    ratio  = exp(logprobs - old_logprobs)
+    loss_t = -min(ratio * A_i, clip(ratio, 1 - epsilon_low, 1 + epsilon_high) * A_i) + beta * KL_t
+
+``epsilon_high > epsilon_low`` is DAPO's "clip-higher" (Yu et al. 2025, arXiv:2503.14476).
+``importance_sampling_level="sequence"`` is GSPO (Zheng et al. 2025, "Group Sequence Policy
+Optimization", arXiv:2507.18071): one ratio per sequence, exp of the masked mean token log ratio.
+The per-token losses are then reduced by the ``loss_type`` registry (``aggregation.py``).
+
+Everything matches TRL 1.16 ``GRPOTrainer._compute_loss`` (``trl/trainer/grpo_trainer.py:3020-3290``)
+for the clipped loss types (grpo, bnpo, dr_grpo, dapo), with TRL's optional extras (``delta``
+two-sided clipping, entropy masking, vLLM importance-sampling correction, off-policy masking, KL
+bias correction) left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from grpo_ray.algo.aggregation import LOSS_AGGREGATIONS
+from grpo_ray.algo.kl import KL_ESTIMATORS
+from grpo_ray.algo.stats import masked_mean, masked_row_mean
+from grpo_ray.utils.registry import Registry
+
+# (log_ratio [N, T], mask [N, T]) -> log importance weights, [N, T] (token) or [N, 1] (sequence)
+ImportanceSampling = Callable[[Tensor, Tensor], Tensor]
+IMPORTANCE_SAMPLING_LEVELS: Registry[ImportanceSampling] = Registry("importance_sampling_level")
+
+
+@IMPORTANCE_SAMPLING_LEVELS.register("token")
+def _token_log_weights(log_ratio: Tensor, mask: Tensor) -> Tensor:
+    return log_ratio
+
+
+@IMPORTANCE_SAMPLING_LEVELS.register("sequence")
+def _sequence_log_weights(log_ratio: Tensor, mask: Tensor) -> Tensor:
+    # GSPO's length-normalised sequence ratio, kept [N, 1] as TRL does (grpo_trainer.py:3086-3088): its
+    # gradient reaches every token through the mean, the same value and gradient as GSPO's stop-gradient
+    # form logp - sg(logp) + sg(seq_mean) broadcast to tokens, for every aggregation.
+    return ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+
+
+def _check_inputs(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    ref_logprobs: Tensor | None,
+    beta: float,
+) -> None:
+    if logprobs.dim() != 2:
+        raise ValueError(f"logprobs must be [N, T], got shape {tuple(logprobs.shape)}")
+    named = {"old_logprobs": old_logprobs, "completion_mask": completion_mask, "ref_logprobs": ref_logprobs}
+    for name, tensor in named.items():
+        if tensor is not None and tensor.shape != logprobs.shape:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected logprobs' {tuple(logprobs.shape)}")
+    if advantages.shape != logprobs.shape[:1]:
+        raise ValueError(f"advantages must be [N] = [{logprobs.shape[0]}], got shape {tuple(advantages.shape)}")
+    if beta != 0.0 and ref_logprobs is None:
+        raise ValueError(f"beta={beta} adds a KL penalty, which needs ref_logprobs; pass them or set beta=0")
+
+
+def compute_policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    *,
+    loss_type: str,
+    epsilon_low: float,
+    epsilon_high: float,
+    beta: float = 0.0,
+    ref_logprobs: Tensor | None = None,
+    kl_estimator: str = "k3",
+    importance_sampling_level: str = "token",
+    max_completion_length: int | None = None,
+    global_num_tokens: float | Tensor | None = None,
+    global_num_sequences: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped surrogate loss (+ beta * KL) aggregated by ``loss_type``; GRPO / DAPO / Dr. GRPO / GSPO.
+
+    Args:
+        logprobs: [N, T] log pi_theta of the sampled tokens, with grad (N = B*G sequences).
+        old_logprobs: [N, T] log pi_old from the policy that sampled (no grad). With a single update per
+            batch pass ``logprobs.detach()``: the ratio is then 1 and only its gradient matters.
+        advantages: [N], one per sequence (``compute_group_advantages``).
+        completion_mask: [N, T], 1 for tokens in the loss. Masked positions may hold any value,
+            even inf/NaN: they are zeroed before use, so they reach neither loss nor gradient.
+        loss_type: name in ``LOSS_AGGREGATIONS``: grpo, bnpo, dr_grpo, dapo (see aggregation.py).
+        epsilon_low, epsilon_high: clip range [1 - epsilon_low, 1 + epsilon_high].
+        beta: KL penalty coefficient; != 0 needs ``ref_logprobs``.
+        ref_logprobs: [N, T] log pi_ref, or None. Given with beta == 0, KL is still logged.
+        kl_estimator: name in ``KL_ESTIMATORS``: k1, k2, k3 (Schulman 2020; k3 is TRL's).
+        importance_sampling_level: "token" (GRPO) or "sequence" (GSPO, Zheng et al. 2025).
+        max_completion_length: the generation limit; required by dr_grpo.
+        global_num_tokens: active tokens of everything summed into one optimizer step (dapo).
+        global_num_sequences: sequences of everything summed into one optimizer step (grpo, dr_grpo).
+            Each aggregation reads the count it needs and ignores the other, so a learner can always
+            pass both; see aggregation.py for which loss types are split-invariant.
+
+    Returns:
+        (loss, metrics). ``loss`` is a scalar with grad. ``metrics`` are detached scalars for this batch,
+        named like TRL's: ``clip_ratio/{low,high,region}_mean`` (fraction of tokens, or of sequences for
+        GSPO, whose ratio is clipped in the direction that stops the gradient), ``clip_ratio/low_min`` and
+        ``clip_ratio/high_max`` (over per-sequence fractions), ``ratio/mean``, ``ratio/max``, ``kl``
+        (masked mean, when ``ref_logprobs`` is given) and ``num_tokens`` (to weight means across
+        micro-batches).
+
+    Raises:
+        UnknownNameError: unknown loss_type, kl_estimator or importance_sampling_level.
+        ValueError: shape mismatch, beta != 0 without ref_logprobs, dr_grpo without max_completion_length.
+    """
+    aggregate = LOSS_AGGREGATIONS.get(loss_type)
+    estimate_kl = KL_ESTIMATORS.get(kl_estimator)
+    log_weights_of = IMPORTANCE_SAMPLING_LEVELS.get(importance_sampling_level)
+    _check_inputs(logprobs, old_logprobs, advantages, completion_mask, ref_logprobs, beta)
+
+    keep = completion_mask.bool()
+    mask = keep.to(logprobs.dtype)
+    # Padding may hold garbage (inf from -inf logits, NaN); masking after exp() would let it turn
+    # 0 * inf into NaN in the forward or the backward pass, so zero it first.
+    logprobs = logprobs.masked_fill(~keep, 0.0)
+    old_logprobs = old_logprobs.to(logprobs.dtype).masked_fill(~keep, 0.0)
+    advantages = advantages.to(logprobs.dtype).unsqueeze(1)
+
+    ratio = torch.exp(log_weights_of(logprobs - old_logprobs, mask))  # [N, T] or [N, 1]
+    clipped_ratio = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
+    per_token_loss = -torch.min(ratio * advantages, clipped_ratio * advantages)
+
+    per_token_kl = None
+    if ref_logprobs is not None:
+        per_token_kl = estimate_kl(logprobs, ref_logprobs.to(logprobs.dtype).masked_fill(~keep, 0.0))
+        if beta != 0.0:
+            per_token_loss = per_token_loss + beta * per_token_kl
+
+    loss = aggregate(
+        per_token_loss,
+        mask,
+        max_completion_length=max_completion_length,
+        global_num_tokens=global_num_tokens,
+        global_num_sequences=global_num_sequences,
+    )
+    metrics = _policy_metrics(ratio.detach(), advantages, mask, per_token_kl, epsilon_low, epsilon_high)
+    return loss, metrics
+
+
+@torch.no_grad()
+def _policy_metrics(
+    ratio: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    per_token_kl: Tensor | None,
+    epsilon_low: float,
+    epsilon_high: float,
+) -> dict[str, Tensor]:
+    """TRL 1.16's clip metrics (grpo_trainer.py:3272-3283) plus ratio stats, for one batch."""
+    # Only clipping that zeroes the gradient counts: a low ratio with A > 0 is not clipped by min().
+    is_low = ((ratio < 1 - epsilon_low) & (advantages < 0)).to(mask.dtype)
+    is_high = ((ratio > 1 + epsilon_high) & (advantages > 0)).to(mask.dtype)
+    is_region = torch.maximum(is_low, is_high)
+    per_position = ratio.shape == mask.shape
+    active = mask.bool() if per_position else torch.ones_like(ratio, dtype=torch.bool)
+    metrics = {
+        "clip_ratio/low_mean": masked_mean(is_low, mask),
+        "clip_ratio/high_mean": masked_mean(is_high, mask),
+        "clip_ratio/region_mean": masked_mean(is_region, mask),
+        "clip_ratio/low_min": _nan_reduce(masked_row_mean(is_low, mask), torch.min),
+        "clip_ratio/high_max": _nan_reduce(masked_row_mean(is_high, mask), torch.max),
+        "ratio/mean": masked_mean(ratio, mask),
+        "ratio/max": _nan_reduce(ratio.masked_fill(~active, float("nan")), torch.max),
+        "num_tokens": mask.sum(),
+    }
+    if per_token_kl is not None:
+        metrics["kl"] = masked_mean(per_token_kl.detach(), mask)
+    return metrics
+
+
+def _nan_reduce(values: Tensor, reduce: Callable[[Tensor], Tensor]) -> Tensor:
+    """min/max over non-NaN entries; NaN when there are none (TRL's ``nanmin``/``nanmax``)."""
+    finite = values[~torch.isnan(values)]
+    return reduce(finite) if finite.numel() else values.new_tensor(float("nan"))
