@@ -65,7 +65,10 @@ class DataConfig(_Section):
         description="A built-in dataset (arithmetic, gsm8k, pubmedqa, medical-o1), a hub id, or a local "
         "CSV/JSONL/Parquet file or folder.",
     )
-    subset: Optional[str] = Field(None, description="Hub config name or built-in subset (e.g. 'main', 'pqa_labeled').")
+    data_dir: Optional[str] = Field(
+        None, description="A local copy of a built-in dataset (its folder or file), used instead of the hub."
+    )
+    subset: Optional[str] = Field(None, description="Hub config name or built-in subset (e.g. 'main', 'one_step').")
     split: str = Field("train", description="Split to train on.")
     eval_split: Optional[str] = Field("test", description="Held-out split for evaluation; null for none.")
     question_column: Optional[str] = Field(None, description="Column holding the question (default: the loader's).")

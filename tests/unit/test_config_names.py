@@ -1,0 +1,40 @@
+"""The config's Literal choices stay equal to grpo_ray.algo's registries.
+
+config.py spells the algorithm variant names as Literal types so that validating a config does
+not import torch; this test is what keeps the two lists from drifting apart.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+
+from grpo_ray import algo
+from grpo_ray.config import AdvantageScale, ImportanceSamplingLevel, KLEstimator, LossType
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    "literal, registry",
+    [
+        (LossType, algo.LOSS_AGGREGATIONS),
+        (AdvantageScale, algo.ADVANTAGE_SCALES),
+        (KLEstimator, algo.KL_ESTIMATORS),
+        (ImportanceSamplingLevel, algo.IMPORTANCE_SAMPLING_LEVELS),
+    ],
+    ids=["loss_type", "scale_rewards", "kl_estimator", "importance_sampling_level"],
+)
+def test_config_choices_match_algo_registries(literal, registry):
+    assert sorted(typing.get_args(literal)) == registry.names()
+
+
+def test_data_config_reaches_the_loader(shared_data):
+    from grpo_ray.config import load_config
+    from grpo_ray.data.from_config import load_split
+
+    cfg = load_config(None, ["data.source=gsm8k", f"data.data_dir={shared_data / 'gsm8k'}", "data.tag_style=thinking"])
+    rows = load_split(cfg.data, "test", limit=5)
+    assert len(rows) == 5
+    assert "<thinking>" in rows[0]["prompt"][0]["content"] and rows[0]["answer"].lstrip("-").isdigit()
