@@ -1,5 +1,6 @@
 """The ``grpo-ray`` command line.
 
+    grpo-ray train --config CONFIG [key=value ...] [--resume DIR] [--dry-run]
     grpo-ray config show CONFIG [key=value ...]      print the resolved, validated config
     grpo-ray config validate CONFIG [key=value ...]  exit 0, or print what is wrong and exit 2
     grpo-ray config fields [PREFIX]                   every config key with its default and meaning
@@ -16,6 +17,7 @@ from typing import Optional, Sequence
 
 from grpo_ray import __version__
 from grpo_ray.config import ConfigError, describe_fields, load_config
+from grpo_ray.errors import UserError
 
 EXIT_USER_ERROR = 2
 
@@ -33,6 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"grpo-ray {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    train = sub.add_parser("train", help="run GRPO training (or --dry-run: one rollout + reward batch)")
+    train.add_argument("--config", required=True, help="YAML config file (see examples/)")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. learner.lr=1e-4")
+    train.add_argument("--resume", metavar="DIR", help="continue from the last complete checkpoint in DIR")
+    train.add_argument(
+        "--dry-run", action="store_true",
+        help="generate and score one batch with the starting policy; print samples and reward means; no update",
+    )
+    train.set_defaults(func=_cmd_train)
+
     cfg = sub.add_parser("config", help="show, validate or describe a config")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     show = cfg_sub.add_parser("show", help="print the resolved, validated config as YAML")
@@ -45,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     fields.add_argument("prefix", nargs="?", default="", help="only keys starting with this, e.g. 'algo'")
     fields.set_defaults(func=_cmd_config_fields)
     return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from grpo_ray.train_cli import run_train
+
+    overrides = list(args.overrides) + ([f"trainer.resume={args.resume}"] if args.resume else [])
+    return run_train(load_config(args.config, overrides), dry_run=args.dry_run)
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
@@ -75,6 +94,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         for line in str(err).splitlines():
             print(f"grpo-ray: config error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except UserError as err:
+        print(f"grpo-ray: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 

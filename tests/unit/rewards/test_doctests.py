@@ -18,6 +18,7 @@ MODULES = [
     "grpo_ray.rewards.length",
     "grpo_ray.rewards.medical",
     "grpo_ray.rewards.registry",
+    "grpo_ray.rewards.scorer",
 ]
 
 

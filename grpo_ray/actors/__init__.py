@@ -1,0 +1,7 @@
+"""Ray actors, one role per file, each thin over the plain classes it wraps.
+
+rollout.py  RolloutWorker  a vLLM (or transformers) engine with the policy's LoRA adapter
+reward.py   RewardWorker   reward functions, run concurrently under a timeout
+learner.py  LearnerWorker  one data-parallel rank of the DeepSpeed policy learner
+sync.py     adapter-only weight sync from learner rank 0 to every rollout worker
+"""

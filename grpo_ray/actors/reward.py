@@ -1,0 +1,47 @@
+"""RewardWorker: the reward functions of a run in a CPU-only Ray actor.
+
+Thin over :class:`grpo_ray.rewards.scorer.RewardScorer`, which runs the functions concurrently under
+a timeout. The actor keeps no state a restart could lose besides which functions have already had
+their error reported, so the driver may create it with ``max_restarts`` and re-send a batch whose
+worker died; a restarted worker may report a function's error one more time.
+
+The driver resolves the specs first (``resolve_specs``), so ``path/file.py:function`` rewards travel
+to the actor by value and need not exist on its node::
+
+    specs = resolve_specs([f.model_dump() for f in cfg.reward.functions])
+    workers = [RewardWorker.options(max_restarts=3).remote(specs, cfg.data.tag_style, cfg.reward.timeout_s)
+               for _ in range(cfg.reward.num_workers)]
+    parts = split_for_workers(len(completions), cfg.rollout.group_size, len(workers))
+    result = merge_score_results(ray.get([
+        w.score.remote(prompts[s], completions[s], {k: v[s] for k, v in columns.items()})
+        for w, s in zip(workers, parts)
+    ]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ray
+
+from grpo_ray.rewards.scorer import RewardScorer, ScoreResult, merge_score_results, resolve_specs, split_for_workers
+
+__all__ = ["RewardWorker", "ScoreResult", "merge_score_results", "resolve_specs", "split_for_workers"]
+
+
+@ray.remote
+class RewardWorker:
+    """One pool of reward functions; ``score`` is :meth:`RewardScorer.score` (rewards [N][F])."""
+
+    def __init__(self, functions: Sequence[Mapping[str, Any]], tag_style: str, timeout_s: float) -> None:
+        self.scorer = RewardScorer(functions, tag_style, timeout_s)
+
+    def score(
+        self, prompts: Sequence[Any], completions: Sequence[Any], columns: Mapping[str, Sequence[Any]]
+    ) -> ScoreResult:
+        return self.scorer.score(prompts, completions, columns)
+
+    def ping(self) -> list[str]:
+        """The reward names, once the functions have resolved: a liveness and config check."""
+        return self.scorer.names

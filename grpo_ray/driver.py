@@ -1,0 +1,292 @@
+"""The single controller of a GRPO run.
+
+It holds no model weights. It owns the step counter, the data cursor, the metric sinks and the
+checkpoint schedule, and moves batches between the actors. One training step reads as its phases:
+
+    sample prompts -> generate (rollout workers) -> score (reward workers) -> advantages (algo)
+    -> update (learners) -> sync adapter (learner -> rollout workers) -> log -> checkpoint
+
+Each phase's wall time is logged as ``timing/<phase>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import ray
+import torch
+
+from grpo_ray.actors.sync import sync_adapter
+from grpo_ray.algo import combine_rewards, compute_group_advantages, frac_reward_zero_std, reward_function_stats
+from grpo_ray.algo import zero_std_group_mask
+from grpo_ray.checkpoint import CheckpointManager, find_latest_checkpoint, read_json, write_json
+from grpo_ray.cluster import Workers, init_ray
+from grpo_ray.config import GRPOConfig
+from grpo_ray.data.from_config import load_split
+from grpo_ray.errors import UserError
+from grpo_ray.learner.batch import contiguous_slices, split_into_shards
+from grpo_ray.metrics import MetricLogger, PhaseTimer
+from grpo_ray.models.paths import resolve_model_path
+from grpo_ray.rewards.scorer import ScoreResult, merge_score_results, split_for_workers
+from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
+from grpo_ray.rollout.types import GenerationRequest, RolloutBatch, SamplingConfig
+from grpo_ray.sampler import PromptSampler
+
+log = logging.getLogger("grpo_ray.driver")
+
+
+class GRPOTrainer:
+    def __init__(self, cfg: GRPOConfig) -> None:
+        self.cfg = cfg
+        self.output_dir = Path(cfg.trainer.output_dir)
+        self.step = 0  # completed steps
+        self.version = 0  # adapter version on the rollout workers: the number of updates applied
+        self.workers: Optional[Workers] = None
+        self.timer = PhaseTimer()
+        self.prompts_skipped = 0  # prompts over data.max_prompt_tokens, skipped so far
+
+    # ---------------------------------------------------------------------------------------
+    # setup
+    # ---------------------------------------------------------------------------------------
+    def setup(self, *, learners: bool = True, workers: Optional[Workers] = None) -> "GRPOTrainer":
+        """Load data, start (or adopt) the actors, and resume if asked. ``workers`` lets a caller
+        reuse running rollout and reward actors (tests share one vLLM engine); learners are always
+        started fresh, since they hold the run's optimizer state."""
+        from transformers import AutoTokenizer
+
+        cfg = self.cfg
+        self.dataset = load_split(cfg.data, seed=cfg.trainer.seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name_or_path))
+        self.sampler = PromptSampler(len(self.dataset), cfg.trainer.seed)
+        self.checkpoints = CheckpointManager(self.output_dir)
+        init_ray(cfg)
+        if workers is None:
+            self.workers = Workers.start(cfg, learners=learners)
+        else:
+            self.workers = workers
+            if learners:
+                workers.start_learners(cfg)
+        if learners:
+            self._resume_or_start()
+        return self
+
+    def _resume_or_start(self) -> None:
+        resume = self.cfg.trainer.resume
+        ckpt = find_latest_checkpoint(resume) if resume else None
+        if resume and ckpt is None:
+            raise FileNotFoundError(f"trainer.resume={resume!r}: no complete checkpoint there")
+        if ckpt is not None:
+            state = read_json(ckpt / "driver_state.json")
+            ray.get([learner.load.remote(str(ckpt)) for learner in self.workers.learners])
+            self.step, self.version = int(state["step"]), int(state["version"])
+            self.sampler.load_state_dict(state["sampler"])
+            log.info("resumed from %s at step %d", ckpt, self.step)
+        else:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.yaml").write_text(self.cfg.to_yaml())
+        # A fresh or restarted rollout worker holds no adapter: send the current one before any work.
+        sync_adapter(self.workers.learners, self.workers.rollouts, self.version)
+
+    def shutdown(self) -> None:
+        if self.workers is not None:
+            self.workers.shutdown()
+            self.workers = None
+
+    # ---------------------------------------------------------------------------------------
+    # the loop
+    # ---------------------------------------------------------------------------------------
+    def train(self) -> list[dict[str, float]]:
+        history = []
+        with MetricLogger(self.cfg.trainer, start_step=self.step, run_config=self.cfg.to_dict()) as logger:
+            while self.step < self.cfg.trainer.steps:
+                metrics, samples = self.train_step()
+                logger.log(self.step, metrics)
+                if samples:
+                    logger.log_completions(self.step, samples)
+                history.append(metrics)
+                self.maybe_checkpoint()
+        return history
+
+    def train_step(self) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """One GRPO step. Returns its metrics and, on logging steps, a few sample completions."""
+        t = self.timer
+        step_start = time.perf_counter()
+        with t.phase("sample"):
+            rows = self.sample_prompts()
+        with t.phase("generate"):
+            gen_start = time.perf_counter()
+            rollouts = self.generate(rows)
+            gen_seconds = time.perf_counter() - gen_start
+        with t.phase("score"):
+            scores = self.score(rows, rollouts)
+        with t.phase("advantages"):
+            advantages, rewards, in_loss = self.compute_advantages(scores, rollouts)
+        with t.phase("update"):
+            learner_metrics = self.update(rollouts, advantages, in_loss)
+        self.version += 1
+        with t.phase("sync"):
+            sync_metrics = sync_adapter(self.workers.learners, self.workers.rollouts, self.version)
+        self.step += 1
+        metrics = {
+            # how many updates the sampling adapter was behind the learner when this batch was drawn
+            "policy_version_lag": float(self.version - 1 - rollouts.policy_version),
+            "policy_version": float(self.version),
+            **self.rollout_metrics(rollouts, rewards, scores, gen_seconds),
+            **learner_metrics,
+            **sync_metrics,
+            **t.pop(),
+            "timing/step": time.perf_counter() - step_start,
+        }
+        return metrics, self.sample_table(rows, rollouts, rewards, scores)
+
+    # -- phases ---------------------------------------------------------------------------------
+    def sample_prompts(self) -> list[dict[str, Any]]:
+        """``trainer.prompts_per_step`` rows, skipping prompts over ``data.max_prompt_tokens``."""
+        rows, skipped, shortest, limit = [], 0, None, self.cfg.data.max_prompt_tokens
+        while len(rows) < self.cfg.trainer.prompts_per_step:
+            row = self.dataset[self.sampler.next_index()]
+            length = len(encode_prompts(self.tokenizer, [row["prompt"]])[0])
+            if length > limit:
+                skipped += 1
+                shortest = length if shortest is None else min(shortest, length)
+                if skipped > len(self.dataset):
+                    raise UserError(
+                        f"data.max_prompt_tokens={limit}: every prompt is longer (the shortest has {shortest} "
+                        f"tokens); raise data.max_prompt_tokens"
+                    )
+                continue
+            rows.append(row)
+        self.prompts_skipped += skipped
+        return rows
+
+    def sampling(self, step: int) -> SamplingConfig:
+        r = self.cfg.rollout
+        return SamplingConfig(
+            n=r.group_size, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+            max_tokens=r.max_completion_tokens, seed=self.cfg.trainer.seed * 100_003 + step,
+        )
+
+    def generate(self, rows: list[dict[str, Any]], step: Optional[int] = None) -> RolloutBatch:
+        sampling = self.sampling(self.step if step is None else step)
+        prompts = [row["prompt"] for row in rows]
+        seeds = per_prompt_seeds(sampling.seed, len(prompts))  # global indices: sharding changes nothing
+        parts = contiguous_slices(len(prompts), len(self.workers.rollouts))
+        refs = [
+            worker.generate.remote(GenerationRequest(prompts[s], sampling, seeds[s]))
+            for worker, s in zip(self.workers.rollouts, parts)
+            if s.stop > s.start
+        ]
+        return RolloutBatch.concat(ray.get(refs))
+
+    def score(self, rows: list[dict[str, Any]], rollouts: RolloutBatch) -> ScoreResult:
+        g = rollouts.group_size
+        prompts = [row["prompt"] for row in rows for _ in range(g)]
+        completions = [[{"role": "assistant", "content": text}] for text in rollouts.completion_texts]
+        columns = {k: [row[k] for row in rows for _ in range(g)] for k in rows[0] if k != "prompt"}
+        columns["completion_ids"] = rollouts.completion_ids
+        parts = split_for_workers(len(completions), g, len(self.workers.rewards))
+        refs = [
+            worker.score.remote(prompts[s], completions[s], {k: v[s] for k, v in columns.items()})
+            for worker, s in zip(self.workers.rewards, parts)
+        ]
+        result = merge_score_results(ray.get(refs))
+        for message in result.new_errors:
+            log.warning("reward function failed: %s", message)
+        return result
+
+    def compute_advantages(self, scores: ScoreResult, rollouts: RolloutBatch):
+        """Rewards [N], advantages [N] and which rows enter the loss [N] (bool)."""
+        a, g = self.cfg.algo, rollouts.group_size
+        rewards = combine_rewards(torch.tensor(scores.rewards, dtype=torch.float32), scores.weights)
+        advantages = compute_group_advantages(rewards, g, scale=a.scale_rewards)
+        in_loss = torch.ones(len(rollouts), dtype=torch.bool)
+        if a.mask_truncated_completions:
+            in_loss &= ~torch.tensor(rollouts.is_truncated())
+        if a.drop_zero_std_groups:
+            in_loss &= zero_std_group_mask(rewards, g)
+        return advantages, rewards, in_loss
+
+    def update(self, rollouts: RolloutBatch, advantages: torch.Tensor, in_loss: torch.Tensor) -> dict[str, float]:
+        """Split the rows evenly over the learners; every rank steps its optimizer once per iteration."""
+        shards = split_into_shards(
+            rollouts.group_prompt_ids(), rollouts.completion_ids, advantages.tolist(), in_loss.tolist(),
+            len(self.workers.learners), rollouts.sampling_logprobs,
+        )
+        refs = [learner.train_step.remote(shard) for learner, shard in zip(self.workers.learners, shards)]
+        per_rank = ray.get(refs)
+        return {k: sum(m[k] for m in per_rank) / len(per_rank) for k in per_rank[0]}
+
+    # -- metrics ----------------------------------------------------------------------------------
+    def rollout_metrics(
+        self, rollouts: RolloutBatch, rewards: torch.Tensor, scores: ScoreResult, gen_seconds: float
+    ) -> dict[str, float]:
+        g = rollouts.group_size
+        lengths = torch.tensor([len(c) for c in rollouts.completion_ids], dtype=torch.float32)
+        grouped = rewards.view(-1, g)
+        metrics = {
+            "reward": float(torch.nanmean(rewards)),
+            "reward_std": float(torch.nanmean(grouped.std(dim=1))),
+            "frac_reward_zero_std": frac_reward_zero_std(rewards, g),
+            **reward_function_stats(torch.tensor(scores.rewards, dtype=torch.float32), scores.names),
+            "completions/mean_length": float(lengths.mean()),
+            "completions/min_length": float(lengths.min()),
+            "completions/max_length": float(lengths.max()),
+            "completions/clipped_ratio": sum(rollouts.is_truncated()) / len(rollouts),
+            "rollout/tokens_per_s": float(lengths.sum()) / max(gen_seconds, 1e-9),
+        }
+        for name, count in scores.failures.items():
+            metrics[f"rewards/{name}/failures"] = float(count)
+        return metrics
+
+    def sample_table(self, rows, rollouts: RolloutBatch, rewards: torch.Tensor, scores: ScoreResult, count: int = 4):
+        every = self.cfg.trainer.log_completions_every
+        if not every or self.step % every:
+            return []
+        return self.samples(rows, rollouts, rewards, scores, count)
+
+    @staticmethod
+    def samples(rows, rollouts: RolloutBatch, rewards: torch.Tensor, scores: ScoreResult, count: int):
+        g = rollouts.group_size
+        out = []
+        for i in range(min(count, len(rollouts))):
+            row = rows[i // g]
+            entry = {
+                "prompt": row["prompt"][-1]["content"], "completion": rollouts.completion_texts[i],
+                "answer": str(row.get("answer", "")), "reward": float(rewards[i]),
+            }
+            entry.update({f"rewards/{n}": scores.rewards[i][j] for j, n in enumerate(scores.names)})
+            out.append(entry)
+        return out
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def maybe_checkpoint(self) -> Optional[Path]:
+        every, steps = self.cfg.trainer.save_every, self.cfg.trainer.steps
+        if self.step == steps or (every and self.step % every == 0):
+            return self.save_checkpoint()
+        return None
+
+    def save_checkpoint(self) -> Path:
+        tmp = self.checkpoints.begin(self.step)
+        ray.get([learner.save.remote(str(tmp), self.version) for learner in self.workers.learners])
+        write_json(tmp / "driver_state.json", {
+            "step": self.step, "version": self.version, "sampler": self.sampler.state_dict(),
+        })
+        (tmp / "config.yaml").write_text(self.cfg.to_yaml())
+        return self.checkpoints.commit(self.step, tmp)
+
+    # -- dry run ------------------------------------------------------------------------------------
+    def dry_run(self, count: int = 8) -> dict[str, Any]:
+        """One rollout + reward batch with the starting policy: samples, rewards, no update, no save."""
+        rows = self.sample_prompts()
+        start = time.perf_counter()
+        rollouts = self.generate(rows, step=0)
+        gen_seconds = time.perf_counter() - start
+        scores = self.score(rows, rollouts)
+        rewards = combine_rewards(torch.tensor(scores.rewards, dtype=torch.float32), scores.weights)
+        return {
+            "samples": self.samples(rows, rollouts, rewards, scores, count),
+            "metrics": self.rollout_metrics(rollouts, rewards, scores, gen_seconds),
+        }

@@ -1,0 +1,259 @@
+"""The policy learner: base model + PEFT LoRA under a DeepSpeed engine.
+
+One instance per data-parallel rank. The reference policy is the same model with the adapter
+disabled (``disable_adapter()``), not a second copy in memory. DeepSpeed runs ZeRO 0/1/2/3 over gloo
+on CPU and NCCL on GPUs; this class only differs between them in the backend and device it picks.
+
+Gradient bookkeeping: DeepSpeed averages gradients over accumulation steps and ranks, but the
+split-invariant loss types (grpo, dr_grpo, dapo) are written as sums over rows normalised by the
+*global* count (``grpo_ray.algo.aggregation``). Each micro-batch loss is therefore multiplied by
+accumulation steps x world size before ``backward``, so the step's gradient equals the gradient of the
+loss on the whole global batch, however it is split. ``bnpo`` is local by definition and keeps
+DeepSpeed's averaging, as in TRL.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from grpo_ray.algo import compute_policy_loss, entropy_from_logits, selective_log_softmax
+from grpo_ray.config import AlgoConfig, LearnerConfig, ModelConfig
+from grpo_ray.learner.batch import PaddedBatch, TrainShard, pad_rows
+from grpo_ray.learner.model import build_policy_model
+from grpo_ray.rollout.adapters import AdapterPayload, peft_config_dict, write_adapter_folder
+
+_SPLIT_INVARIANT = {"grpo", "dr_grpo", "dapo"}
+
+
+class PolicyLearner:
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        learner_cfg: LearnerConfig,
+        algo_cfg: AlgoConfig,
+        *,
+        total_steps: int,
+        rows_per_step: int,
+        max_completion_tokens: int,
+        temperature: float = 1.0,
+        rank: int = 0,
+        world_size: int = 1,
+        master_addr: str = "127.0.0.1",
+        master_port: int = 29500,
+        seed: int = 0,
+    ) -> None:
+        self.algo, self.cfg = algo_cfg, learner_cfg
+        self.rank, self.world_size = rank, world_size
+        self.temperature, self.max_completion_tokens = temperature, max_completion_tokens
+        self.device = self._init_distributed(rank, world_size, master_addr, master_port)
+        torch.manual_seed(seed)  # same LoRA init on every rank (DeepSpeed also broadcasts rank 0's)
+        model, self.tokenizer = build_policy_model(model_cfg, learner_cfg, device=self.device)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        if rows_per_step % learner_cfg.micro_batch_size:
+            raise ValueError(f"rows_per_step={rows_per_step} is not a multiple of micro_batch_size={learner_cfg.micro_batch_size}")
+        self.grad_accum = rows_per_step // learner_cfg.micro_batch_size
+        self.engine = self._init_engine(model, total_steps * algo_cfg.num_iterations)
+        self.steps_done = 0
+
+    # -- setup ----------------------------------------------------------------------------------
+    @staticmethod
+    def _init_distributed(rank: int, world_size: int, addr: str, port: int) -> torch.device:
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu:
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        os.environ.update(
+            MASTER_ADDR=addr, MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+            LOCAL_RANK=os.environ.get("LOCAL_RANK", "0"),
+        )
+        import deepspeed
+
+        if not torch.distributed.is_initialized():
+            deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)
+        return torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+
+    def _init_engine(self, model, total_optimizer_steps: int):
+        import deepspeed
+        from transformers import get_scheduler
+
+        c = self.cfg
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=c.lr, betas=tuple(c.adam_betas), weight_decay=c.weight_decay)
+        schedule = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[c.lr_scheduler]
+        scheduler = get_scheduler(
+            schedule, optimizer, num_warmup_steps=int(c.warmup_ratio * total_optimizer_steps),
+            num_training_steps=total_optimizer_steps,
+        )
+        ds_config = {
+            "train_micro_batch_size_per_gpu": c.micro_batch_size,
+            "gradient_accumulation_steps": self.grad_accum,
+            "gradient_clipping": c.max_grad_norm,
+            "zero_optimization": {"stage": c.zero_stage},
+            "bf16": {"enabled": next(model.parameters()).dtype == torch.bfloat16},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 2**31 - 1,
+            "wall_clock_breakdown": False,
+        }
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, model_parameters=trainable,
+        )
+        return engine
+
+    @property
+    def peft_model(self):
+        return self.engine.module
+
+    # -- forward --------------------------------------------------------------------------------
+    def _completion_logprobs(self, mb: PaddedBatch, *, temperature: float, with_entropy: bool = False):
+        """[n, T] logprobs of the completion tokens (and their entropies) for one micro-batch."""
+        width_c = mb.completion_ids.shape[1]
+        out = self.engine(
+            input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids,
+            use_cache=False, logits_to_keep=width_c + 1,
+        )
+        logits = out.logits[:, :-1, :].float() / temperature  # position t predicts token t+1
+        logprobs = selective_log_softmax(logits, mb.completion_ids)
+        entropy = entropy_from_logits(logits.detach()) if with_entropy else None
+        return logprobs, entropy
+
+    @contextmanager
+    def _reference(self):
+        with torch.no_grad(), self.peft_model.disable_adapter():
+            yield
+
+    def _micro_batches(self, shard: TrainShard) -> list[tuple[PaddedBatch, torch.Tensor, torch.Tensor]]:
+        n, size = len(shard.completion_ids), self.cfg.micro_batch_size
+        out = []
+        for start in range(0, n, size):
+            rows = slice(start, start + size)
+            mb = pad_rows(shard.prompt_ids[rows], shard.completion_ids[rows], self.pad_id).to(self.device)
+            in_loss = torch.tensor(shard.row_in_loss[rows], dtype=mb.completion_mask.dtype, device=self.device)
+            mb.completion_mask = mb.completion_mask * in_loss[:, None]
+            adv = torch.tensor(shard.advantages[rows], dtype=torch.float32, device=self.device)
+            out.append((mb, adv, in_loss))
+        return out
+
+    # -- the update -------------------------------------------------------------------------------
+    def train_step(self, shard: TrainShard) -> dict[str, float]:
+        """num_iterations optimizer steps on this shard; returns metrics for this rank."""
+        start = time.perf_counter()
+        a = self.algo
+        micro = self._micro_batches(shard)
+        gas = len(micro)
+        if gas != self.grad_accum:
+            raise ValueError(f"learner rank {self.rank} got {len(shard.completion_ids)} rows; it was built for "
+                             f"{self.grad_accum} micro-batches of {self.cfg.micro_batch_size}")
+        ref = self._no_grad_logprobs(micro, reference=True) if a.beta != 0.0 else [None] * gas
+        old = self._no_grad_logprobs(micro, reference=False) if a.num_iterations > 1 else [None] * gas
+        scale = gas * self.world_size if a.loss_type in _SPLIT_INVARIANT else 1.0
+        totals: dict[str, float] = {}
+        for _ in range(a.num_iterations):
+            for i, (mb, adv, _) in enumerate(micro):
+                logprobs, entropy = self._completion_logprobs(mb, temperature=self.temperature, with_entropy=True)
+                loss, metrics = compute_policy_loss(
+                    logprobs, old[i] if old[i] is not None else logprobs.detach(), adv, mb.completion_mask,
+                    loss_type=a.loss_type, epsilon_low=a.epsilon, epsilon_high=a.resolved_epsilon_high,
+                    beta=a.beta, ref_logprobs=ref[i], kl_estimator=a.kl_estimator,
+                    importance_sampling_level=a.importance_sampling_level,
+                    max_completion_length=self.max_completion_tokens,
+                    global_num_tokens=shard.global_num_tokens, global_num_sequences=shard.global_num_sequences,
+                )
+                self.engine.backward(loss * scale)  # DeepSpeed divides by gas, and averages over ranks
+                if i == gas - 1:
+                    grad_norm = self._grad_norm()
+                self.engine.step()  # an optimizer step only at the accumulation boundary
+                _accumulate(totals, loss, metrics, entropy, mb.completion_mask)
+        self.steps_done += 1
+        # loss reported so that the mean over ranks is the global batch's loss
+        loss_factor = self.world_size if a.loss_type in _SPLIT_INVARIANT else 1.0 / gas
+        result = _finish(totals, a.num_iterations, loss_factor)
+        result["grad_norm"] = grad_norm if grad_norm is not None else float(self.engine.get_global_grad_norm() or 0.0)
+        result["learning_rate"] = float(self.engine.lr_scheduler.get_last_lr()[0])
+        result["timing/learner_step"] = time.perf_counter() - start
+        return result
+
+    def _grad_norm(self) -> Optional[float]:
+        """Pre-clip gradient norm at the boundary. ZeRO 1-3 optimizers report it themselves; ZeRO-0 in
+        fp32 clips without keeping the value, so measure it here (grads are already all-reduced)."""
+        if self.cfg.zero_stage != 0 or self.engine.bfloat16_enabled():
+            return None
+        grads = [p.grad.detach().float().norm() for p in self.peft_model.parameters() if p.grad is not None]
+        return float(torch.stack(grads).norm()) if grads else 0.0
+
+    def _no_grad_logprobs(self, micro, *, reference: bool) -> list[torch.Tensor]:
+        ctx = self._reference() if reference else torch.no_grad()
+        with ctx:
+            return [self._completion_logprobs(mb, temperature=self.temperature)[0] for mb, _, _ in micro]
+
+    # -- inspection, sync, checkpoints ------------------------------------------------------------
+    def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, reference: bool = False) -> list[list[float]]:
+        """Logprobs of given completions at temperature 1 (what a rollout engine's ``score`` returns)."""
+        mb = pad_rows(prompt_ids, completion_ids, self.pad_id).to(self.device)
+        with (self._reference() if reference else torch.no_grad()):
+            lp, _ = self._completion_logprobs(mb, temperature=1.0)
+        return [row[: len(c)].tolist() for row, c in zip(lp, completion_ids)]
+
+    def adapter_payload(self, version: int) -> AdapterPayload:
+        """The LoRA tensors on CPU, gathered from ZeRO-3 shards when needed (call on every rank)."""
+        from peft import get_peft_model_state_dict
+
+        lora_params = [p for n, p in self.peft_model.named_parameters() if "lora_" in n]
+        with _gathered(lora_params, self.cfg.zero_stage):
+            state = {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(self.peft_model).items()}
+        return AdapterPayload(version, state, peft_config_dict(self.peft_model.peft_config["default"]))
+
+    def save(self, directory: str, version: int) -> None:
+        """Optimizer, scheduler and RNG state (every rank) and the PEFT adapter folder (rank 0)."""
+        payload = self.adapter_payload(version)
+        d = Path(directory)
+        self.engine.save_checkpoint(
+            str(d / "learner"), tag="state", exclude_frozen_parameters=True,
+            client_state={"steps_done": self.steps_done, "torch_rng": torch.get_rng_state()},
+        )
+        if self.rank == 0:
+            write_adapter_folder(payload, d / "adapter")
+            self.tokenizer.save_pretrained(str(d / "adapter"))
+
+    def load(self, directory: str) -> None:
+        _, client = self.engine.load_checkpoint(
+            str(Path(directory) / "learner"), tag="state", load_module_strict=False,
+            load_optimizer_states=True, load_lr_scheduler_states=True,
+        )
+        if client:
+            self.steps_done = int(client.get("steps_done", 0))
+            if "torch_rng" in client:
+                torch.set_rng_state(client["torch_rng"])
+
+
+def _gathered(params, zero_stage: int):
+    if zero_stage != 3:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+
+def _accumulate(totals, loss, metrics, entropy, mask) -> None:
+    tokens = float(mask.sum())
+    totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
+    totals["_tokens"] = totals.get("_tokens", 0.0) + tokens
+    if entropy is not None and tokens:
+        totals["entropy"] = totals.get("entropy", 0.0) + float((entropy * mask).sum())
+    for k, v in metrics.items():
+        if k == "num_tokens" or not torch.isfinite(v):
+            continue
+        totals[k] = totals.get(k, 0.0) + float(v) * tokens
+
+
+def _finish(totals: dict[str, float], iterations: int, loss_factor: float) -> dict[str, float]:
+    """Token-weighted means over micro-batches and iterations; the loss as described in train_step."""
+    tokens = totals.pop("_tokens", 0.0)
+    out = {k: v / max(tokens, 1.0) for k, v in totals.items() if k != "loss"}
+    out["loss"] = totals.get("loss", 0.0) * loss_factor / iterations
+    out["num_tokens"] = tokens / iterations
+    return out

@@ -1,0 +1,1 @@
+"""Model construction and loading helpers (transformers/PEFT side; no Ray here)."""

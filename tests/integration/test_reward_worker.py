@@ -1,0 +1,136 @@
+"""RewardWorker on a real local Ray cluster: concurrency, failures and timeouts inside the actor, a
+user reward from a file shipped by value, and a batch shared by two workers equal to one worker's."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from grpo_ray.actors.reward import RewardWorker, merge_score_results, resolve_specs, split_for_workers  # noqa: E402
+from grpo_ray.rewards.scorer import ScoreResult  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = ["Q1", "Q1", "Q2", "Q2", "Q3", "Q3"]
+COMPLETIONS = ["<answer>\n1\n</answer>", "x", "<answer>\n2\n</answer>", "yy", "<answer>\n7\n</answer>", "zzz"]
+COLUMNS = {"answer": ["1", "1", "5", "5", "7", "7"]}
+
+USER_REWARDS = '''
+BONUS = 0.25
+
+def length_bonus(prompts, completions, **kwargs):
+    return [BONUS * len(c) for c in completions]
+
+def sleepy(prompts, completions, seconds=0.5, **kwargs):
+    import time
+    time.sleep(seconds)
+    return [1.0] * len(completions)
+
+def broken(prompts, completions, **kwargs):
+    raise RuntimeError("judge unreachable")
+'''
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def user_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("rewards") / "user_rewards.py"
+    path.write_text(USER_REWARDS)
+    return path
+
+
+def make_worker(specs: list[dict[str, Any]], timeout_s: float = 5.0) -> Any:
+    return RewardWorker.remote(resolve_specs(specs), "reasoning", timeout_s)
+
+
+def score(worker: Any, s: slice = slice(None)) -> ScoreResult:
+    columns = {k: v[s] for k, v in COLUMNS.items()}
+    return ray.get(worker.score.remote(PROMPTS[s], COMPLETIONS[s], columns), timeout=60)
+
+
+def column(result: ScoreResult, name: str) -> list[float]:
+    j = result.names.index(name)
+    return [row[j] for row in result.rewards]
+
+
+def test_user_reward_from_file_is_shipped_by_value(cluster: None, tmp_path: Path) -> None:
+    path = tmp_path / "shipped.py"
+    path.write_text(USER_REWARDS)
+    specs = resolve_specs([{"name": f"{path}:length_bonus", "weight": 1.0, "kwargs": {}}])
+    path.unlink()  # the actor must not need the file: the function travels in the actor's arguments
+    worker = RewardWorker.remote(specs, "reasoning", 5.0)
+    assert ray.get(worker.ping.remote(), timeout=60) == [f"{path}:length_bonus"]
+    assert column(score(worker), f"{path}:length_bonus") == [0.25 * len(c) for c in COMPLETIONS]
+
+
+def test_functions_run_concurrently_in_the_actor(cluster: None, user_file: Path) -> None:
+    specs = [{"name": f"{user_file}:sleepy", "kwargs": {"seconds": 0.5}}, {"name": f"{user_file}:sleepy"}]
+    worker = make_worker(specs)
+    ray.get(worker.ping.remote(), timeout=60)  # actor start-up is not part of the measurement
+    start = time.perf_counter()
+    result = score(worker)
+    took = time.perf_counter() - start
+    assert took < 0.9, f"two 0.5 s rewards took {took:.2f} s in the actor: they did not run concurrently"
+    assert result.failures == {}
+    assert result.rewards == [[1.0, 1.0]] * len(COMPLETIONS)
+
+
+def test_failure_and_timeout_are_nan_and_reported_once(cluster: None, user_file: Path) -> None:
+    specs = [
+        {"name": "correctness"},
+        {"name": f"{user_file}:broken"},
+        {"name": f"{user_file}:sleepy", "kwargs": {"seconds": 30}},
+    ]
+    worker = make_worker(specs, timeout_s=0.5)
+    ray.get(worker.ping.remote(), timeout=60)
+    errors = []
+    for _ in range(2):
+        start = time.perf_counter()
+        result = score(worker)
+        took = time.perf_counter() - start
+        assert took < 0.5 + 1.0, f"a batch with a 0.5 s timeout took {took:.2f} s"
+        assert column(result, "correctness") == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        assert all(math.isnan(v) for v in column(result, f"{user_file}:broken"))
+        assert all(math.isnan(v) for v in column(result, f"{user_file}:sleepy"))
+        assert result.failures == {f"{user_file}:broken": 1, f"{user_file}:sleepy": 1}
+        errors += result.new_errors
+    assert len(errors) == 2
+    assert any("RuntimeError: judge unreachable" in e for e in errors)
+    assert any("timed out after 0.5s" in e for e in errors)
+
+
+def test_two_workers_merged_equal_one_worker(cluster: None, user_file: Path) -> None:
+    specs = [
+        {"name": "correctness", "weight": 2.0},
+        {"name": f"{user_file}:length_bonus"},
+        {"name": f"{user_file}:broken"},
+    ]
+    one = score(make_worker(specs))
+    workers = [make_worker(specs) for _ in range(2)]
+    slices = split_for_workers(len(COMPLETIONS), group_size=2, n_workers=2)
+    merged = merge_score_results(
+        ray.get(
+            [
+                w.score.remote(PROMPTS[s], COMPLETIONS[s], {k: v[s] for k, v in COLUMNS.items()})
+                for w, s in zip(workers, slices)
+            ],
+            timeout=60,
+        )
+    )
+    assert [s.stop - s.start for s in slices] == [4, 2]
+    assert merged.names == one.names and merged.weights == one.weights == [2.0, 1.0, 1.0]
+    assert str(merged.rewards) == str(one.rewards)  # NaN-aware equality
+    assert merged.failures == {f"{user_file}:broken": 2}
+    assert merged.new_errors == one.new_errors

@@ -1,0 +1,230 @@
+"""RewardScorer: concurrency, per-batch timeouts, failures as NaN reported once, and the split/merge
+helpers the driver uses to share a batch among reward workers."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from grpo_ray.algo import combine_rewards
+from grpo_ray.rewards.scorer import RewardScorer, ScoreResult, merge_score_results, resolve_specs, split_for_workers
+
+pytestmark = pytest.mark.unit
+
+PROMPTS = ["Q1", "Q1", "Q2", "Q2"]
+COMPLETIONS = ["a", "bb", "ccc", "dddd"]
+COLUMNS = {"answer": ["a", "x", "ccc", "y"]}
+
+
+def length_reward(prompts, completions, **kwargs):
+    return [float(len(c)) for c in completions]
+
+
+def exact_reward(prompts, completions, answer, **kwargs):
+    return [1.0 if c == a else 0.0 for c, a in zip(completions, answer)]
+
+
+def broken_reward(prompts, completions, **kwargs):
+    raise ZeroDivisionError("division by zero\nsecond line")
+
+
+def sleepy(seconds: float, value: float):
+    def reward(prompts, completions, **kwargs):
+        time.sleep(seconds)
+        return [value] * len(completions)
+
+    return reward
+
+
+def spec(fn: Any, name: str | None = None, weight: float = 1.0, **kwargs: Any) -> dict[str, Any]:
+    return {"name": name or getattr(fn, "__name__", str(fn)), "fn": fn, "weight": weight, "kwargs": kwargs}
+
+
+def score(scorer: RewardScorer) -> ScoreResult:
+    return scorer.score(PROMPTS, COMPLETIONS, COLUMNS)
+
+
+def column(result: ScoreResult, name: str) -> list[float]:
+    j = result.names.index(name)
+    return [row[j] for row in result.rewards]
+
+
+def test_rewards_are_n_by_f_in_config_order_with_config_names_and_weights() -> None:
+    scorer = RewardScorer([spec(length_reward, "len", 0.5), spec(exact_reward, "exact", 2.0)], "reasoning", 5)
+    result = score(scorer)
+    assert result.names == ["len", "exact"]
+    assert result.weights == [0.5, 2.0]
+    assert result.rewards == [[1.0, 1.0], [2.0, 0.0], [3.0, 1.0], [4.0, 0.0]]
+    assert result.failures == {} and result.new_errors == []
+    assert set(result.seconds) == {"len", "exact"}
+    combined = combine_rewards(torch.tensor(result.rewards), result.weights)
+    assert combined.tolist() == [2.5, 1.0, 3.5, 2.0]
+
+
+def test_builtin_names_resolve_and_none_becomes_nan() -> None:
+    scorer = RewardScorer([{"name": "correctness", "weight": 1.0, "kwargs": {}}], "reasoning", 5)
+    result = scorer.score(["Q", "Q"], ["<answer>\n4\n</answer>", "no answer"], {"answer": ["4", None]})
+    assert result.names == ["correctness"]
+    assert result.rewards[0] == [1.0]
+    assert math.isnan(result.rewards[1][0])
+
+
+def test_functions_run_concurrently() -> None:
+    # Sequentially this takes >= 1.0 s; concurrently ~0.5 s. The margin allows for a noisy machine.
+    scorer = RewardScorer([spec(sleepy(0.5, 1.0), "a"), spec(sleepy(0.5, 2.0), "b")], "reasoning", 10)
+    start = time.perf_counter()
+    result = score(scorer)
+    took = time.perf_counter() - start
+    assert took < 0.9, f"two 0.5 s rewards took {took:.2f} s: they did not run concurrently"
+    assert result.rewards == [[1.0, 2.0]] * 4
+    assert 0.45 < result.seconds["a"] < 0.9
+
+
+def test_raising_function_is_nan_counted_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    scorer = RewardScorer([spec(length_reward, "len"), spec(broken_reward, "broken")], "reasoning", 5)
+    with caplog.at_level(logging.WARNING, logger="grpo_ray.rewards"):
+        first, second = score(scorer), score(scorer)
+    for result in (first, second):
+        assert all(math.isnan(v) for v in column(result, "broken"))
+        assert column(result, "len") == [1.0, 2.0, 3.0, 4.0]
+        assert result.failures == {"broken": 1}
+    assert len(first.new_errors) == 1 and second.new_errors == []
+    error = first.new_errors[0]
+    assert "\n" not in error
+    assert "'broken'" in error and "ZeroDivisionError" in error and "division by zero" in error
+    warnings = [r for r in caplog.records if r.name == "grpo_ray.rewards"]
+    assert [r.getMessage() for r in warnings] == [error]
+
+
+def test_wrong_length_result_is_a_failure_of_that_function_only() -> None:
+    def short(prompts, completions, **kwargs):
+        return [1.0]
+
+    result = score(RewardScorer([spec(short, "short"), spec(length_reward, "len")], "reasoning", 5))
+    assert all(math.isnan(v) for v in column(result, "short"))
+    assert column(result, "len") == [1.0, 2.0, 3.0, 4.0]
+    assert "returned 1 rewards for 4 completions" in result.new_errors[0]
+
+
+def test_slow_function_times_out_without_blocking_the_next_batch() -> None:
+    release = threading.Event()
+
+    def hung(prompts, completions, **kwargs):
+        release.wait(10)
+        return [9.0] * len(completions)
+
+    scorer = RewardScorer([spec(hung, "hung"), spec(length_reward, "len")], "reasoning", timeout_s=0.3)
+    errors = []
+    try:
+        for batch in range(2):  # the first batch's thread is still hung while the second runs
+            start = time.perf_counter()
+            result = score(scorer)
+            took = time.perf_counter() - start
+            assert took < 0.3 + 0.5, f"batch {batch} took {took:.2f} s with a 0.3 s timeout"
+            assert all(math.isnan(v) for v in column(result, "hung"))
+            assert column(result, "len") == [1.0, 2.0, 3.0, 4.0]
+            assert result.failures == {"hung": 1}
+            assert result.seconds["hung"] == pytest.approx(0.3)
+            errors += result.new_errors
+    finally:
+        release.set()
+    assert len(errors) == 1 and "'hung'" in errors[0] and "timed out after 0.3s" in errors[0]
+
+
+def test_timeout_is_one_deadline_for_the_batch() -> None:
+    # Two 0.4 s functions under a 0.6 s timeout both finish: each is not given its own 0.6 s after
+    # the other, and neither is cut short by the other's time.
+    scorer = RewardScorer([spec(sleepy(0.4, 1.0), "a"), spec(sleepy(0.4, 2.0), "b")], "reasoning", 0.6)
+    assert score(scorer).failures == {}
+
+
+def test_tag_style_is_passed_unless_set_or_not_accepted() -> None:
+    seen: dict[str, Any] = {}
+
+    def wants_style(prompts, completions, tag_style="none"):
+        seen.setdefault("wants", []).append(tag_style)
+        return [0.0] * len(completions)
+
+    def any_kwargs(prompts, completions, **kwargs):
+        seen.setdefault("any", []).append(kwargs.get("tag_style"))
+        return [0.0] * len(completions)
+
+    def no_kwargs(prompts, completions):
+        return [0.0] * len(completions)
+
+    specs = [spec(wants_style, "w"), spec(any_kwargs, "a", tag_style="reasoning"), spec(no_kwargs, "n")]
+    result = RewardScorer(specs, "thinking", 5).score(["q"], ["c"], {})
+    assert result.failures == {}
+    assert seen == {"wants": ["thinking"], "any": ["reasoning"]}
+
+
+def test_same_function_twice_gets_unique_names() -> None:
+    specs = [
+        {"name": "length_penalty", "kwargs": {"max_tokens": 1}},
+        {"name": "length_penalty", "kwargs": {"max_tokens": 100}},
+    ]
+    result = RewardScorer(specs, "reasoning", 5).score(["q"], ["one two three"], {})
+    assert result.names == ["length_penalty", "length_penalty#2"]
+    assert result.weights == [1.0, 1.0]
+    assert result.rewards[0][0] < result.rewards[0][1]
+
+
+def test_caller_mistakes_raise_instead_of_failing_functions() -> None:
+    scorer = RewardScorer([spec(exact_reward, "exact", answer="a")], "reasoning", 5)
+    with pytest.raises(ValueError, match="clash with dataset columns"):
+        score(scorer)
+    scorer = RewardScorer([spec(length_reward, "len")], "reasoning", 5)
+    with pytest.raises(ValueError, match="column 'answer' has 3 values for 4 completions"):
+        scorer.score(PROMPTS, COMPLETIONS, {"answer": ["a", "b", "c"]})
+    with pytest.raises(ValueError, match="3 prompts for 4 completions"):
+        scorer.score(PROMPTS[:3], COMPLETIONS, {})
+    with pytest.raises(ValueError, match="unknown reward function"):
+        RewardScorer([{"name": "no_such_reward"}], "reasoning", 5)
+
+
+def test_resolve_specs_loads_user_files_once(tmp_path: Path) -> None:
+    (tmp_path / "mine.py").write_text("def double(prompts, completions, **kw):\n    return [2.0] * len(completions)\n")
+    specs = resolve_specs([{"name": f"{tmp_path}/mine.py:double", "weight": 1.0, "kwargs": {}}])
+    assert callable(specs[0]["fn"]) and specs[0]["name"].endswith("mine.py:double")
+    (tmp_path / "mine.py").unlink()  # the resolved function no longer needs the file
+    assert RewardScorer(specs, "reasoning", 5).score(["q"], ["c"], {}).rewards == [[2.0]]
+
+
+@pytest.mark.parametrize(
+    "n_rows, group_size, n_workers, sizes",
+    [(16, 4, 2, [8, 8]), (12, 2, 4, [4, 4, 2, 2]), (6, 2, 1, [6]), (4, 2, 3, [2, 2]), (15, 3, 2, [9, 6])],
+)
+def test_split_for_workers_keeps_groups_whole(n_rows: int, group_size: int, n_workers: int, sizes: list[int]) -> None:
+    slices = split_for_workers(n_rows, group_size, n_workers)
+    assert [s.stop - s.start for s in slices] == sizes
+    assert slices[0].start == 0 and slices[-1].stop == n_rows
+    assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+    assert all(s.start % group_size == 0 for s in slices)
+
+
+def test_split_for_workers_rejects_partial_groups() -> None:
+    with pytest.raises(ValueError, match="not whole groups of 4"):
+        split_for_workers(10, 4, 2)
+
+
+def test_merged_shards_equal_one_batch() -> None:
+    specs = [spec(length_reward, "len"), spec(exact_reward, "exact", 2.0), spec(broken_reward, "broken")]
+    whole = score(RewardScorer(specs, "reasoning", 5))
+    shards = []
+    for s in split_for_workers(len(COMPLETIONS), 2, 2):
+        scorer = RewardScorer(specs, "reasoning", 5)  # one per worker, as actors have
+        shards.append(scorer.score(PROMPTS[s], COMPLETIONS[s], {k: v[s] for k, v in COLUMNS.items()}))
+    merged = merge_score_results(shards)
+    assert merged.names == whole.names and merged.weights == whole.weights
+    assert str(merged.rewards) == str(whole.rewards)  # NaN-aware equality
+    assert merged.failures == {"broken": 2}
+    assert merged.new_errors == whole.new_errors  # both workers report it; kept once
+    with pytest.raises(ValueError, match="disagree on functions"):
+        merge_score_results([whole, ScoreResult([], ["other"], [1.0])])
