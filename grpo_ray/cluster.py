@@ -70,14 +70,14 @@ class Workers:
     learners: list = field(default_factory=list)
     groups: list = field(default_factory=list)
     learner_group: Any = None
+    reward_group: Any = None
 
     @classmethod
     def start(cls, cfg: GRPOConfig, *, learners: bool = True) -> "Workers":
-        from grpo_ray.actors.reward import RewardWorker
         from grpo_ray.actors.rollout import RolloutWorker
 
         w = cls()
-        r, lc, rw = cfg.rollout, cfg.learner, cfg.reward
+        r = cfg.rollout
         model_path = resolve_model_path(cfg.model.name_or_path)
         rollout_pg = w._group([{"CPU": r.num_cpus_per_worker, "GPU": r.num_gpus_per_worker}] * r.num_workers, "PACK")
         kwargs = rollout_engine_kwargs(cfg)
@@ -88,18 +88,27 @@ class Workers:
             ).remote(r.engine, model_path, kwargs)
             for i in range(r.num_workers)
         ]
-        reward_pg = w._group([{"CPU": REWARD_WORKER_CPUS}] * rw.num_workers, "SPREAD")
-        # resolved here and shipped by value: a file.py reward need not exist on the worker's node
-        functions = resolve_specs([f.model_dump() for f in rw.functions])
-        w.rewards = [
-            RewardWorker.options(
-                num_cpus=REWARD_WORKER_CPUS, max_restarts=3, max_task_retries=0, scheduling_strategy=_in_group(reward_pg, i)
-            ).remote(functions, cfg.data.tag_style, rw.timeout_s)
-            for i in range(rw.num_workers)
-        ]
+        w.start_rewards(cfg)
         if learners:
             w.start_learners(cfg)
         return w
+
+    def start_rewards(self, cfg: GRPOConfig) -> list:
+        """(Re)create the reward workers for ``cfg.reward`` (CPU only, cheap to start)."""
+        from grpo_ray.actors.reward import RewardWorker
+
+        rw = cfg.reward
+        self.rewards = self._release(self.rewards, self.reward_group)
+        self.reward_group = pg = self._group([{"CPU": REWARD_WORKER_CPUS}] * rw.num_workers, "SPREAD")
+        # resolved here and shipped by value: a file.py reward need not exist on the worker's node
+        functions = resolve_specs([f.model_dump() for f in rw.functions])
+        self.rewards = [
+            RewardWorker.options(
+                num_cpus=REWARD_WORKER_CPUS, max_restarts=3, max_task_retries=0, scheduling_strategy=_in_group(pg, i)
+            ).remote(functions, cfg.data.tag_style, rw.timeout_s)
+            for i in range(rw.num_workers)
+        ]
+        return self.rewards
 
     def start_learners(self, cfg: GRPOConfig) -> list:
         """(Re)create the learner group: every rank, then one rendezvous for the process group."""
@@ -122,13 +131,17 @@ class Workers:
 
     def stop_learners(self) -> None:
         """Kill the learner group and release its placement group (a new group can take its place)."""
-        for learner in self.learners:
-            ray.kill(learner, no_restart=True)
-        self.learners = []
-        if self.learner_group is not None:
-            remove_placement_group(self.learner_group)
-            self.groups.remove(self.learner_group)
-            self.learner_group = None
+        self.learners = self._release(self.learners, self.learner_group)
+        self.learner_group = None
+
+    def _release(self, actors: list, group) -> list:
+        """Kill ``actors`` and remove their placement group; returns the new (empty) actor list."""
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        if group is not None:
+            remove_placement_group(group)
+            self.groups.remove(group)
+        return []
 
     def _group(self, bundles: list[dict[str, float]], strategy: str):
         bundles = [{k: v for k, v in b.items() if v > 0} or {"CPU": 0.01} for b in bundles]

@@ -52,9 +52,9 @@ class GRPOTrainer:
     # setup
     # ---------------------------------------------------------------------------------------
     def setup(self, *, learners: bool = True, workers: Optional[Workers] = None) -> "GRPOTrainer":
-        """Load data, start (or adopt) the actors, and resume if asked. ``workers`` lets a caller
-        reuse running rollout and reward actors (tests share one vLLM engine); learners are always
-        started fresh, since they hold the run's optimizer state."""
+        """Load data, start the actors, and resume if asked. ``workers`` lets a caller reuse running
+        rollout actors (tests share one vLLM engine); reward workers and learners are started fresh
+        from this run's config, since they hold its reward functions and optimizer state."""
         from transformers import AutoTokenizer
 
         cfg = self.cfg
@@ -67,6 +67,7 @@ class GRPOTrainer:
             self.workers = Workers.start(cfg, learners=learners)
         else:
             self.workers = workers
+            workers.start_rewards(cfg)
             if learners:
                 workers.start_learners(cfg)
         if learners:
