@@ -11,7 +11,7 @@ from __future__ import annotations
 import datasets
 
 from grpo_ray.data.catalog import BuiltinDataset, LoadRequest, register_dataset
-from grpo_ray.data.sources import DataSourceError, load_hub_table, read_local_table, require_columns
+from grpo_ray.data.sources import DataSourceError, load_table_builtin, require_columns
 
 HUB_ID = "openai/gsm8k"
 DEFAULT_SUBSET = "main"
@@ -51,13 +51,7 @@ def convert_gsm8k(table: datasets.Dataset, origin: str) -> datasets.Dataset:
 
 def load_gsm8k(request: LoadRequest) -> datasets.Dataset:
     """GSM8K records for ``request.split`` ("train" 7473 rows, "test" 1319) from disk or the hub."""
-    if request.data_dir is not None:
-        table = read_local_table(request.data_dir, request.split, request.subset)
-        return convert_gsm8k(table, str(request.data_dir))
-    table = load_hub_table(
-        HUB_ID, request.subset or DEFAULT_SUBSET, request.split, label="gsm8k", local_hint=LOCAL_HINT
-    )
-    return convert_gsm8k(table, HUB_ID)
+    return load_table_builtin(request, HUB_ID, DEFAULT_SUBSET, "gsm8k", LOCAL_HINT, convert_gsm8k)
 
 
 GSM8K = register_dataset(BuiltinDataset("gsm8k", load_gsm8k, recognise=looks_like_gsm8k, convert=convert_gsm8k))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datasets
 
 from grpo_ray.data.catalog import BuiltinDataset, LoadRequest, register_dataset
-from grpo_ray.data.sources import load_hub_table, read_local_table, require_columns
+from grpo_ray.data.sources import load_table_builtin, require_columns
 
 HUB_ID = "FreedomIntelligence/medical-o1-reasoning-SFT"
 DEFAULT_SUBSET = "en"
@@ -33,13 +33,7 @@ def convert_medical_o1(table: datasets.Dataset, origin: str) -> datasets.Dataset
 
 def load_medical_o1(request: LoadRequest) -> datasets.Dataset:
     """medical-o1 records for ``request.split`` from disk or the hub."""
-    if request.data_dir is not None:
-        table = read_local_table(request.data_dir, request.split, request.subset)
-        return convert_medical_o1(table, str(request.data_dir))
-    table = load_hub_table(
-        HUB_ID, request.subset or DEFAULT_SUBSET, request.split, label="medical-o1", local_hint=LOCAL_HINT
-    )
-    return convert_medical_o1(table, HUB_ID)
+    return load_table_builtin(request, HUB_ID, DEFAULT_SUBSET, "medical-o1", LOCAL_HINT, convert_medical_o1)
 
 
 MEDICAL_O1 = register_dataset(

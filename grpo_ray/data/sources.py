@@ -129,3 +129,13 @@ def require_columns(table: datasets.Dataset, columns: dict[str, str], origin: st
         if column not in table.column_names:
             available = ", ".join(table.column_names)
             raise DataSourceError(f"{origin}: {argument} {column!r} not found; available columns: {available}")
+
+
+def load_table_builtin(request, hub_id: str, default_subset: str, label: str, local_hint: str, convert):
+    """A built-in that is one table: read the local copy in ``request.data_dir`` or the hub's, then
+    ``convert(table, origin)`` it into records."""
+    if request.data_dir is not None:
+        table = read_local_table(request.data_dir, request.split, request.subset)
+        return convert(table, str(request.data_dir))
+    table = load_hub_table(hub_id, request.subset or default_subset, request.split, label=label, local_hint=local_hint)
+    return convert(table, hub_id)

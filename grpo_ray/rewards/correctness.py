@@ -22,6 +22,20 @@ from grpo_ray.rewards.parsing import (
 from grpo_ray.rewards.registry import REWARDS
 
 
+def _match_gold(completions, answer, tag_style, name: str, read) -> list[float | None]:
+    """1.0 where ``read(extracted answer)`` equals the normalised gold, 0.0 where not, None without a gold."""
+    golds = column(answer, "answer", len(completions), name)
+    style = resolve_tag_style(tag_style)
+    rewards: list[float | None] = []
+    for c, raw_gold in zip(completions, golds):
+        gold = normalize_gold(raw_gold)
+        if gold is None:
+            rewards.append(None)
+        else:
+            rewards.append(1.0 if read(extract_xml_answer(completion_text(c), style)) == gold else 0.0)
+    return rewards
+
+
 @REWARDS.register("correctness")
 def correctness_reward(
     prompts: Sequence[Any] | None,
@@ -42,16 +56,7 @@ def correctness_reward(
     ... )
     [1.0, 0.0, None]
     """
-    golds = column(answer, "answer", len(completions), "correctness")
-    style = resolve_tag_style(tag_style)
-    rewards: list[float | None] = []
-    for c, raw_gold in zip(completions, golds):
-        gold = normalize_gold(raw_gold)
-        if gold is None:
-            rewards.append(None)
-            continue
-        rewards.append(1.0 if extract_xml_answer(completion_text(c), style) == gold else 0.0)
-    return rewards
+    return _match_gold(completions, answer, tag_style, "correctness", lambda extracted: extracted)
 
 
 @REWARDS.register("soft_correctness")
@@ -75,17 +80,7 @@ def soft_correctness_reward(
     ... )
     [1.0, 1.0, 0.0]
     """
-    golds = column(answer, "answer", len(completions), "soft_correctness")
-    style = resolve_tag_style(tag_style)
-    rewards: list[float | None] = []
-    for c, raw_gold in zip(completions, golds):
-        gold = normalize_gold(raw_gold)
-        if gold is None:
-            rewards.append(None)
-            continue
-        predicted = first_number(extract_xml_answer(completion_text(c), style))
-        rewards.append(1.0 if predicted == gold else 0.0)
-    return rewards
+    return _match_gold(completions, answer, tag_style, "soft_correctness", first_number)
 
 
 @REWARDS.register("integer")
