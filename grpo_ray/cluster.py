@@ -30,7 +30,8 @@ def init_ray(cfg: GRPOConfig) -> None:
     """Connect to ``trainer.ray_address`` or start a local cluster big enough for the config."""
     if ray.is_initialized():
         return
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "RAY_DEDUP_LOGS": "1"}}
+    # vLLM logs every engine detail at INFO; actor output is forwarded to the user's terminal
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "WARNING"}}
     if cfg.trainer.ray_address:
         ray.init(address=cfg.trainer.ray_address, runtime_env=env)
         return
