@@ -126,7 +126,8 @@ class PolicyLearner:
         with torch.no_grad(), self.peft_model.disable_adapter():
             yield
 
-    def _micro_batches(self, shard: TrainShard) -> list[tuple[PaddedBatch, torch.Tensor, torch.Tensor]]:
+    def _micro_batches(self, shard: TrainShard) -> list[tuple[PaddedBatch, torch.Tensor]]:
+        """(padded rows, advantages) per micro-batch; rows out of the loss get an all-zero mask."""
         n, size = len(shard.completion_ids), self.cfg.micro_batch_size
         out = []
         for start in range(0, n, size):
@@ -135,7 +136,7 @@ class PolicyLearner:
             in_loss = torch.tensor(shard.row_in_loss[rows], dtype=mb.completion_mask.dtype, device=self.device)
             mb.completion_mask = mb.completion_mask * in_loss[:, None]
             adv = torch.tensor(shard.advantages[rows], dtype=torch.float32, device=self.device)
-            out.append((mb, adv, in_loss))
+            out.append((mb, adv))
         return out
 
     # -- the update -------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ class PolicyLearner:
         scale = gas * self.world_size if a.loss_type in _SPLIT_INVARIANT else 1.0
         totals: dict[str, float] = {}
         for _ in range(a.num_iterations):
-            for i, (mb, adv, _) in enumerate(micro):
+            for i, (mb, adv) in enumerate(micro):
                 logprobs, entropy = self._completion_logprobs(mb, temperature=self.temperature, with_entropy=True)
                 loss, metrics = compute_policy_loss(
                     logprobs, old[i] if old[i] is not None else logprobs.detach(), adv, mb.completion_mask,
@@ -188,7 +189,7 @@ class PolicyLearner:
     def _no_grad_logprobs(self, micro, *, reference: bool) -> list[torch.Tensor]:
         ctx = self._reference() if reference else torch.no_grad()
         with ctx:
-            return [self._completion_logprobs(mb, temperature=self.temperature)[0] for mb, _, _ in micro]
+            return [self._completion_logprobs(mb, temperature=self.temperature)[0] for mb, _ in micro]
 
     # -- inspection, sync, checkpoints ------------------------------------------------------------
     def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, reference: bool = False) -> list[list[float]]:
