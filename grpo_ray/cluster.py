@@ -45,7 +45,8 @@ def rollout_engine_kwargs(cfg: GRPOConfig) -> dict[str, Any]:
     if r.engine == "hf":
         from grpo_ray.learner.model import lora_config
 
-        return {"dtype": m.dtype, "lora_config": lora_config(m), "trust_remote_code": m.trust_remote_code}
+        return {"dtype": m.dtype, "lora_config": lora_config(m), "trust_remote_code": m.trust_remote_code,
+                "revision": m.revision}
     return {
         "dtype": m.dtype,
         "max_model_len": cfg.data.max_prompt_tokens + r.max_completion_tokens,
@@ -55,6 +56,7 @@ def rollout_engine_kwargs(cfg: GRPOConfig) -> dict[str, Any]:
         "cpu_kvcache_gb": r.cpu_kvcache_gb,
         "seed": cfg.trainer.seed,
         "trust_remote_code": m.trust_remote_code,
+        "revision": m.revision,
     }
 
 

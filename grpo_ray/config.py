@@ -70,7 +70,6 @@ class DataConfig(_Section):
     )
     subset: Optional[str] = Field(None, description="Hub config name or built-in subset (e.g. 'main', 'one_step').")
     split: str = Field("train", description="Split to train on.")
-    eval_split: Optional[str] = Field("test", description="Held-out split for evaluation; null for none.")
     question_column: Optional[str] = Field(None, description="Column holding the question (default: the loader's).")
     answer_column: Optional[str] = Field(None, description="Column holding the gold answer (default: the loader's).")
     system_prompt: Optional[str] = Field(None, description="System prompt; null uses the tag style's default.")
@@ -157,8 +156,6 @@ class TrainerConfig(_Section):
     seed: int = Field(0, description="Seed for prompt order, sampling and initialisation.")
     output_dir: str = Field("outputs/run", description="Where checkpoints, metrics and reports go.")
     save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
-    eval_every: int = Field(0, ge=0, description="Evaluate on data.eval_split every N steps (0: never during training).")
-    eval_samples: int = Field(200, ge=1, description="Held-out prompts per evaluation.")
     log_completions_every: int = Field(10, ge=0, description="Log a table of sample completions every N steps (0: never).")
     sinks: list[MetricSink] = Field(
         default_factory=lambda: ["console", "jsonl", "tensorboard"], description="Where metrics go."

@@ -19,15 +19,16 @@ class HFEngine:
     """A transformers causal LM wrapped in PEFT; the adapter is swapped in memory."""
 
     def __init__(self, model_path: str, *, dtype: str = "auto", lora_config=None, device: Optional[str] = None,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, revision: Optional[str] = None) -> None:
         import torch
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = {"auto": torch.bfloat16 if self.device == "cuda" else torch.float32}.get(dtype, dtype)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        hub = dict(trust_remote_code=trust_remote_code, revision=revision)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, **hub)
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, **hub)
         # The adapter's shape comes with the first payload; until then a zero-effect default.
         self.model = get_peft_model(base, lora_config or LoraConfig(r=8, target_modules="all-linear"))
         self.model.to(self.device).eval()

@@ -45,6 +45,7 @@ class VLLMEngine:
         seed: int = 0,
         adapter_dir: Optional[str] = None,
         trust_remote_code: bool = False,
+        revision: Optional[str] = None,
     ) -> None:
         import torch
 
@@ -68,6 +69,7 @@ class VLLMEngine:
             # logprobs after temperature: the distribution the tokens were really drawn from
             logprobs_mode="processed_logprobs",
             trust_remote_code=trust_remote_code,
+            revision=revision,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._adapter_root = Path(adapter_dir or tempfile.mkdtemp(prefix="grpo_ray_adapters_"))
