@@ -122,8 +122,9 @@ class PolicyLearner:
         return logprobs, entropy
 
     @contextmanager
-    def _reference(self):
-        with torch.no_grad(), self.peft_model.disable_adapter():
+    def _scoring(self, reference: bool):
+        """No-grad forward passes, under the reference policy (adapter disabled) when asked."""
+        with torch.no_grad(), (self.peft_model.disable_adapter() if reference else nullcontext()):
             yield
 
     def _micro_batches(self, shard: TrainShard) -> list[tuple[PaddedBatch, torch.Tensor]]:
@@ -187,15 +188,14 @@ class PolicyLearner:
         return float(torch.stack(grads).norm()) if grads else 0.0
 
     def _no_grad_logprobs(self, micro, *, reference: bool) -> list[torch.Tensor]:
-        ctx = self._reference() if reference else torch.no_grad()
-        with ctx:
+        with self._scoring(reference):
             return [self._completion_logprobs(mb, temperature=self.temperature)[0] for mb, _ in micro]
 
     # -- inspection, sync, checkpoints ------------------------------------------------------------
     def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, reference: bool = False) -> list[list[float]]:
         """Logprobs of given completions at temperature 1 (what a rollout engine's ``score`` returns)."""
         mb = pad_rows(prompt_ids, completion_ids, self.pad_id).to(self.device)
-        with (self._reference() if reference else torch.no_grad()):
+        with self._scoring(reference):
             lp, _ = self._completion_logprobs(mb, temperature=1.0)
         return [row[: len(c)].tolist() for row, c in zip(lp, completion_ids)]
 

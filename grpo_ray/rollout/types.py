@@ -68,7 +68,7 @@ class RolloutBatch:
         """Join the shards that several rollout workers produced, in order."""
         if not parts:
             raise ValueError("no rollout shards to join")
-        g, v = parts[0].group_size, parts[0].policy_version
+        g = parts[0].group_size
         if any(p.group_size != g for p in parts):
             raise ValueError("rollout shards disagree on group_size")
         stats: dict[str, Any] = {}
@@ -82,6 +82,6 @@ class RolloutBatch:
             sampling_logprobs=[x for p in parts for x in p.sampling_logprobs],
             finish_reasons=[x for p in parts for x in p.finish_reasons],
             group_size=g,
-            policy_version=min(v, *(p.policy_version for p in parts)),
+            policy_version=min(p.policy_version for p in parts),  # the oldest adapter in the batch
             stats=stats,
         )

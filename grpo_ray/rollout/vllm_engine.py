@@ -83,8 +83,8 @@ class VLLMEngine:
         from vllm.lora.request import LoRARequest
 
         start = time.perf_counter()
-        folder = write_adapter_folder(payload, self._adapter_root / f"load-{self._lora_ids + 1}-v{payload.version}")
         self._lora_ids += 1
+        folder = write_adapter_folder(payload, self._adapter_root / f"load-{self._lora_ids}-v{payload.version}")
         request = LoRARequest(f"policy-v{payload.version}", self._lora_ids, str(folder))
         self.llm.llm_engine.add_lora(request)
         previous, self._lora, self.version = self._lora, request, payload.version
