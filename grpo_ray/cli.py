@@ -4,6 +4,9 @@
     grpo-ray config show CONFIG [key=value ...]      print the resolved, validated config
     grpo-ray config validate CONFIG [key=value ...]  exit 0, or print what is wrong and exit 2
     grpo-ray config fields [PREFIX]                   every config key with its default and meaning
+    grpo-ray eval --model M [--adapter A] [--compare-base] --dataset D   the held-out table
+    grpo-ray generate --model M [--adapter A] ["question"]               answer one, or read from stdin
+    grpo-ray merge --model M --adapter A --out DIR                       base + adapter as one model
 
 A user mistake (bad config, missing file) prints one line per problem and exits 2; anything else is
 an internal fault and keeps its traceback.
@@ -18,6 +21,7 @@ from typing import Optional, Sequence
 from grpo_ray import __version__
 from grpo_ray.config import ConfigError, describe_fields, load_config
 from grpo_ray.errors import UserError
+from grpo_ray.eval_cli import add_eval_parser, add_generate_parser, add_merge_parser
 
 EXIT_USER_ERROR = 2
 
@@ -44,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate and score one batch with the starting policy; print samples and reward means; no update",
     )
     train.set_defaults(func=_cmd_train)
+
+    add_eval_parser(sub)
+    add_generate_parser(sub)
+    add_merge_parser(sub)
 
     cfg = sub.add_parser("config", help="show, validate or describe a config")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")

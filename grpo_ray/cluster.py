@@ -49,7 +49,7 @@ def rollout_engine_kwargs(cfg: GRPOConfig) -> dict[str, Any]:
                 "revision": m.revision}
     return {
         "dtype": m.dtype,
-        "max_model_len": cfg.data.max_prompt_tokens + r.max_completion_tokens,
+        "max_model_len": cfg.data.max_prompt_tokens + max(r.max_completion_tokens, cfg.eval.max_tokens or 0),
         "max_lora_rank": m.lora.r,
         "gpu_memory_utilization": r.gpu_memory_utilization,
         "tensor_parallel_size": r.tensor_parallel_size,
@@ -57,6 +57,7 @@ def rollout_engine_kwargs(cfg: GRPOConfig) -> dict[str, Any]:
         "seed": cfg.trainer.seed,
         "trust_remote_code": m.trust_remote_code,
         "revision": m.revision,
+        "weight_sync": r.weight_sync,
     }
 
 

@@ -95,6 +95,11 @@ class RolloutConfig(_Section):
         0.5, gt=0, le=1, description="Fraction of GPU memory vLLM may take (on CPU: of the KV-cache budget)."
     )
     cpu_kvcache_gb: float = Field(1.0, gt=0, description="KV-cache size in GiB when vLLM runs on CPU.")
+    weight_sync: Literal["merge", "lora"] = Field(
+        "merge",
+        description="How vLLM applies the synced adapter: merge it into the served weights on the rollout node "
+        "(bare-model speed), or serve it through vLLM's LoRA kernels.",
+    )
 
 
 class RewardFunctionConfig(_Section):
@@ -164,6 +169,16 @@ class TrainerConfig(_Section):
     ray_address: Optional[str] = Field(None, description="Ray cluster address; null starts a local cluster.")
 
 
+class EvalConfig(_Section):
+    enabled: bool = Field(True, description="Evaluate on held-out prompts before training and after the last step.")
+    every: int = Field(0, ge=0, description="Also evaluate every N steps (0: only before and after).")
+    split: str = Field("test", description="Held-out split of data.source; never sampled for training.")
+    limit: Optional[int] = Field(None, ge=1, description="Evaluate on the first N held-out prompts (null: all).")
+    max_tokens: Optional[int] = Field(
+        None, ge=1, description="Longest greedy completion (null: rollout.max_completion_tokens)."
+    )
+
+
 class GRPOConfig(_Section):
     """The whole run. Sections are validated individually, then the rules that span them."""
 
@@ -174,6 +189,7 @@ class GRPOConfig(_Section):
     algo: AlgoConfig = Field(default_factory=AlgoConfig)
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "GRPOConfig":

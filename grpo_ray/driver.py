@@ -4,9 +4,12 @@ It holds no model weights. It owns the step counter, the data cursor, the metric
 checkpoint schedule, and moves batches between the actors. One training step reads as its phases:
 
     sample prompts -> generate (rollout workers) -> score (reward workers) -> advantages (algo)
-    -> update (learners) -> sync adapter (learner -> rollout workers) -> log -> checkpoint
+    -> update (learners) -> sync adapter (learner -> rollout workers) -> [evaluate] -> log -> checkpoint
 
-Each phase's wall time is logged as ``timing/<phase>``.
+Each phase's wall time is logged as ``timing/<phase>``. Held-out evaluation (greedy, on the
+``eval.split`` prompts, through the same rollout workers and the synced adapter) runs before the first
+step, every ``eval.every`` steps and after the last one; its table metrics are logged as ``eval/<key>``
+and each result is kept as ``eval/step-N.json`` in the output dir.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ from grpo_ray.cluster import Workers, init_ray
 from grpo_ray.config import GRPOConfig
 from grpo_ray.data.from_config import load_split
 from grpo_ray.errors import UserError
+from grpo_ray.evaluation.records import write_eval_json
+from grpo_ray.evaluation.table import metrics_for_rows, score_eval
 from grpo_ray.learner.batch import contiguous_slices, split_into_shards
 from grpo_ray.metrics import MetricLogger, PhaseTimer
 from grpo_ray.models.paths import resolve_model_path
+from grpo_ray.report import plot_report, read_metric_rows
 from grpo_ray.rewards.scorer import ScoreResult, merge_score_results, split_for_workers
 from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
 from grpo_ray.rollout.types import GenerationRequest, RolloutBatch, SamplingConfig
@@ -47,6 +53,7 @@ class GRPOTrainer:
         self.workers: Optional[Workers] = None
         self.timer = PhaseTimer()
         self.prompts_skipped = 0  # prompts over data.max_prompt_tokens, skipped so far
+        self.eval_rows: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------------------------------
     # setup
@@ -61,6 +68,8 @@ class GRPOTrainer:
         self.dataset = load_split(cfg.data, seed=cfg.trainer.seed)
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name_or_path))
         self.sampler = PromptSampler(len(self.dataset), cfg.trainer.seed)
+        if cfg.eval.enabled:
+            self.eval_rows = self._load_eval_rows()
         self.checkpoints = CheckpointManager(self.output_dir)
         init_ray(cfg)
         if workers is None:
@@ -91,6 +100,20 @@ class GRPOTrainer:
         # A fresh or restarted rollout worker holds no adapter: send the current one before any work.
         sync_adapter(self.workers.learners, self.workers.rollouts, self.version)
 
+    def _load_eval_rows(self) -> list[dict[str, Any]]:
+        e, limit = self.cfg.eval, self.cfg.data.max_prompt_tokens
+        try:
+            rows = list(load_split(self.cfg.data, e.split, seed=self.cfg.trainer.seed, limit=e.limit))
+        except (ValueError, KeyError) as err:  # DataSourceError is a ValueError
+            raise UserError(f"eval.split={e.split!r}: {err}; set eval.split to a held-out split or eval.enabled=false") from None
+        fitting = [r for r, ids in zip(rows, encode_prompts(self.tokenizer, [r["prompt"] for r in rows])) if len(ids) <= limit]
+        if len(fitting) < len(rows):
+            log.warning("eval: %d of %d held-out prompts are over data.max_prompt_tokens=%d and are left out",
+                        len(rows) - len(fitting), len(rows), limit)
+        if not fitting:
+            raise UserError(f"eval.split={e.split!r}: no held-out prompt fits data.max_prompt_tokens={limit}")
+        return fitting
+
     def shutdown(self) -> None:
         if self.workers is not None:
             self.workers.shutdown()
@@ -102,14 +125,27 @@ class GRPOTrainer:
     def train(self) -> list[dict[str, float]]:
         history = []
         with MetricLogger(self.cfg.trainer, start_step=self.step, run_config=self.cfg.to_dict()) as logger:
+            if self.eval_rows and self.step == 0:
+                before = self.evaluate()  # the starting policy (the adapter is still a no-op)
+                logger.log(0, before)
+                history.append({"step": 0, **before})
             while self.step < self.cfg.trainer.steps:
                 metrics, samples = self.train_step()
+                if self.eval_due():
+                    metrics.update(self.evaluate())
                 logger.log(self.step, metrics)
                 if samples:
                     logger.log_completions(self.step, samples)
-                history.append(metrics)
+                history.append({"step": self.step, **metrics})
                 self.maybe_checkpoint()
+        self.write_report(history)
         return history
+
+    def write_report(self, history: list[dict[str, Any]]) -> Path:
+        """``report.png`` from the whole run's ``metrics.jsonl`` (resumed runs included), or from
+        this process's history when the JSONL sink is off."""
+        rows = read_metric_rows(self.output_dir / "metrics.jsonl") or history
+        return plot_report(rows, self.output_dir / "report.png", title=f"GRPO: {self.cfg.model.name_or_path} on {self.cfg.data.source}")
 
     def train_step(self) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """One GRPO step. Returns its metrics and, on logging steps, a few sample completions."""
@@ -260,6 +296,35 @@ class GRPOTrainer:
             }
             entry.update({f"rewards/{n}": scores.rewards[i][j] for j, n in enumerate(scores.names)})
             out.append(entry)
+        return out
+
+    # -- held-out evaluation ------------------------------------------------------------------------
+    def eval_due(self) -> bool:
+        every = self.cfg.eval.every
+        return bool(self.eval_rows) and (self.step == self.cfg.trainer.steps or (every > 0 and self.step % every == 0))
+
+    def evaluate(self) -> dict[str, float]:
+        """Greedy completions for the held-out prompts under the current adapter, scored as the eval
+        table; saved as ``eval/step-N.json``. Returns ``eval/<key>`` metrics and ``timing/eval``."""
+        start = time.perf_counter()
+        rows = self.eval_rows
+        sampling = SamplingConfig(
+            n=1, temperature=0.0, max_tokens=self.cfg.eval.max_tokens or self.cfg.rollout.max_completion_tokens,
+        )
+        prompts = [row["prompt"] for row in rows]
+        parts = contiguous_slices(len(prompts), len(self.workers.rollouts))
+        refs = [
+            worker.generate.remote(GenerationRequest(prompts[s], sampling))
+            for worker, s in zip(self.workers.rollouts, parts)
+            if s.stop > s.start
+        ]
+        texts = RolloutBatch.concat(ray.get(refs)).completion_texts
+        metric_set = metrics_for_rows(rows)
+        result = score_eval(rows, texts, metric_set, tag_style=self.cfg.data.tag_style)
+        write_eval_json(self.output_dir / "eval" / f"step-{self.step}.json", self.step, result, rows, texts,
+                        tag_style=self.cfg.data.tag_style)
+        out = {f"eval/{k}": v for k, v in result.means.items()}
+        out["timing/eval"] = time.perf_counter() - start
         return out
 
     # -- checkpoints ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 
 from grpo_ray.config import GRPOConfig
 from grpo_ray.errors import UserError
@@ -29,8 +30,11 @@ def run_train(cfg: GRPOConfig, *, dry_run: bool = False) -> int:
         if dry_run:
             print_dry_run(trainer.dry_run())
             return 0
+        start = time.perf_counter()
         trainer.train()
-        print(f"done: {trainer.step} steps; checkpoints in {trainer.checkpoints.root}")
+        print(f"\ndone: {trainer.step} steps in {time.perf_counter() - start:.0f} s; "
+              f"checkpoints in {trainer.checkpoints.root}")
+        print_eval_summary(trainer)
         return 0
     except KeyboardInterrupt:
         print(f"\ninterrupted at step {trainer.step}; the last complete checkpoint is kept", file=sys.stderr)
@@ -57,3 +61,19 @@ def print_dry_run(result: dict) -> None:
     print("\nReward means over the batch:")
     for key in ["reward", "reward_std", *sorted(k for k in metrics if k.startswith("rewards/") and k.endswith("/mean"))]:
         print(f"  {key:<40} {metrics[key]:.4f}")
+
+
+def print_eval_summary(trainer) -> None:
+    """Base (step 0) vs tuned (last step) on the held-out prompts, from the run's eval records."""
+    from grpo_ray.evaluation.records import read_eval_json
+    from grpo_ray.evaluation.table import markdown_table, metrics_for_rows
+
+    out = trainer.output_dir
+    print(f"report: {out / 'report.png'}")
+    first, last = out / "eval" / "step-0.json", out / "eval" / f"step-{trainer.step}.json"
+    if not trainer.eval_rows or not first.is_file() or not last.is_file():
+        return
+    before, after = read_eval_json(first), read_eval_json(last)
+    print(f"\nHeld-out evaluation ({after['count']} prompts of split {trainer.cfg.eval.split!r}, greedy):\n")
+    print(markdown_table({"base": before["means"], f"tuned (step {trainer.step})": after["means"]},
+                         metrics_for_rows(trainer.eval_rows)))

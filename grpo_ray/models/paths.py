@@ -24,3 +24,44 @@ def resolve_model_path(name_or_path: str) -> str:
             raise FileNotFoundError(f"model.name_or_path={name_or_path!r}: no such built-in model (known: {known})")
         return str(folder)
     return name_or_path
+
+
+ADAPTER_DIR = Path(__file__).resolve().parent.parent / "assets" / "adapters"
+_ADAPTER_CONFIG = "adapter_config.json"
+
+
+def builtin_adapters() -> list[str]:
+    if not ADAPTER_DIR.is_dir():
+        return []
+    return sorted(p.name for p in ADAPTER_DIR.iterdir() if (p / _ADAPTER_CONFIG).is_file())
+
+
+def resolve_adapter_path(spec: str) -> Path:
+    """An adapter given as ``builtin:NAME``, a PEFT folder, a checkpoint (``step-N/``, holding
+    ``adapter/``) or a training output dir (its latest complete checkpoint's adapter).
+
+    Raises FileNotFoundError with one line saying what was looked for.
+    """
+    from grpo_ray.checkpoint import find_latest_checkpoint
+
+    if spec.startswith(BUILTIN_PREFIX):
+        name = spec[len(BUILTIN_PREFIX):]
+        folder = ADAPTER_DIR / name
+        if not (folder / _ADAPTER_CONFIG).is_file():
+            known = ", ".join(BUILTIN_PREFIX + n for n in builtin_adapters()) or "none are installed"
+            raise FileNotFoundError(f"adapter {spec!r}: no such built-in adapter (known: {known})")
+        return folder
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"adapter {spec!r}: no such folder")
+    if (path / _ADAPTER_CONFIG).is_file():
+        return path
+    if (path / "adapter" / _ADAPTER_CONFIG).is_file():
+        return path / "adapter"
+    ckpt = find_latest_checkpoint(path)
+    if ckpt is not None and (ckpt / "adapter" / _ADAPTER_CONFIG).is_file():
+        return ckpt / "adapter"
+    raise FileNotFoundError(
+        f"adapter {spec!r}: not a PEFT adapter folder ({_ADAPTER_CONFIG} missing), a checkpoint, "
+        "or an output dir with a complete checkpoint"
+    )

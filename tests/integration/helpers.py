@@ -35,6 +35,7 @@ def tiny_config(model_dir, output_dir, *overrides: str, engine: str = "vllm") ->
             "trainer.log_completions_every=0",
             "trainer.sinks=[jsonl]",
             f"trainer.output_dir={output_dir}",
+            "eval.enabled=false",  # tests of held-out evaluation turn it on
             *overrides,
         ],
     )

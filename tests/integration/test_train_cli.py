@@ -37,10 +37,19 @@ def test_train_writes_checkpoints_metrics_and_tensorboard(tiny_model_dir, tmp_pa
     out = tmp_path / "run"
     done = grpo_ray(
         "train", "--config", str(EXAMPLE), *common(tiny_model_dir, out),
-        "trainer.steps=2", "trainer.save_every=1", "trainer.log_completions_every=1", cwd=tmp_path,
+        "trainer.steps=2", "trainer.save_every=1", "trainer.log_completions_every=1", "eval.limit=12", cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "done: 2 steps" in done.stdout
+    # held-out evaluation before and after, printed as the base-vs-tuned table, plotted in report.png
+    assert "| metric | base | tuned (step 2) | change | max |" in done.stdout
+    assert "| strict format |" in done.stdout
+    before, after = (json.loads((out / "eval" / f"step-{s}.json").read_text()) for s in (0, 2))
+    assert before["count"] == after["count"] == 12 and before["step"] == 0 and after["step"] == 2
+    assert set(before["means"]) == {"hard_correctness", "soft_correctness", "integer", "soft_format", "strict_format"}
+    assert len(before["samples"]) == 5 and {"question", "response", "extracted"} <= set(before["samples"][0])
+    png = (out / "report.png").read_bytes()
+    assert png[:4] == b"\x89PNG" and len(png) > 20_000
 
     ckpt = out / "checkpoints" / "step-000002"
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-000002"
@@ -61,9 +70,12 @@ def test_train_writes_checkpoints_metrics_and_tensorboard(tiny_model_dir, tmp_pa
     assert all(bool((loaded[k] == saved[k]).all()) for k in saved)
 
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines] == [1, 2] and all("reward" in x and "timing/generate" in x for x in lines)
+    # step 0 holds only the starting policy's evaluation; the last step carries the final one
+    assert [x["step"] for x in lines] == [0, 1, 2] and set(lines[0]) >= {"eval/hard_correctness", "timing/eval"}
+    assert all("reward" in x and "timing/generate" in x for x in lines[1:])
+    assert "eval/strict_format" in lines[2] and "eval/strict_format" not in lines[1]
     # a random model earns no arithmetic reward: every group ties, which the metric must say
-    assert all(x["frac_reward_zero_std"] == 1.0 for x in lines)
+    assert all(x["frac_reward_zero_std"] == 1.0 for x in lines[1:])
     assert (out / "completions.jsonl").read_text().strip()
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -71,7 +83,7 @@ def test_train_writes_checkpoints_metrics_and_tensorboard(tiny_model_dir, tmp_pa
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     assert {"reward", "kl", "timing/update"} <= set(acc.Tags()["scalars"])
-    assert len(acc.Scalars("reward")) == 2
+    assert len(acc.Scalars("reward")) == 2 and len(acc.Scalars("eval/hard_correctness")) == 2
 
 
 def test_dry_run_shows_samples_and_reward_means_without_training(tiny_model_dir, tmp_path):

@@ -1,0 +1,162 @@
+"""``grpo-ray eval``, ``grpo-ray generate`` and ``grpo-ray merge``: argument handling and terminal output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from grpo_ray.errors import UserError
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a model (and adapter) on a held-out set: the seeds' table",
+                       description="Greedy completions for a held-out split, scored as hard/soft correctness, "
+                       "integer, soft/strict format (PubMedQA: yes/no/maybe accuracy), each with its maximum.")
+    p.add_argument("--model", required=True, help="base model: builtin:NAME, a local folder or a hub id")
+    p.add_argument("--adapter", help="LoRA adapter: builtin:NAME, a PEFT folder, a checkpoint or a training output dir")
+    p.add_argument("--compare-base", action="store_true", help="also evaluate the base model, side by side")
+    p.add_argument("--dataset", required=True, help="arithmetic, gsm8k, pubmedqa, medical-o1, a file/folder or a hub id")
+    p.add_argument("--data-dir", help="local copy of a built-in dataset (e.g. ../shared/data/gsm8k)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--subset", help="dataset subset/config")
+    p.add_argument("--limit", type=int, help="evaluate the first N rows only")
+    p.add_argument("--question-column", help="question column of a custom table")
+    p.add_argument("--answer-column", help="answer column of a custom table")
+    p.add_argument("--system-prompt", help="system prompt (default: the tag style's)")
+    p.add_argument("--tag-style", default="reasoning", choices=["reasoning", "thinking"])
+    p.add_argument("--max-tokens", type=int, default=256, help="longest completion (default: 256)")
+    p.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--samples", type=int, default=3, help="sample completions to print (default: 3)")
+    p.add_argument("--output", help="results folder (default: eval_results/<dataset>-<split>-<time>)")
+    p.set_defaults(func=cmd_eval)
+
+
+def add_generate_parser(sub) -> None:
+    p = sub.add_parser("generate", help="answer a question (or read questions interactively) with a model + adapter")
+    p.add_argument("--model", required=True, help="base model: builtin:NAME, a local folder or a hub id")
+    p.add_argument("--adapter", help="LoRA adapter: builtin:NAME, a PEFT folder, a checkpoint or a training output dir")
+    p.add_argument("question", nargs="?", help="the question; omit it to type questions one per line")
+    p.add_argument("--system-prompt", help="system prompt (default: the tag style's)")
+    p.add_argument("--tag-style", default="reasoning", choices=["reasoning", "thinking"])
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
+    p.set_defaults(func=cmd_generate)
+
+
+def add_merge_parser(sub) -> None:
+    p = sub.add_parser("merge", help="fold an adapter into its base model: safetensors + tokenizer")
+    p.add_argument("--model", required=True, help="base model: builtin:NAME, a local folder or a hub id")
+    p.add_argument("--adapter", required=True, help="LoRA adapter: builtin:NAME, a PEFT folder, a checkpoint or an output dir")
+    p.add_argument("--out", required=True, help="folder for the merged model")
+    p.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_merge)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from grpo_ray.evaluation.records import sample_records
+    from grpo_ray.evaluation.runner import EvalRequest, run_eval
+
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit={args.limit}: give a positive number of rows")
+    if args.max_tokens < 1:
+        raise UserError(f"--max-tokens={args.max_tokens}: give a positive number of tokens")
+    req = EvalRequest(
+        model=args.model, dataset=args.dataset, adapter=args.adapter, compare_base=args.compare_base,
+        split=args.split, data_dir=args.data_dir, subset=args.subset, limit=args.limit,
+        question_column=args.question_column, answer_column=args.answer_column, system_prompt=args.system_prompt,
+        tag_style=args.tag_style, max_tokens=args.max_tokens, engine=args.engine, dtype=args.dtype, output=args.output,
+    )
+    try:
+        report = run_eval(req)
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    label = "tuned" if "tuned" in report.results else "base"
+    records = sample_records(report.rows, report.texts[label], report.results[label], count=args.samples,
+                             tag_style=args.tag_style)
+    first_key = report.metrics[0].key
+    for i, rec in enumerate(records):
+        print(f"\n--- sample {i} ({label})   {first_key.replace('_', ' ')}: {rec[first_key]}")
+        print(f"question:  {_clip(rec['question'], 110)}")
+        print(f"answer:    {_clip(rec['answer'], 110)}")
+        print("response:\n" + textwrap.indent(rec["response"].strip(), "    "))
+        print(f"extracted: {_clip(rec['extracted'], 110)}")
+    seconds = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
+    print(f"\n{req.dataset} / {req.split}: {len(report.rows)} prompts, greedy, max {req.max_tokens} tokens ({seconds})\n")
+    print(report.table())
+    print(f"\nresults: {report.output_dir}/results.json, results.md, completions-*.jsonl")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from grpo_ray.data.prompts import build_prompt, resolve_system_prompt
+    from grpo_ray.inference import Generator, adapter_rank, load_adapter_payload, model_context_length
+    from grpo_ray.models.paths import resolve_model_path
+    from grpo_ray.rewards.parsing import extract_xml_answer
+    from grpo_ray.rollout.types import GenerationRequest, SamplingConfig
+
+    if args.max_tokens < 1:
+        raise UserError(f"--max-tokens={args.max_tokens}: give a positive number of tokens")
+    if args.temperature < 0:
+        raise UserError(f"--temperature={args.temperature}: give 0 (greedy) or more")
+    try:
+        payload = load_adapter_payload(args.adapter)
+        context = model_context_length(resolve_model_path(args.model)) or 4096
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    if args.max_tokens >= context:
+        raise UserError(f"--max-tokens={args.max_tokens} leaves no room for a question in the model's {context}-token context")
+    gen = Generator(args.model, max_model_len=context, engine=args.engine, lora_rank=adapter_rank(payload))
+    if payload is not None:
+        gen.load_adapter(payload)
+    system = resolve_system_prompt(args.system_prompt, args.tag_style)
+    sampling = SamplingConfig(n=1, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
+
+    def answer(question: str) -> None:
+        prompt = build_prompt(system, question)
+        ids = gen.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        if len(ids) + args.max_tokens > context:
+            print(f"grpo-ray: the question is {len(ids)} tokens; with --max-tokens={args.max_tokens} it exceeds "
+                  f"the {context}-token context", file=sys.stderr)
+            return
+        text = gen.generate(GenerationRequest([prompt], sampling)).completion_texts[0]
+        print(text.strip())
+        print(f"[answer: {extract_xml_answer(text, args.tag_style)}]", flush=True)
+
+    if args.question:
+        answer(args.question)
+        return 0
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("Type a question and press Enter; an empty line or Ctrl-D quits.", file=sys.stderr)
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not line.strip():
+            if interactive:
+                break
+            continue
+        answer(line.strip())
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from grpo_ray.merge import merge_adapter
+
+    try:
+        out = merge_adapter(args.model, args.adapter, args.out, dtype=args.dtype, force=args.force)
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    print(f"merged model written to {out} (load it with AutoModelForCausalLM.from_pretrained or vLLM)")
+    return 0

@@ -1,0 +1,1 @@
+"""Held-out evaluation: the seeds' table of reward means, computed from greedy completions."""

@@ -1,0 +1,78 @@
+"""Merging a PEFT LoRA adapter into base weights: ``W = W0 + scale * B @ A`` per targeted module.
+
+A rollout engine that serves the merged weights generates at bare-model speed (vLLM's LoRA kernels
+cost 7-24x on CPU; see docs/architecture.md), while only the adapter crosses the network: each
+rollout node merges locally against its own copy of the base weights. Pure torch, no vLLM.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+
+_PEFT_PREFIX = "base_model.model."
+
+
+def lora_scale(peft_config: Mapping[str, Any]) -> float:
+    """``alpha / r``, or ``alpha / sqrt(r)`` under rsLoRA (PEFT's ``use_rslora``)."""
+    r, alpha = int(peft_config["r"]), float(peft_config.get("lora_alpha", peft_config["r"]))
+    return alpha / math.sqrt(r) if peft_config.get("use_rslora") else alpha / r
+
+
+def lora_pairs(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """PEFT adapter tensors -> {base module name (HF naming): (A [r, in], B [out, r])}.
+
+    ``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`` belongs to module
+    ``model.layers.0.self_attn.q_proj``. Tensors other than LoRA A/B (e.g. ``modules_to_save``
+    copies) are rejected: a merge cannot represent them faithfully.
+    """
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in tensors.items():
+        key = name[len(_PEFT_PREFIX):] if name.startswith(_PEFT_PREFIX) else name
+        for part in ("lora_A", "lora_B"):
+            marker = f".{part}."
+            if marker in key:
+                module = key.split(marker)[0]
+                pairs.setdefault(module, {})[part] = tensor
+                break
+        else:
+            raise ValueError(f"adapter tensor {name!r} is not a LoRA A/B matrix; merged sync supports LoRA only")
+    incomplete = sorted(m for m, p in pairs.items() if len(p) != 2)
+    if incomplete:
+        raise ValueError(f"adapter modules missing lora_A or lora_B: {', '.join(incomplete[:3])}")
+    return {m: (p["lora_A"], p["lora_B"]) for m, p in pairs.items()}
+
+
+def merged_weights(
+    base: Mapping[str, torch.Tensor],
+    tensors: Mapping[str, torch.Tensor],
+    peft_config: Mapping[str, Any],
+    dtype: torch.dtype | None = None,
+) -> list[tuple[str, torch.Tensor]]:
+    """``[(module + ".weight", W0 + scale * B @ A)]`` for every module the adapter targets.
+
+    ``base`` maps ``module + ".weight"`` to the original (unmerged) weight. The sum is taken in
+    float32 and cast to ``dtype`` (the served dtype; default the base weight's), always from the
+    original weights, so repeated syncs never accumulate rounding error.
+    """
+    scale = lora_scale(peft_config)
+    if peft_config.get("fan_in_fan_out"):
+        raise ValueError("adapter uses fan_in_fan_out (Conv1D layers); merged sync supports nn.Linear only")
+    out = []
+    for module, (a, b) in sorted(lora_pairs(tensors).items()):
+        key = module + ".weight"
+        if key not in base:
+            raise KeyError(f"adapter targets {module!r}, but the base model has no weight {key!r}")
+        w0 = base[key]
+        delta = (b.float() @ a.float()) * scale
+        if delta.shape != w0.shape:
+            raise ValueError(f"{module}: LoRA delta {tuple(delta.shape)} does not match weight {tuple(w0.shape)}")
+        out.append((key, (w0.float() + delta.to(w0.device)).to(dtype or w0.dtype)))
+    return out
+
+
+def target_weight_names(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """The base weights a merge of this adapter needs: ``module + ".weight"`` per targeted module."""
+    return sorted(m + ".weight" for m in lora_pairs(tensors))

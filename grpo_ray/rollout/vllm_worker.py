@@ -1,0 +1,85 @@
+"""Runs inside vLLM's worker processes (``worker_extension_cls``): merge a LoRA adapter into the
+served weights in place.
+
+The engine calls ``llm.collective_rpc("grpo_ray_merge_lora", args=(blob, peft_config))`` with the
+adapter tensors as safetensors bytes (vLLM's front-end-to-engine msgpack turns tensors into lists); every
+tensor-parallel worker receives the small adapter, merges it against the original base weights it
+read once from the model's safetensors on this node, and hands the results to vLLM's own loaders,
+which know its fused layouts (qkv_proj, gate_up_proj) and TP sharding:
+
+- on GPU, ``model.load_weights`` with the targeted weights only, copied in place (as TRL does);
+- on CPU, vLLM repacks linear weights for oneDNN after loading and drops the originals, so a plain
+  ``load_weights`` has nowhere to write. vLLM's in-place ``reload_weights`` restores each layer,
+  loads it and repacks it; it needs every weight of a layer, so the whole checkpoint is passed,
+  merged where the adapter applies (CPU models are small).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+
+def _checkpoint_folder(model: str, revision: str | None) -> str:
+    if os.path.isdir(model):
+        return model
+    from huggingface_hub import snapshot_download
+
+    # vLLM downloaded the weights when it started; find them in the local cache.
+    return snapshot_download(model, revision=revision, allow_patterns=["*.safetensors"], local_files_only=True)
+
+
+def _read_base_weights(folder: str, names: list[str] | None) -> dict[str, Any]:
+    """The named tensors (all of them when ``names`` is None) from the checkpoint's safetensors."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    wanted, found = set(names or ()), {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for key in (f.keys() if names is None else wanted.intersection(f.keys())):
+                found[key] = f.get_tensor(key)
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise KeyError(f"base weights not found in {folder}: {', '.join(missing[:3])}")
+    return found
+
+
+class MergedLoRAExtension:
+    """Mixed into vLLM's worker class; ``self`` is the worker (``self.model_runner``, ``self.model_config``)."""
+
+    def grpo_ray_merge_lora(self, blob: bytes, peft_config: dict[str, Any]) -> int:
+        from safetensors.torch import load
+
+        from grpo_ray.rollout.lora_merge import merged_weights, target_weight_names
+
+        from vllm.platforms import current_platform
+
+        tensors = load(blob)
+        on_cpu = current_platform.is_cpu()
+        cfg = self.model_config
+        cache = getattr(self, "_grpo_ray_base", None)
+        if cache is None:
+            cache = self._grpo_ray_base = {}
+        missing = [n for n in target_weight_names(tensors) if n not in cache]
+        if missing or (on_cpu and not cache):
+            folder = _checkpoint_folder(cfg.model, getattr(cfg, "revision", None))
+            cache.update(_read_base_weights(folder, None if on_cpu else missing))
+        merged = merged_weights(cache, tensors, peft_config, dtype=cfg.dtype)
+        if on_cpu:
+            replaced = dict(merged)
+            everything = [(name, replaced.get(name, tensor)) for name, tensor in cache.items()]
+            # Layers with no checkpoint tensor (rotary buffers, a tied LM head) keep their kernel
+            # tensors; vLLM warns "Failed to load weights" for each of them on every reload.
+            quiet = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                self.model_runner.reload_weights(weights_iterator=iter(everything), is_checkpoint_format=True)
+            finally:
+                quiet.setLevel(level)
+        else:
+            self.model_runner.get_model().load_weights(weights=iter(merged))
+        return len(merged)
