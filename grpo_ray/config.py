@@ -153,6 +153,11 @@ class LearnerConfig(_Section):
     num_gpus_per_learner: float = Field(0.0, ge=0, description="GPUs per learner actor (0 on CPU machines).")
     num_cpus_per_learner: float = Field(1.0, ge=0, description="CPUs per learner actor.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    share_prompt_prefix: bool = Field(
+        True,
+        description="Run each distinct prompt of a micro-batch once and reuse its KV cache for the G completions "
+        "(same loss and gradients; off under gradient checkpointing).",
+    )
 
 
 class TrainerConfig(_Section):

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from grpo_ray.errors import UserError
+from grpo_ray.utils.text import clip_line
 
 
 def add_eval_parser(sub) -> None:
@@ -57,11 +58,6 @@ def add_merge_parser(sub) -> None:
     p.set_defaults(func=cmd_merge)
 
 
-def _clip(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from grpo_ray.evaluation.records import sample_records
     from grpo_ray.evaluation.runner import EvalRequest, run_eval
@@ -86,10 +82,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     first_key = report.metrics[0].key
     for i, rec in enumerate(records):
         print(f"\n--- sample {i} ({label})   {first_key.replace('_', ' ')}: {rec[first_key]}")
-        print(f"question:  {_clip(rec['question'], 110)}")
-        print(f"answer:    {_clip(rec['answer'], 110)}")
+        print(f"question:  {clip_line(rec['question'], 110)}")
+        print(f"answer:    {clip_line(rec['answer'], 110)}")
         print("response:\n" + textwrap.indent(rec["response"].strip(), "    "))
-        print(f"extracted: {_clip(rec['extracted'], 110)}")
+        print(f"extracted: {clip_line(rec['extracted'], 110)}")
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
     print(f"\n{req.dataset} / {req.split}: {len(report.rows)} prompts, greedy, max {req.max_tokens} tokens ({seconds})\n")
     print(report.table())

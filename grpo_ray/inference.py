@@ -8,6 +8,7 @@ measures is what the rollout workers sampled from.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -49,6 +50,9 @@ class Generator:
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
+        # stdout is for answers and tables: vLLM's engine chatter goes to stderr, warnings only
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         self.model_path = resolve_model_path(model)
         self.engine_name = engine
         if engine == "vllm":

@@ -9,6 +9,7 @@ import time
 
 from grpo_ray.config import GRPOConfig
 from grpo_ray.errors import UserError
+from grpo_ray.utils.text import clip_line
 
 
 def _sigterm_as_interrupt(signum, frame):  # so `kill` shuts actors down like Ctrl-C does
@@ -43,20 +44,15 @@ def run_train(cfg: GRPOConfig, *, dry_run: bool = False) -> int:
         trainer.shutdown()
 
 
-def _clip(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def print_dry_run(result: dict) -> None:
     samples, metrics = result["samples"], result["metrics"]
     reward_keys = [k for k in samples[0] if k.startswith("rewards/")] if samples else []
     print("\nSample completions from the starting policy (no update was made):\n")
     for i, s in enumerate(samples):
         print(f"--- sample {i}   reward {s['reward']:.3f}")
-        print(f"question:   {_clip(s['prompt'], 110)}")
-        print(f"answer:     {_clip(s['answer'], 110)}")
-        print(f"completion: {_clip(s['completion'], 110)}")
+        print(f"question:   {clip_line(s['prompt'], 110)}")
+        print(f"answer:     {clip_line(s['answer'], 110)}")
+        print(f"completion: {clip_line(s['completion'], 110)}")
         print("rewards:    " + ", ".join(f"{k[8:]}={s[k]:.3f}" for k in reward_keys))
     print("\nReward means over the batch:")
     for key in ["reward", "reward_std", *sorted(k for k in metrics if k.startswith("rewards/") and k.endswith("/mean"))]:

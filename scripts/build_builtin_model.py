@@ -1,5 +1,9 @@
 """Build the built-in base model ``builtin:arithmetic-base``: tokenizer, supervised warm-up, checks.
 
+This is phase 1 of 2. The shipped weights then go through ``scripts/add_answer_habit.py`` (phase 2,
+~2 minutes), which teaches the model to answer without working most of the time; that habit is what
+the default GRPO run removes. BUILD.json describes phase 1, HABIT.json phase 2.
+
 What it does
     1. Trains a byte-level BPE tokenizer (asked 512 tokens) on the arithmetic task's texts: the
        ``arithmetic_corpus`` plus every problem's chat-formatted prompt, so the system prompt and

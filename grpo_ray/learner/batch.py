@@ -52,6 +52,16 @@ def pad_rows(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_i
     )
 
 
+def unique_prompts(mb: PaddedBatch) -> tuple[Tensor, Tensor]:
+    """Indices of the distinct prompt rows of a micro-batch and, per row, which of them it repeats:
+    ``first`` [U], ``inverse`` [N] with ``input_ids[first[inverse], :P] == input_ids[:, :P]``."""
+    prompts = mb.input_ids[:, : mb.prompt_width]
+    _, inverse = torch.unique(prompts, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(inverse), dtype=torch.long, device=inverse.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(inverse), device=inverse.device), reduce="amin")
+    return first, inverse
+
+
 @dataclass
 class TrainShard:
     """One learner's rows of a step, laid out as in the rollout (row i*G+j)."""

@@ -24,7 +24,7 @@ import torch
 
 from grpo_ray.algo import compute_policy_loss, entropy_from_logits, selective_log_softmax
 from grpo_ray.config import AlgoConfig, LearnerConfig, ModelConfig
-from grpo_ray.learner.batch import PaddedBatch, TrainShard, pad_rows
+from grpo_ray.learner.batch import PaddedBatch, TrainShard, pad_rows, unique_prompts
 from grpo_ray.learner.model import build_policy_model
 from grpo_ray.rollout.adapters import AdapterPayload, peft_config_dict, write_adapter_folder
 
@@ -51,6 +51,8 @@ class PolicyLearner:
         self.algo, self.cfg = algo_cfg, learner_cfg
         self.rank, self.world_size = rank, world_size
         self.temperature, self.max_completion_tokens = temperature, max_completion_tokens
+        # a KV cache and activation recomputation do not mix: share prompts only without checkpointing
+        self.share_prefix = learner_cfg.share_prompt_prefix and not learner_cfg.gradient_checkpointing
         self.device = self._init_distributed(rank, world_size, master_addr, master_port)
         torch.manual_seed(seed)  # same LoRA init on every rank (DeepSpeed also broadcasts rank 0's)
         model, self.tokenizer = build_policy_model(model_cfg, learner_cfg, device=self.device)
@@ -109,14 +111,40 @@ class PolicyLearner:
         return self.engine.module
 
     # -- forward --------------------------------------------------------------------------------
-    def _completion_logprobs(self, mb: PaddedBatch, *, temperature: float, with_entropy: bool = False):
-        """[n, T] logprobs of the completion tokens (and their entropies) for one micro-batch."""
+    def _completion_logits(self, mb: PaddedBatch):
+        """[n, T, V] logits that predict each completion token."""
         width_c = mb.completion_ids.shape[1]
+        if self.share_prefix and width_c > 1:
+            first, inverse = unique_prompts(mb)
+            if len(first) < len(inverse):
+                return self._shared_prefix_logits(mb, first, inverse)
         out = self.engine(
             input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids,
             use_cache=False, logits_to_keep=width_c + 1,
         )
-        logits = out.logits[:, :-1, :].float() / temperature  # position t predicts token t+1
+        return out.logits[:, :-1, :]  # position t predicts token t+1
+
+    def _shared_prefix_logits(self, mb: PaddedBatch, first, inverse):
+        """The same logits, running each distinct prompt once: its KV cache (with its autograd graph)
+        is indexed out to the rows that share it, so gradients through the prompt add up over the
+        group exactly as in the full forward. Rows with one prompt (G completions) cost one prompt
+        pass instead of G."""
+        p = mb.prompt_width
+        prompt = self.engine(
+            input_ids=mb.input_ids[first, :p], attention_mask=mb.attention_mask[first, :p],
+            position_ids=mb.position_ids[first, :p], use_cache=True, logits_to_keep=1,
+        )
+        cache = prompt.past_key_values
+        cache.batch_select_indices(inverse)
+        rest = self.engine(
+            input_ids=mb.input_ids[:, p:-1], attention_mask=mb.attention_mask[:, :-1],
+            position_ids=mb.position_ids[:, p:-1], past_key_values=cache, use_cache=True,
+        )
+        return torch.cat([prompt.logits[inverse, -1:, :], rest.logits], dim=1)
+
+    def _completion_logprobs(self, mb: PaddedBatch, *, temperature: float, with_entropy: bool = False):
+        """[n, T] logprobs of the completion tokens (and their entropies) for one micro-batch."""
+        logits = self._completion_logits(mb).float() / temperature
         logprobs = selective_log_softmax(logits, mb.completion_ids)
         entropy = entropy_from_logits(logits.detach()) if with_entropy else None
         return logprobs, entropy

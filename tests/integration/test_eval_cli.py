@@ -139,3 +139,32 @@ def test_bad_input_one_line_exit_2(tmp_path, args, message) -> None:
     done = grpo_ray(*args, cwd=tmp_path, timeout=120)
     assert done.returncode == 2, (done.stdout[-2000:], done.stderr[-2000:])
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def long_context_model(tmp_path_factory):
+    """A random tiny model with a 4096-token context: PubMedQA abstracts are long in its small vocabulary."""
+    from grpo_ray.models.tiny import arithmetic_corpus, build_tiny_model_dir
+
+    return build_tiny_model_dir(tmp_path_factory.mktemp("long_ctx"), arithmetic_corpus(200), vocab_size=300,
+                                hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=128,
+                                max_position_embeddings=4096)
+
+
+@pytest.mark.parametrize("dataset,keys", [
+    ("gsm8k", ["hard_correctness", "soft_correctness", "integer", "soft_format", "strict_format"]),
+    ("pubmedqa", ["accuracy", "soft_format", "strict_format"]),
+])
+def test_eval_on_gsm8k_test_and_pubmedqa(shared_data, long_context_model, tmp_path, dataset, keys) -> None:
+    out = tmp_path / "results"
+    done = grpo_ray("eval", "--model", str(long_context_model), "--dataset", dataset, "--data-dir",
+                    str(shared_data / dataset), "--limit", "6", "--max-tokens", "8", "--output", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["split"] == "test" and results["count"] == 6
+    assert [m["key"] for m in results["metrics"]] == keys and list(results["results"]) == ["base"]
+    golds = [json.loads(line)["answer"] for line in (out / "completions-base.jsonl").read_text().splitlines()]
+    if dataset == "pubmedqa":
+        assert set(golds) <= {"yes", "no", "maybe"}
+    else:
+        assert all(g.lstrip("-").isdigit() for g in golds)
