@@ -82,7 +82,7 @@ def test_train_writes_checkpoints_metrics_and_tensorboard(tiny_model_dir, tmp_pa
 
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
-    assert {"reward", "kl", "timing/update"} <= set(acc.Tags()["scalars"])
+    assert {"reward", "entropy", "timing/update"} <= set(acc.Tags()["scalars"])
     assert len(acc.Scalars("reward")) == 2 and len(acc.Scalars("eval/hard_correctness")) == 2
 
 
