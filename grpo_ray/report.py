@@ -81,11 +81,16 @@ def plot_report(rows: Sequence[Mapping[str, Any]], path: Path, *, title: str = "
         ax.legend(loc="best", fontsize=8)
 
     ax = axes[2]
-    for i, key in enumerate(eval_keys):
+    # the headline metric last and widest, so a metric with the same values (soft correctness on
+    # integer answers) cannot hide it; the others dashed
+    headline = next((k for k in ("eval/hard_correctness", "eval/accuracy") if k in eval_keys), None)
+    for i, key in enumerate(sorted(eval_keys, key=lambda k: k == headline)):
         xs, ys = series(rows, key)
         if not xs:
             continue
-        ax.plot(xs, ys, marker="o", color=f"C{i % 10}", linewidth=2, label=key[len("eval/"):].replace("_", " "))
+        main = key == headline
+        ax.plot(xs, ys, marker="o", color="black" if main else f"C{i % 10}", linewidth=3 if main else 1.5,
+                linestyle="-" if main else "--", label=key[len("eval/"):].replace("_", " "), zorder=3 if main else 2)
     ax.set_title("held-out evaluation (greedy)")
     if eval_keys:
         ax.legend(loc="best", fontsize=8)
