@@ -18,7 +18,7 @@ TINY = str(Path(__file__).resolve().parents[2] / "examples" / "tiny_cpu.yaml")
 
 
 def test_show_prints_the_resolved_config_with_overrides(capsys):
-    assert main(["config", "show", TINY, "algo.beta=0.04", "rollout.group_size=2"]) == 0
+    assert main(["config", "show", TINY, "algo.beta=0.04", "rollout.group_size=2", "learner.micro_batch_size=8"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["algo"]["beta"] == 0.04 and shown["rollout"]["group_size"] == 2
     # defaults the file left out are filled in, so the printout is the whole run
