@@ -178,6 +178,9 @@ class EvalConfig(_Section):
     enabled: bool = Field(True, description="Evaluate on held-out prompts before training and after the last step.")
     every: int = Field(0, ge=0, description="Also evaluate every N steps (0: only before and after).")
     split: str = Field("test", description="Held-out split of data.source; never sampled for training.")
+    source: Optional[str] = Field(
+        None, description="Held-out data elsewhere: a dataset name, file or folder (null: eval.split of data.source).",
+    )
     limit: Optional[int] = Field(None, ge=1, description="Evaluate on the first N held-out prompts (null: all).")
     max_tokens: Optional[int] = Field(
         None, ge=1, description="Longest greedy completion (null: rollout.max_completion_tokens)."

@@ -101,11 +101,19 @@ class GRPOTrainer:
         sync_adapter(self.workers.learners, self.workers.rollouts, self.version)
 
     def _load_eval_rows(self) -> list[dict[str, Any]]:
-        e, limit = self.cfg.eval, self.cfg.data.max_prompt_tokens
+        cfg, e = self.cfg, self.cfg.eval
+        limit = cfg.data.max_prompt_tokens
+        if e.source is None and Path(cfg.data.source).expanduser().is_file():
+            # one file has no splits: its "test" split would be the training rows themselves
+            log.warning("eval: data.source %s is a single file with no held-out split; set eval.source to a "
+                        "held-out file (or a folder of {train,test} files) to evaluate", cfg.data.source)
+            return []
+        data = cfg.data if e.source is None else cfg.data.model_copy(update={"source": e.source})
         try:
-            rows = list(load_split(self.cfg.data, e.split, seed=self.cfg.trainer.seed, limit=e.limit))
-        except (ValueError, KeyError) as err:  # DataSourceError is a ValueError
-            raise UserError(f"eval.split={e.split!r}: {err}; set eval.split to a held-out split or eval.enabled=false") from None
+            rows = list(load_split(data, e.split, seed=cfg.trainer.seed, limit=e.limit))
+        except (ValueError, KeyError, FileNotFoundError) as err:  # DataSourceError is a ValueError
+            raise UserError(f"eval.split={e.split!r}: {err}; set eval.split or eval.source to held-out data, "
+                            "or eval.enabled=false") from None
         fitting = [r for r, ids in zip(rows, encode_prompts(self.tokenizer, [r["prompt"] for r in rows])) if len(ids) <= limit]
         if len(fitting) < len(rows):
             log.warning("eval: %d of %d held-out prompts are over data.max_prompt_tokens=%d and are left out",
