@@ -102,11 +102,15 @@ class HFEngine:
     def _generate(self, input_ids, s):
         import torch
 
+        # temperature 0 means greedy, as in vLLM; transformers wants do_sample=False for that
+        sampling = (
+            dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=(s.top_k if s.top_k > 0 else 0))
+            if s.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        )
         return self.model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
-            temperature=s.temperature, top_p=s.top_p, top_k=(s.top_k if s.top_k > 0 else 0), max_new_tokens=s.max_tokens,
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=s.max_tokens,
             num_return_sequences=s.n, output_scores=True, return_dict_in_generate=True,
-            pad_token_id=self.tokenizer.pad_token_id,
+            pad_token_id=self.tokenizer.pad_token_id, **sampling,
         )
 
     def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[list[float]]:
