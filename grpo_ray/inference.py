@@ -7,9 +7,7 @@ measures is what the rollout workers sampled from.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, Optional
 
 from grpo_ray.models.paths import resolve_adapter_path, resolve_model_path
@@ -81,8 +79,3 @@ class Generator:
 def adapter_rank(payload: Optional[AdapterPayload]) -> int:
     return int(payload.peft_config.get("r", 8)) if payload is not None else 8
 
-
-def adapter_base_model(spec: str) -> Optional[str]:
-    """The base model an adapter folder records (PEFT's ``base_model_name_or_path``), if any."""
-    config = resolve_adapter_path(spec) / "adapter_config.json"
-    return json.loads(Path(config).read_text()).get("base_model_name_or_path") or None
