@@ -54,6 +54,7 @@ class GRPOTrainer:
         self.timer = PhaseTimer()
         self.prompts_skipped = 0  # prompts over data.max_prompt_tokens, skipped so far
         self.eval_rows: list[dict[str, Any]] = []
+        self.eval_metrics: tuple = ()  # the table's rows for these held-out answers
 
     # ---------------------------------------------------------------------------------------
     # setup
@@ -70,6 +71,7 @@ class GRPOTrainer:
         self.sampler = PromptSampler(len(self.dataset), cfg.trainer.seed)
         if cfg.eval.enabled:
             self.eval_rows = self._load_eval_rows()
+            self.eval_metrics = metrics_for_rows(self.eval_rows)
         self.checkpoints = CheckpointManager(self.output_dir)
         init_ray(cfg)
         if workers is None:
@@ -216,7 +218,10 @@ class GRPOTrainer:
 
     def generate(self, rows: list[dict[str, Any]], step: Optional[int] = None) -> RolloutBatch:
         sampling = self.sampling(self.step if step is None else step)
-        prompts = [row["prompt"] for row in rows]
+        return self._generate_sharded([row["prompt"] for row in rows], sampling)
+
+    def _generate_sharded(self, prompts: list, sampling: SamplingConfig) -> RolloutBatch:
+        """The prompts split over the rollout workers in contiguous slices, results joined in order."""
         seeds = per_prompt_seeds(sampling.seed, len(prompts))  # global indices: sharding changes nothing
         parts = contiguous_slices(len(prompts), len(self.workers.rollouts))
         refs = [
@@ -319,16 +324,8 @@ class GRPOTrainer:
         sampling = SamplingConfig(
             n=1, temperature=0.0, max_tokens=self.cfg.eval.max_tokens or self.cfg.rollout.max_completion_tokens,
         )
-        prompts = [row["prompt"] for row in rows]
-        parts = contiguous_slices(len(prompts), len(self.workers.rollouts))
-        refs = [
-            worker.generate.remote(GenerationRequest(prompts[s], sampling))
-            for worker, s in zip(self.workers.rollouts, parts)
-            if s.stop > s.start
-        ]
-        texts = RolloutBatch.concat(ray.get(refs)).completion_texts
-        metric_set = metrics_for_rows(rows)
-        result = score_eval(rows, texts, metric_set, tag_style=self.cfg.data.tag_style)
+        texts = self._generate_sharded([row["prompt"] for row in rows], sampling).completion_texts
+        result = score_eval(rows, texts, self.eval_metrics, tag_style=self.cfg.data.tag_style)
         write_eval_json(self.output_dir / "eval" / f"step-{self.step}.json", self.step, result, rows, texts,
                         tag_style=self.cfg.data.tag_style)
         out = {f"eval/{k}": v for k, v in result.means.items()}

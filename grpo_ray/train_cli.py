@@ -62,7 +62,7 @@ def print_dry_run(result: dict) -> None:
 def print_eval_summary(trainer) -> None:
     """Base (step 0) vs tuned (last step) on the held-out prompts, from the run's eval records."""
     from grpo_ray.evaluation.records import read_eval_json
-    from grpo_ray.evaluation.table import markdown_table, metrics_for_rows
+    from grpo_ray.evaluation.table import markdown_table
 
     out = trainer.output_dir
     print(f"report: {out / 'report.png'}")
@@ -72,4 +72,4 @@ def print_eval_summary(trainer) -> None:
     before, after = read_eval_json(first), read_eval_json(last)
     print(f"\nHeld-out evaluation ({after['count']} prompts of split {trainer.cfg.eval.split!r}, greedy):\n")
     print(markdown_table({"base": before["means"], f"tuned (step {trainer.step})": after["means"]},
-                         metrics_for_rows(trainer.eval_rows)))
+                         trainer.eval_metrics))
