@@ -304,11 +304,16 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``dotted.key=value`` set (intermediate dicts created)."""
+    return with_values(raw, {tuple(path): value for path, value in map(parse_override, overrides)})
+
+
+def with_values(raw: dict[str, Any], values: dict) -> dict[str, Any]:
+    """A copy of ``raw`` with each dotted key (a str, or a list of parts) set to its value."""
     import copy
 
     out = copy.deepcopy(raw)
-    for item in overrides:
-        path, value = parse_override(item)
+    for key, value in values.items():
+        path = key.split(".") if isinstance(key, str) else list(key)
         node = out
         for part in path[:-1]:
             child = node.get(part)
@@ -316,7 +321,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 child = {}
                 node[part] = child
             node = child
-        node[path[-1]] = value
+        node[path[-1]] = copy.deepcopy(value)
     return out
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ray
 import torch
@@ -55,14 +55,16 @@ class GRPOTrainer:
         self.prompts_skipped = 0  # prompts over data.max_prompt_tokens, skipped so far
         self.eval_rows: list[dict[str, Any]] = []
         self.eval_metrics: tuple = ()  # the table's rows for these held-out answers
+        self.last_eval: dict[str, float] = {}  # eval/<key> of the newest evaluation (kept in checkpoints)
 
     # ---------------------------------------------------------------------------------------
     # setup
     # ---------------------------------------------------------------------------------------
-    def setup(self, *, learners: bool = True, workers: Optional[Workers] = None) -> "GRPOTrainer":
+    def setup(self, *, learners: bool = True, workers: Optional[Workers] = None, trial_group=None) -> "GRPOTrainer":
         """Load data, start the actors, and resume if asked. ``workers`` lets a caller reuse running
         rollout actors (tests share one vLLM engine); reward workers and learners are started fresh
-        from this run's config, since they hold its reward functions and optimizer state."""
+        from this run's config, since they hold its reward functions and optimizer state.
+        ``trial_group``: a Ray Tune trial's placement group, which the actors take their bundles from."""
         from transformers import AutoTokenizer
 
         cfg = self.cfg
@@ -75,7 +77,7 @@ class GRPOTrainer:
         self.checkpoints = CheckpointManager(self.output_dir)
         init_ray(cfg)
         if workers is None:
-            self.workers = Workers.start(cfg, learners=learners)
+            self.workers = Workers.start(cfg, learners=learners, trial_group=trial_group)
         else:
             self.workers = workers
             workers.start_rewards(cfg)
@@ -95,6 +97,7 @@ class GRPOTrainer:
             ray.get([learner.load.remote(str(ckpt)) for learner in self.workers.learners])
             self.step, self.version = int(state["step"]), int(state["version"])
             self.sampler.load_state_dict(state["sampler"])
+            self.last_eval = dict(state.get("eval", {}))
             log.info("resumed from %s at step %d", ckpt, self.step)
         else:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +135,10 @@ class GRPOTrainer:
     # ---------------------------------------------------------------------------------------
     # the loop
     # ---------------------------------------------------------------------------------------
-    def train(self) -> list[dict[str, float]]:
+    def train(self, on_step: Optional[Callable[[int, dict, Optional[Path]], None]] = None) -> list[dict[str, float]]:
+        """Run to ``trainer.steps``. ``on_step(step, metrics, checkpoint)`` is called after each step is
+        logged and checkpointed (``checkpoint``: the folder saved at this step, or None); a Tune
+        trial reports through it."""
         history = []
         with MetricLogger(self.cfg.trainer, start_step=self.step, run_config=self.cfg.to_dict()) as logger:
             if self.eval_rows and self.step == 0:
@@ -147,7 +153,9 @@ class GRPOTrainer:
                 if samples:
                     logger.log_completions(self.step, samples)
                 history.append({"step": self.step, **metrics})
-                self.maybe_checkpoint()
+                saved = self.maybe_checkpoint()
+                if on_step is not None:
+                    on_step(self.step, metrics, saved)
         self.write_report(history)
         return history
 
@@ -329,6 +337,7 @@ class GRPOTrainer:
         write_eval_json(self.output_dir / "eval" / f"step-{self.step}.json", self.step, result, rows, texts,
                         tag_style=self.cfg.data.tag_style)
         out = {f"eval/{k}": v for k, v in result.means.items()}
+        self.last_eval = {**out, "eval/step": float(self.step)}
         out["timing/eval"] = time.perf_counter() - start
         return out
 
@@ -343,7 +352,7 @@ class GRPOTrainer:
         tmp = self.checkpoints.begin(self.step)
         ray.get([learner.save.remote(str(tmp), self.version) for learner in self.workers.learners])
         write_json(tmp / "driver_state.json", {
-            "step": self.step, "version": self.version, "sampler": self.sampler.state_dict(),
+            "step": self.step, "version": self.version, "sampler": self.sampler.state_dict(), "eval": self.last_eval,
         })
         (tmp / "config.yaml").write_text(self.cfg.to_yaml())
         return self.checkpoints.commit(self.step, tmp)

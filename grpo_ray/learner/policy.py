@@ -257,6 +257,17 @@ class PolicyLearner:
             self.steps_done = int(client.get("steps_done", 0))
             if "torch_rng" in client:
                 torch.set_rng_state(client["torch_rng"])
+        self._apply_configured_hyperparameters()
+
+    def _apply_configured_hyperparameters(self) -> None:
+        """The loaded scheduler and optimizer carry the saved run's lr, betas and weight decay; this
+        run's config wins (a resumed run keeps them; a PBT trial continuing another's checkpoint gets
+        its own mutated values). The schedule's position is kept."""
+        c, scheduler = self.cfg, self.engine.lr_scheduler
+        scheduler.base_lrs = [c.lr] * len(scheduler.base_lrs)
+        for group, lr_lambda in zip(self.engine.optimizer.param_groups, scheduler.lr_lambdas):
+            group.update(lr=c.lr * lr_lambda(scheduler.last_epoch), betas=tuple(c.adam_betas), weight_decay=c.weight_decay)
+        scheduler._last_lr = [g["lr"] for g in self.engine.optimizer.param_groups]
 
 
 def _gathered(params, zero_stage: int):
