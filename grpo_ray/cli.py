@@ -8,6 +8,7 @@
     grpo-ray generate --model M [--adapter A] ["question"]               answer one, or read from stdin
     grpo-ray merge --model M --adapter A --out DIR                       base + adapter as one model
     grpo-ray tune --config SWEEP [key=value ...]                         a Ray Tune sweep (tune_configs/)
+    grpo-ray serve --model M [--adapter [NAME=]A ...] [--port P]          OpenAI-compatible endpoint (Ray Serve)
 
 A user mistake (bad config, missing file) prints one line per problem and exits 2; anything else is
 an internal fault and keeps its traceback.
@@ -23,6 +24,7 @@ from grpo_ray import __version__
 from grpo_ray.config import ConfigError, describe_fields, load_config
 from grpo_ray.errors import UserError
 from grpo_ray.eval_cli import add_eval_parser, add_generate_parser, add_merge_parser
+from grpo_ray.serve_cli import add_serve_parser
 from grpo_ray.tune_cli import add_tune_parser
 
 EXIT_USER_ERROR = 2
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_parser(sub)
     add_merge_parser(sub)
     add_tune_parser(sub)
+    add_serve_parser(sub)
 
     cfg = sub.add_parser("config", help="show, validate or describe a config")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")

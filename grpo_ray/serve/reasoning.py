@@ -1,0 +1,125 @@
+"""Reasoning and answer as their own response fields, next to the unchanged ``content``.
+
+A model trained by grpo_ray answers ``<reasoning>...</reasoning><answer>...</answer>``. With
+``split_reasoning`` on, every chat choice's ``message`` (or, streamed, the ``delta`` of its last
+chunk) and every completions choice also carries ``reasoning`` and ``answer``: the text inside each
+tag pair, or null when the model did not write that pair. ``content``/``text`` stay as generated.
+
+:class:`ReasoningFieldsMiddleware` does this to the responses of an ASGI app (vLLM's OpenAI server),
+non-streamed JSON and server-sent events alike.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from grpo_ray.rewards.parsing import extract_reasoning, resolve_tag_style
+
+ROUTES = {b"/v1/chat/completions": "chat", b"/v1/completions": "text"}
+
+
+def split_reasoning(text: str, tag_style: str = "reasoning") -> dict[str, Optional[str]]:
+    style = resolve_tag_style(tag_style)
+    answer = None
+    start = text.rfind(style.answer_open)
+    if start >= 0:
+        rest = text[start + len(style.answer_open):]
+        end = rest.find(style.answer_close)
+        answer = (rest if end < 0 else rest[:end]).strip()
+    return {"reasoning": extract_reasoning(text, style), "answer": answer}
+
+
+def _choice_text(choice: dict[str, Any], kind: str, *, streamed: bool) -> str:
+    if kind == "text":
+        return choice.get("text") or ""
+    part = choice.get("delta" if streamed else "message") or {}
+    return part.get("content") or ""
+
+
+def annotate_json(payload: dict[str, Any], kind: str, tag_style: str) -> dict[str, Any]:
+    for choice in payload.get("choices") or []:
+        fields = split_reasoning(_choice_text(choice, kind, streamed=False), tag_style)
+        (choice.setdefault("message", {}) if kind == "chat" else choice).update(fields)
+    return payload
+
+
+class StreamAnnotator:
+    """Server-sent events in, the same events out; the chunk that finishes a choice gains its fields."""
+
+    def __init__(self, kind: str, tag_style: str) -> None:
+        self.kind, self.tag_style = kind, tag_style
+        self.texts: dict[int, str] = {}
+        self.pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        self.pending += data
+        *events, self.pending = self.pending.split(b"\n\n")
+        return b"".join(self._event(e) + b"\n\n" for e in events)
+
+    def flush(self) -> bytes:
+        rest, self.pending = self.pending, b""
+        return self._event(rest) if rest else b""
+
+    def _event(self, event: bytes) -> bytes:
+        if not event.startswith(b"data: ") or event.strip() == b"data: [DONE]":
+            return event
+        try:
+            chunk = json.loads(event[len(b"data: "):])
+        except ValueError:
+            return event
+        changed = False
+        for choice in chunk.get("choices") or []:
+            i = int(choice.get("index", 0))
+            self.texts[i] = self.texts.get(i, "") + _choice_text(choice, self.kind, streamed=True)
+            if choice.get("finish_reason") is not None:
+                fields = split_reasoning(self.texts[i], self.tag_style)
+                (choice.setdefault("delta", {}) if self.kind == "chat" else choice).update(fields)
+                changed = True
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() if changed else event
+
+
+class ReasoningFieldsMiddleware:
+    """ASGI middleware adding ``reasoning``/``answer`` to successful completion responses."""
+
+    def __init__(self, app, tag_style: str = "reasoning") -> None:
+        self.app, self.tag_style = app, tag_style
+
+    async def __call__(self, scope, receive, send):
+        kind = ROUTES.get(scope.get("path", "").encode()) if scope.get("type") == "http" else None
+        if kind is None or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        state: dict[str, Any] = {"mode": None, "start": None, "body": b""}
+
+        async def wrapped_send(message):
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                ctype = headers.get(b"content-type", b"")
+                if message["status"] == 200 and ctype.startswith(b"text/event-stream"):
+                    state["mode"] = StreamAnnotator(kind, self.tag_style)
+                elif message["status"] == 200 and ctype.startswith(b"application/json"):
+                    state["mode"] = "json"
+                    state["start"] = message  # sent once the body (and its new length) is known
+                    return
+                return await send(message)
+            mode = state["mode"]
+            if message["type"] != "http.response.body" or mode is None:
+                return await send(message)
+            more = message.get("more_body", False)
+            if isinstance(mode, StreamAnnotator):
+                out = mode.feed(message.get("body", b"")) + (b"" if more else mode.flush())
+                return await send({**message, "body": out})
+            state["body"] += message.get("body", b"")
+            if more:
+                return
+            body = state["body"]
+            try:
+                body = json.dumps(annotate_json(json.loads(body), kind, self.tag_style)).encode()
+            except ValueError:
+                pass
+            start = state["start"]
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        return await self.app(scope, receive, wrapped_send)

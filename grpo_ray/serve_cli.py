@@ -1,0 +1,125 @@
+"""``grpo-ray serve``: the base model and its adapters as an OpenAI-compatible endpoint on Ray Serve.
+
+    grpo-ray serve --model builtin:arithmetic-base --adapter builtin:arithmetic-tuned
+    grpo-ray serve --model meta-llama/Llama-3.1-8B-Instruct --adapter best=outputs/sweeps/lr_beta_group \\
+        --adapter last=outputs/gsm8k_llama3_8b --num-gpus 1 --replicas 2
+    grpo-ray serve --model outputs/merged            # a merged model, no adapter
+
+Everything the command line names is checked before Ray starts. Ctrl-C (or SIGTERM) shuts Serve
+and Ray down cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import sys
+import time
+
+from grpo_ray.errors import UserError
+
+
+def add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model and its adapters over HTTP (OpenAI API, Ray Serve + vLLM)")
+    p.add_argument("--model", required=True, help="base model: builtin:NAME, a folder (a merged model too) or a hub id")
+    p.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
+                   help="an adapter to serve (repeatable): builtin:NAME, a PEFT folder, a checkpoint, a training "
+                        "output dir (latest checkpoint) or a sweep dir (best trial); clients pick it by NAME")
+    p.add_argument("--name", help="the base model's name in the API (default: its folder or builtin name)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--replicas", type=int, default=1, help="Serve replicas, each with its own vLLM engine")
+    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per replica (0 on CPU machines)")
+    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica")
+    p.add_argument("--max-model-len", type=int, help="longest prompt + completion (default: the model's)")
+    p.add_argument("--tag-style", choices=["reasoning", "thinking"], default="reasoning")
+    p.add_argument("--no-split-reasoning", action="store_true",
+                   help="do not add the 'reasoning' and 'answer' fields next to each choice's content")
+    p.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise UserError(f"--host {host} --port {port}: cannot listen there ({err.strerror}); pick another --port") from None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from grpo_ray.serve.options import ServeOptions
+
+    if args.replicas < 1:
+        raise UserError(f"--replicas {args.replicas}: must be at least 1")
+    try:
+        options = ServeOptions.from_dict({
+            "model": args.model, "model_name": args.name, "adapters": args.adapter,
+            "max_model_len": args.max_model_len, "split_reasoning": not args.no_split_reasoning,
+            "tag_style": args.tag_style, "num_gpus": args.num_gpus, "num_cpus": args.num_cpus,
+        })
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    if not args.address:
+        _check_port(args.host, args.port)
+    return run_serve(options, args)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):
+    raise _Stop
+
+
+def run_serve(options, args: argparse.Namespace) -> int:
+    import os
+
+    import ray
+    from ray import serve
+
+    from grpo_ray.serve.app import APP_NAME, build_application
+
+    # Serve's start-up wait ignores SIGINT: both signals end the command through one path
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    try:
+        if args.address:
+            ray.init(address=args.address)
+        else:
+            cpus = max(os.cpu_count() or 1, int(args.replicas * options.num_cpus + 1.999))
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+        serve.start(http_options={"host": args.host, "port": args.port})
+        print(f"starting {args.replicas} replica(s) of {options.model_name} "
+              f"with {len(options.adapters)} adapter(s); vLLM takes a minute to load...", file=sys.stderr)
+        serve.run(build_application(options, replicas=args.replicas), name=APP_NAME, route_prefix="/", blocking=False)
+        print_ready(url, options)
+        while True:
+            time.sleep(3600)
+    except (_Stop, KeyboardInterrupt):
+        print("\nshutting down...", file=sys.stderr)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        if ray.is_initialized():
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+        print("stopped", file=sys.stderr)
+
+
+def print_ready(url: str, options) -> None:
+    names = [options.model_name, *(a.name for a in options.adapters)]
+    model = names[-1]
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "What is 12 + 30?"}], "max_tokens": 64})
+    print(f"\nserving on {url}/v1  (models: {', '.join(names)})", flush=True)
+    print(f"\n  curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\\n    -d '{body}'")
+    print(f"\n  from openai import OpenAI\n  client = OpenAI(base_url='{url}/v1', api_key='unused')\n"
+          f"  client.chat.completions.create(model='{model}', messages=[...])")
+    print("\nCtrl-C stops the server.", flush=True)

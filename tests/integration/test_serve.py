@@ -1,0 +1,216 @@
+"""``grpo-ray serve`` as a user runs it, tested over HTTP on 127.0.0.1 with the official ``openai``
+client and raw requests.
+
+One server for the module: the built-in base model with two adapters, the shipped
+``arithmetic-tuned`` and ``noise`` (rank 8, random A and B, made here: only its outputs must differ).
+The served adapter's greedy answer is checked against transformers + PEFT computing the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BASE, TUNED, NOISE = "arithmetic-base", "arithmetic-tuned", "noise"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def grpo_ray_exe() -> str:
+    return shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
+
+
+def make_noise_adapter(out: Path) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from grpo_ray.models.paths import resolve_model_path
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(f"builtin:{BASE}"))
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False))
+    peft.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    noise = make_noise_adapter(tmp / "noise")
+    port = free_port()
+    log = open(tmp / "serve.log", "w")
+    proc = subprocess.Popen(
+        [grpo_ray_exe(), "serve", "--model", f"builtin:{BASE}", "--adapter", f"builtin:{TUNED}",
+         "--adapter", f"{NOISE}={noise}", "--port", str(port)],
+        cwd=tmp, stdout=subprocess.PIPE, stderr=log, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while True:
+        assert proc.poll() is None, (tmp / "serve.log").read_text()[-4000:]
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.time() < deadline, "server not up in 300 s: " + (tmp / "serve.log").read_text()[-4000:]
+        time.sleep(2)
+    yield url, proc
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    try:
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log.close()
+    stderr = (tmp / "serve.log").read_text()
+    assert proc.returncode == 0 and "stopped" in stderr, stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{server[0]}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def questions():
+    from grpo_ray.config import DataConfig
+    from grpo_ray.data.from_config import load_split
+
+    return [row["prompt"] for row in load_split(DataConfig(source="arithmetic"), "test", limit=40)]
+
+
+def test_the_server_printed_its_url_and_a_curl_example(server):
+    url, proc = server
+    # the ready message is flushed before the server idles; read what is there without blocking
+    os.set_blocking(proc.stdout.fileno(), False)
+    text = proc.stdout.read() or ""
+    assert f"serving on {url}/v1" in text and "curl " in text and TUNED in text
+
+
+def test_models_lists_the_base_and_each_adapter(client):
+    ids = {m.id for m in client.models.list().data}
+    assert ids == {BASE, TUNED, NOISE}
+
+
+def test_chat_answer_matches_transformers_with_the_adapter(client, questions):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from grpo_ray.models.paths import resolve_adapter_path, resolve_model_path
+
+    messages = questions[0]
+    reply = client.chat.completions.create(model=TUNED, messages=messages, max_tokens=48, temperature=0)
+    choice = reply.choices[0]
+    assert reply.model == TUNED and choice.message.role == "assistant" and choice.finish_reason in ("stop", "length")
+    assert reply.usage.completion_tokens > 0 and reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+    path = resolve_model_path(f"builtin:{BASE}")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path), str(resolve_adapter_path(f"builtin:{TUNED}")))
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=48, do_sample=False)
+    expected = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    assert choice.message.content == expected
+    # reasoning and answer as their own fields, next to the unchanged content
+    extra = choice.message.model_extra
+    assert extra["answer"] is not None and extra["answer"] in choice.message.content
+    assert reply.usage.prompt_tokens == ids.shape[1]
+
+
+def test_streamed_answer_equals_the_whole_one(client, questions):
+    messages = questions[1]
+    whole = client.chat.completions.create(model=TUNED, messages=messages, max_tokens=48, temperature=0)
+    stream = client.chat.completions.create(model=TUNED, messages=messages, max_tokens=48, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) > 3 and text == whole.choices[0].message.content
+    final = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(final) == 1 and final[0].delta.model_extra.get("answer") == whole.choices[0].message.model_extra["answer"]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_two_adapters_and_the_base_answer_differently(client, questions):
+    answers = {}
+    for model in (BASE, TUNED, NOISE):
+        answers[model] = [client.chat.completions.create(model=model, messages=q, max_tokens=32, temperature=0)
+                          .choices[0].message.content for q in questions[:4]]
+    assert answers[TUNED] != answers[NOISE] and answers[BASE] != answers[NOISE] and answers[BASE] != answers[TUNED]
+
+
+def test_completions_with_n_stop_seed_and_top_p(client):
+    kwargs = dict(model=TUNED, prompt="<reasoning>\n", max_tokens=24, temperature=1.0, top_p=0.9, n=3, seed=7)
+    first = client.completions.create(**kwargs)
+    again = client.completions.create(**kwargs)
+    assert len(first.choices) == 3 and [c.text for c in first.choices] == [c.text for c in again.choices]
+    assert 3 <= first.usage.completion_tokens <= 3 * 24 and len({c.text for c in first.choices}) > 1  # sampled, not copies
+    stopped = client.completions.create(model=TUNED, prompt="<reasoning>\n", max_tokens=48, temperature=0, stop=["\n"])
+    assert "\n" not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop"
+
+
+BAD_REQUESTS = [
+    ("malformed JSON", "/v1/chat/completions", b'{"model": "arithmetic-tuned", "messages": ['),
+    ("messages not a list", "/v1/chat/completions", {"model": TUNED, "messages": "hi"}),
+    ("max_tokens a string", "/v1/chat/completions", {"model": TUNED, "messages": [{"role": "user", "content": "hi"}], "max_tokens": "ten"}),
+    ("temperature negative", "/v1/chat/completions", {"model": TUNED, "messages": [{"role": "user", "content": "hi"}], "temperature": -1}),
+    ("unknown model", "/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+    ("empty messages", "/v1/chat/completions", {"model": TUNED, "messages": []}),
+    ("max_tokens 0", "/v1/chat/completions", {"model": TUNED, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}),
+    ("max_tokens negative", "/v1/completions", {"model": TUNED, "prompt": "hi", "max_tokens": -5}),
+    ("max_tokens over the context", "/v1/chat/completions", {"model": TUNED, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}),
+    ("prompt over the context", "/v1/completions", {"model": TUNED, "prompt": "1 + 2 = 3. " * 400, "max_tokens": 4}),
+    ("n zero", "/v1/completions", {"model": BASE, "prompt": "hi", "n": 0}),
+]
+
+
+@pytest.mark.parametrize("what, route, body", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_client_errors_answer_4xx_with_openais_error_body(server, what, route, body):
+    url, _ = server
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = httpx.post(url + route, content=content, headers={"Content-Type": "application/json"}, timeout=60)
+    assert 400 <= r.status_code < 500, (what, r.status_code, r.text[:300])
+    error = r.json()["error"]
+    assert {"message", "type", "param", "code"} <= set(error) and error["message"], (what, r.text[:300])
+
+
+def test_32_concurrent_requests_are_all_answered_and_health_stays_ok(server, client, questions):
+    def ask(i):
+        model = (BASE, TUNED, NOISE)[i % 3]
+        return client.chat.completions.create(model=model, messages=questions[i % len(questions)], max_tokens=32, temperature=0.7)
+
+    with ThreadPoolExecutor(32) as pool:
+        replies = list(pool.map(ask, range(32)))
+    assert len(replies) == 32 and all(r.choices[0].message.content for r in replies)
+    assert httpx.get(f"{server[0]}/health", timeout=10).status_code == 200
+    assert {m.id for m in client.models.list().data} == {BASE, TUNED, NOISE}
+
+
+def test_bad_adapter_is_one_line_before_ray_starts(tmp_path):
+    done = subprocess.run([grpo_ray_exe(), "serve", "--model", f"builtin:{BASE}", "--adapter", str(tmp_path / "missing")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "missing" in lines[0] and "no such folder" in lines[0]
