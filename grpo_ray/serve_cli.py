@@ -97,7 +97,12 @@ def run_serve(options, args: argparse.Namespace) -> int:
         serve.start(http_options={"host": args.host, "port": args.port})
         print(f"starting {args.replicas} replica(s) of {options.model_name} "
               f"with {len(options.adapters)} adapter(s); vLLM takes a minute to load...", file=sys.stderr)
-        serve.run(build_application(options, replicas=args.replicas), name=APP_NAME, route_prefix="/", blocking=False)
+        try:
+            serve.run(build_application(options, replicas=args.replicas), name=APP_NAME, route_prefix="/", blocking=False)
+        except RuntimeError as err:  # a replica failed to start; its traceback is in the log above
+            print(f"grpo-ray: the server did not start: {str(err).splitlines()[0]} (the replica's error is above)",
+                  file=sys.stderr)
+            return 1
         print_ready(url, options)
         while True:
             time.sleep(3600)

@@ -53,12 +53,11 @@ class OpenAIServer:
         tasks = await self.engine.get_supported_tasks()
         app = build_app(args, tasks, self.engine.model_config)
         await init_app_state(self.engine, app.state, args, tasks)
-        if o.split_reasoning:
-            app.add_middleware(ReasoningFieldsMiddleware, tag_style=o.tag_style)
-        self.app = app
+        # wrapped from outside: vLLM's app has built its middleware stack by now
+        self._asgi = ReasoningFieldsMiddleware(app, tag_style=o.tag_style) if o.split_reasoning else app
 
     def __serve_build_asgi_app__(self):
-        return self.app
+        return self._asgi
 
     async def check_health(self) -> None:  # Serve restarts a replica whose engine died
         await self.engine.check_health()
