@@ -43,7 +43,7 @@ def run_sweep(plan) -> int:
     from ray import tune
 
     from grpo_ray.cluster import init_ray, trial_bundles
-    from grpo_ray.sweep.results import best_trial, plot_trials, records_from_results, table_rows, write_best, write_tables
+    from grpo_ray.sweep.results import UNFINISHED, best_trial, plot_trials, records_from_results, table_rows, write_best, write_tables
     from grpo_ray.sweep.search import make_scheduler, make_search_alg, param_space
     from grpo_ray.sweep.trial import run_trial
 
@@ -93,6 +93,13 @@ def run_sweep(plan) -> int:
     print(f"\nSweep {spec.name}: {len(records)} trials, metric {spec.metric} ({spec.mode})\n")
     print(md_path.read_text())
     print(f"table: {csv_path}\ncurves: {png}")
+    expected = _expected_trials(spec)
+    unfinished = [r for r in records if r.status == UNFINISHED]
+    if unfinished or (expected is not None and len(records) < expected):
+        done = sum(r.status != UNFINISHED for r in records)
+        print(f"\ninterrupted: {done} of {expected or len(records)} trials finished; run the same command again to "
+              "resume the sweep", file=sys.stderr)
+        return 130
     best = best_trial(records, spec.metric, spec.mode)
     if best is None:
         print("no trial reported the metric; see the errors above", file=sys.stderr)
@@ -102,3 +109,12 @@ def run_sweep(plan) -> int:
           + f"; final {spec.metric} = {best.final(spec.metric):.4g}")
     print(f"best config: {best_yaml}\nbest adapter: {best.adapter()}")
     return 0 if all(r.status != "error" for r in records) else 1
+
+
+def _expected_trials(spec) -> "int | None":
+    """Trials the sweep will run: num_samples times the grid's size (None for Optuna/PBT-free counts)."""
+    import math
+
+    grid = math.prod(len(d.values) for d in spec.search_space.values()
+                     if d.kind == "grid" or (spec.search.algorithm == "grid" and d.kind == "choice"))
+    return spec.num_samples * grid

@@ -18,7 +18,7 @@ import yaml
 from grpo_ray.checkpoint import find_latest_checkpoint
 from grpo_ray.evaluation.records import write_json_atomic
 
-COMPLETED, STOPPED, ERROR = "completed", "stopped early", "error"
+COMPLETED, STOPPED, ERROR, UNFINISHED = "completed", "stopped early", "error", "unfinished"
 
 
 @dataclass
@@ -55,11 +55,15 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def status_of(history: Sequence[dict], error: Optional[str], max_steps: int) -> str:
-    if error:
+def status_of(history: Sequence[dict], error: Optional[str], max_steps: int, tune_status: str = "TERMINATED") -> str:
+    """Ours from Tune's: a TERMINATED trial short of the last step was stopped by the scheduler; one
+    still PENDING/RUNNING/PAUSED when the sweep ended was interrupted and resumes with the sweep."""
+    if error or tune_status == "ERROR":
         return ERROR
     last = max((int(r["step"]) for r in history), default=0)
-    return COMPLETED if last >= max_steps else STOPPED
+    if last >= max_steps:
+        return COMPLETED
+    return STOPPED if tune_status == "TERMINATED" else UNFINISHED
 
 
 def best_trial(records: Sequence[TrialRecord], metric: str, mode: str) -> Optional[TrialRecord]:
@@ -160,6 +164,9 @@ def records_from_results(grid, plan, max_steps: int) -> list[TrialRecord]:
     from grpo_ray.sweep.trial import RUN_DIR
 
     keys = list(plan.spec.search_space)
+    # Tune keeps each trial's status on its experiment analysis (not on the Result)
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    tune_status = {str(Path(t.path)): t.status for t in trials if getattr(t, "path", None)}
     records = []
     for result in grid:
         df = result.metrics_dataframe
@@ -173,6 +180,6 @@ def records_from_results(grid, plan, max_steps: int) -> list[TrialRecord]:
         error = str(result.error).splitlines()[0] if result.error else None
         config = plan.trial_config(params, trial_dir / RUN_DIR).to_dict()
         trial_id = (result.metrics or {}).get("trial_id") or trial_dir.name
-        records.append(TrialRecord(trial_id, params, history, status_of(history, error, max_steps),
-                                   trial_dir / RUN_DIR, error, config))
+        status = status_of(history, error, max_steps, tune_status.get(str(trial_dir), "TERMINATED"))
+        records.append(TrialRecord(trial_id, params, history, status, trial_dir / RUN_DIR, error, config))
     return sorted(records, key=lambda r: r.trial_id)

@@ -23,7 +23,14 @@ RUN_DIR = "run"  # the trial's train output dir, inside its Tune trial folder
 
 
 def trial_output_dir() -> Path:
-    return Path(tune.get_context().get_trial_dir()) / RUN_DIR
+    """The trial's folder in the sweep dir itself (Tune's storage path), not Tune's per-session
+    staging copy: a restored sweep runs in a new Ray session and must find the run's files there.
+    On several nodes the sweep dir must be a shared filesystem, as Ray requires of a local storage_path."""
+    ctx = tune.get_context()
+    try:
+        return Path(ctx.get_storage().trial_fs_path) / RUN_DIR
+    except AttributeError:  # get_storage is a developer API; fall back to the staging dir
+        return Path(ctx.get_trial_dir()) / RUN_DIR
 
 
 def run_trial(params: dict[str, Any], *, plan: SweepPlan, launch_dir: str, save_every: Optional[int]) -> None:

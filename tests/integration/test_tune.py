@@ -6,7 +6,8 @@ Three trials, one at a time, in grid order: two learn (lr 1e-3 and 2e-3), the th
 cannot. The metric is held-out greedy correctness, evaluated every 2 steps: the lr-0 trial keeps the
 base model's score exactly (greedy decoding of unchanged weights), while a learning trial gains
 5-8 points by step 2 (measured: 0.017 -> 0.083 and 0.10 on 60 problems). ASHA must stop the lr-0
-trial at its first rung.
+trial at its first rung. The sweep is interrupted once (Ctrl-C after the first checkpoint) and
+resumed by running the same command again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +39,7 @@ def grpo_ray(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedP
 def write_sweep(tmp_path: Path, **changes) -> Path:
     sweep = {
         "name": "toy", "train": str(REPO / "examples" / "tiny_cpu.yaml"),
-        "set": {"trainer.steps": STEPS, "trainer.save_every": 0, "trainer.log_completions_every": 0,
+        "set": {"trainer.steps": STEPS, "trainer.save_every": 2, "trainer.log_completions_every": 0,
                 "learner.lr_scheduler": "constant", "eval.every": GRACE, "eval.limit": 30},
         "search_space": {"learner.lr": {"grid": LRS}},
         "scheduler": {"name": "asha", "grace_period": GRACE, "reduction_factor": 2},
@@ -49,17 +51,41 @@ def write_sweep(tmp_path: Path, **changes) -> Path:
     return path
 
 
+def interrupt_at_first_checkpoint(path: Path, cwd: Path) -> tuple[int, str]:
+    """Run the sweep and press Ctrl-C as soon as a trial has handed Tune its first checkpoint."""
+    exe = shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
+    proc = subprocess.Popen([exe, "tune", "--config", str(path)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Checkpoint successfully created" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    lines.extend(proc.stdout)
+    return proc.wait(timeout=300), "".join(lines)
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
+    """The sweep, interrupted once (Ctrl-C after the first checkpoint at step 2) and resumed by
+    running the same command again."""
     tmp = tmp_path_factory.mktemp("tune")
-    done = grpo_ray("tune", "--config", str(write_sweep(tmp)), cwd=tmp)
+    path = write_sweep(tmp)
+    code, output = interrupt_at_first_checkpoint(path, tmp)
+    assert code == 130 and "run the same command again to resume" in output, output[-3000:]
+    done = grpo_ray("tune", "--config", str(path), cwd=tmp)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "resuming the sweep" in done.stderr
     return tmp, tmp / "sweeps" / "toy", done.stdout
 
 
 def tune_results(trial_dir: Path) -> list[dict]:
-    """Tune's own record of what the trial reported (result.json, one JSON object per report)."""
-    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+    """Tune's own record of what the trial reported (result.json, one JSON object per report), the
+    newest report of each step (a trial resumed from its step-2 checkpoint may have reported step 3
+    before the interruption, and again after)."""
+    reports = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+    return list({r["step"]: r for r in reports}.values())
 
 
 def test_asha_stops_the_lr0_trial_and_the_table_matches_the_trials(sweep):
@@ -86,6 +112,10 @@ def test_asha_stops_the_lr0_trial_and_the_table_matches_the_trials(sweep):
         assert reports[-1]["learning_rate"] == pytest.approx(lr)
 
     assert "| trial | learner.lr |" in (sweep_dir / "results.md").read_text() and "best trial" in stdout
+    # the interrupted trial continued from its checkpoint: its own metrics hold each step once
+    first = next(d for d in trial_dirs if tune_results(d)[-1]["config"]["learner.lr"] == LRS[0])
+    steps = [json.loads(x)["step"] for x in (first / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3, 4]
     png = (sweep_dir / "trials.png").read_bytes()
     assert png[:4] == b"\x89PNG" and len(png) > 20_000
 
