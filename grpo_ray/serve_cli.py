@@ -120,9 +120,14 @@ def run_serve(options, args: argparse.Namespace) -> int:
 
 
 def print_ready(url: str, options) -> None:
+    from grpo_ray.formats import get_tag_style
+
     names = [options.model_name, *(a.name for a in options.adapters)]
     model = names[-1]
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "What is 12 + 30?"}], "max_tokens": 64})
+    # the system prompt the model was trained with, so the example shows the reasoning format
+    messages = [{"role": "system", "content": get_tag_style(options.tag_style).system_prompt},
+                {"role": "user", "content": "Iris has 20 apples, gives away 17, then gets 60 more. How many apples does Iris have now?"}]
+    body = json.dumps({"model": model, "messages": messages, "max_tokens": 96, "temperature": 0})
     print(f"\nserving on {url}/v1  (models: {', '.join(names)})", flush=True)
     print(f"\n  curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\\n    -d '{body}'")
     print(f"\n  from openai import OpenAI\n  client = OpenAI(base_url='{url}/v1', api_key='unused')\n"

@@ -9,7 +9,7 @@ vLLM's own argument parser (:func:`grpo_ray.serve.options.vllm_server_args`) and
 (``__serve_build_asgi_app__``), which routes HTTP to it and scales replicas.
 
 For ``serve deploy`` on a cluster, :func:`app_builder` is the import path
-(``grpo_ray.serve.app:app_builder``); see ``examples/serve_config.yaml``.
+(``grpo_ray.serve.app:app_builder``); see ``examples/serve/serve_config.yaml``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def build_application(
 
 
 def app_builder(args: dict[str, Any]):
-    """``serve deploy`` entry: ``args`` as in examples/serve_config.yaml (model, adapters, num_gpus, ...;
+    """``serve deploy`` entry: ``args`` as in examples/serve/serve_config.yaml (model, adapters, num_gpus, ...;
     replicas or autoscaling may also be set on the deployment in the config file)."""
     args = dict(args)
     replicas = int(args.pop("replicas", 1))

@@ -51,7 +51,7 @@ def test_bad_adapters_are_one_line(specs, expected) -> None:
 
 
 def test_the_serve_deploy_example_names_real_things() -> None:
-    """examples/serve_config.yaml: its import path and deployment exist, its args are options."""
+    """examples/serve/serve_config.yaml: its import path and deployment exist, its args are options."""
     import dataclasses
     import importlib
     from pathlib import Path
@@ -60,7 +60,7 @@ def test_the_serve_deploy_example_names_real_things() -> None:
 
     from grpo_ray.serve.app import DEPLOYMENT
 
-    doc = yaml.safe_load((Path(__file__).resolve().parents[3] / "examples" / "serve_config.yaml").read_text())
+    doc = yaml.safe_load((Path(__file__).resolve().parents[3] / "examples" / "serve" / "serve_config.yaml").read_text())
     app = doc["applications"][0]
     module, attr = app["import_path"].split(":")
     assert callable(getattr(importlib.import_module(module), attr))
