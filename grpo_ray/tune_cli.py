@@ -77,7 +77,8 @@ def run_sweep(plan) -> int:
             ),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=str(sweep_dir.parent),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+                # PBT clones a trial from another's checkpoint, which must not be pruned under it
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.name == "pbt" else spec.keep_checkpoints),
                 failure_config=tune.FailureConfig(max_failures=0), verbose=1,
             ),
         )

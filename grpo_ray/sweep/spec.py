@@ -100,7 +100,7 @@ class SweepConfig(_Section):
     mode: Literal["max", "min"] = Field("max")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     output_dir: str = Field("outputs/sweeps", description="Sweeps are written to output_dir/name.")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Tune keeps per trial.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Tune keeps per trial (under PBT: all of them).")
 
     @model_validator(mode="after")
     def _check(self) -> "SweepConfig":
