@@ -31,9 +31,9 @@ def role_bundles(cfg: GRPOConfig) -> dict[str, list[dict[str, float]]]:
     """The resources of every actor of a run, one bundle per actor, by role."""
     r, lc, rw = cfg.rollout, cfg.learner, cfg.reward
     raw = {
-        "rollout": [{"CPU": r.num_cpus_per_worker, "GPU": r.num_gpus_per_worker}] * r.num_workers,
-        "reward": [{"CPU": REWARD_WORKER_CPUS}] * rw.num_workers,
-        "learner": [{"CPU": lc.num_cpus_per_learner, "GPU": lc.num_gpus_per_learner}] * lc.num_learners,
+        "rollout": [{"CPU": r.num_cpus_per_worker, "GPU": r.num_gpus_per_worker, **r.resources}] * r.num_workers,
+        "reward": [{"CPU": REWARD_WORKER_CPUS, **rw.resources}] * rw.num_workers,
+        "learner": [{"CPU": lc.num_cpus_per_learner, "GPU": lc.num_gpus_per_learner, **lc.resources}] * lc.num_learners,
     }
     # Ray rejects an empty bundle: an actor that asks for nothing still holds a sliver of CPU
     return {role: [{k: v for k, v in b.items() if v > 0} or {"CPU": 0.01} for b in bundles] for role, bundles in raw.items()}
@@ -119,8 +119,8 @@ class Workers:
         kwargs = rollout_engine_kwargs(cfg)
         w.rollouts = [
             RolloutWorker.options(
-                num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker, max_restarts=3, max_task_retries=0,
-                scheduling_strategy=group.slot(i),
+                num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker, resources=dict(r.resources),
+                max_restarts=3, max_task_retries=0, scheduling_strategy=group.slot(i),
             ).remote(r.engine, model_path, kwargs)
             for i in range(r.num_workers)
         ]
@@ -140,7 +140,8 @@ class Workers:
         functions = resolve_specs([f.model_dump() for f in rw.functions])
         self.rewards = [
             RewardWorker.options(
-                num_cpus=REWARD_WORKER_CPUS, max_restarts=3, max_task_retries=0, scheduling_strategy=group.slot(i)
+                num_cpus=REWARD_WORKER_CPUS, resources=dict(rw.resources), max_restarts=3, max_task_retries=0,
+                scheduling_strategy=group.slot(i),
             ).remote(functions, cfg.data.tag_style, rw.timeout_s)
             for i in range(rw.num_workers)
         ]
@@ -156,7 +157,8 @@ class Workers:
         config = cfg.to_dict()
         self.learners = [
             LearnerWorker.options(
-                num_cpus=lc.num_cpus_per_learner, num_gpus=lc.num_gpus_per_learner, scheduling_strategy=group.slot(i)
+                num_cpus=lc.num_cpus_per_learner, num_gpus=lc.num_gpus_per_learner, resources=dict(lc.resources),
+                scheduling_strategy=group.slot(i),
             ).remote(config, i, lc.num_learners)
             for i in range(lc.num_learners)
         ]

@@ -95,6 +95,7 @@ class RolloutConfig(_Section):
         0.5, gt=0, le=1, description="Fraction of GPU memory vLLM may take (on CPU: of the KV-cache budget)."
     )
     cpu_kvcache_gb: float = Field(1.0, gt=0, description="KV-cache size in GiB when vLLM runs on CPU.")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each rollout actor needs, e.g. {node_a: 1} to place it on nodes started with --resources '{\"node_a\": 8}'.")
     weight_sync: Literal["merge", "lora"] = Field(
         "merge",
         description="How vLLM applies the synced adapter: merge it into the served weights on the rollout node "
@@ -119,6 +120,7 @@ class RewardConfig(_Section):
     )
     timeout_s: float = Field(30.0, gt=0, description="A reward function slower than this on a batch counts as not applicable.")
     num_workers: int = Field(1, ge=1, description="Reward actors (CPU only).")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each reward actor needs, e.g. {node_a: 1} to place it on nodes started with --resources '{\"node_a\": 8}'.")
 
 
 class AlgoConfig(_Section):
@@ -132,6 +134,11 @@ class AlgoConfig(_Section):
     importance_sampling_level: ImportanceSamplingLevel = Field(
         "token", description="Importance ratio per token (GRPO) or per sequence (GSPO)."
     )
+    sampler_correction: bool = Field(
+        True, description="Weight each token's policy loss by min(pi_old / pi_sampler, sampler_correction_cap): truncated "
+        "importance sampling for the gap between the rollout engine and the learner (TRL's vllm_importance_sampling_correction).",
+    )
+    sampler_correction_cap: float = Field(3.0, gt=0, description="Truncation of the sampler-correction weight.")
     mask_truncated_completions: bool = Field(False, description="Exclude completions cut at max_completion_tokens from the loss.")
     drop_zero_std_groups: bool = Field(False, description="Drop groups whose rewards are all equal (they carry no signal).")
 
@@ -152,6 +159,7 @@ class LearnerConfig(_Section):
     num_learners: int = Field(1, ge=1, description="Data-parallel learner actors (one DeepSpeed group).")
     num_gpus_per_learner: float = Field(0.0, ge=0, description="GPUs per learner actor (0 on CPU machines).")
     num_cpus_per_learner: float = Field(1.0, ge=0, description="CPUs per learner actor.")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each learner actor needs, e.g. {node_a: 1} to place it on nodes started with --resources '{\"node_a\": 8}'.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     share_prompt_prefix: bool = Field(
         True,
@@ -172,6 +180,14 @@ class TrainerConfig(_Section):
     )
     resume: Optional[str] = Field(None, description="A checkpoint or output dir to resume from.")
     ray_address: Optional[str] = Field(None, description="Ray cluster address; null starts a local cluster.")
+    async_rollout: bool = Field(
+        False, description="One-step-off: generate step k+1's completions while step k updates (the batch is then "
+        "one policy version behind; algo.sampler_correction weights the gap). Off: synchronous.",
+    )
+    max_policy_lag: int = Field(
+        1, ge=0, le=1, description="With async_rollout: how many versions a batch may lag the learner (0 waits for "
+        "the sync, as synchronous training does; the pipeline is one step deep, so at most 1).",
+    )
 
 
 class EvalConfig(_Section):

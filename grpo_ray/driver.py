@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import ray
 import torch
+from ray.exceptions import RayActorError
 
+from grpo_ray.actors.recovery import PendingShards, run_shards
 from grpo_ray.actors.sync import sync_adapter
 from grpo_ray.algo import combine_rewards, compute_group_advantages, frac_reward_zero_std, reward_function_stats
 from grpo_ray.algo import zero_std_group_mask
@@ -44,6 +47,20 @@ from grpo_ray.sampler import PromptSampler
 log = logging.getLogger("grpo_ray.driver")
 
 
+@dataclass
+class Prefetched:
+    """The next step's prompts and their generation, submitted during this step's update."""
+
+    rows: list
+    pending: PendingShards
+    submitted: float
+    sampler_state: dict
+
+
+class LearnerDied(RuntimeError):
+    """A learner rank died: its optimizer state is gone, so the run stops (resume from a checkpoint)."""
+
+
 class GRPOTrainer:
     def __init__(self, cfg: GRPOConfig) -> None:
         self.cfg = cfg
@@ -56,6 +73,8 @@ class GRPOTrainer:
         self.eval_rows: list[dict[str, Any]] = []
         self.eval_metrics: tuple = ()  # the table's rows for these held-out answers
         self.last_eval: dict[str, float] = {}  # eval/<key> of the newest evaluation (kept in checkpoints)
+        self.faults = {"rollout": 0, "reward": 0}  # shards sent again after their actor died, this process
+        self.prefetched: Optional[Prefetched] = None  # async_rollout: the next step's generation, in flight
 
     # ---------------------------------------------------------------------------------------
     # setup
@@ -169,16 +188,20 @@ class GRPOTrainer:
         """One GRPO step. Returns its metrics and, on logging steps, a few sample completions."""
         t = self.timer
         step_start = time.perf_counter()
+        prefetched, self.prefetched = self.prefetched, None
         with t.phase("sample"):
-            rows = self.sample_prompts()
-        with t.phase("generate"):
-            gen_start = time.perf_counter()
-            rollouts = self.generate(rows)
+            rows = prefetched.rows if prefetched else self.sample_prompts()
+        with t.phase("generate"):  # async: only the wait for what was submitted during the last update
+            gen_start = prefetched.submitted if prefetched else time.perf_counter()
+            rollouts = self._collect(prefetched.pending) if prefetched else self.generate(rows)
             gen_seconds = time.perf_counter() - gen_start
         with t.phase("score"):
             scores = self.score(rows, rollouts)
         with t.phase("advantages"):
             advantages, rewards, in_loss = self.compute_advantages(scores, rollouts)
+        if self._prefetch_due():
+            with t.phase("prefetch"):  # step k+1's generation runs on the rollout workers during this update
+                self.prefetched = self._prefetch_next()
         with t.phase("update"):
             learner_metrics = self.update(rollouts, advantages, in_loss)
         self.version += 1
@@ -192,6 +215,8 @@ class GRPOTrainer:
             **self.rollout_metrics(rollouts, rewards, scores, gen_seconds),
             **learner_metrics,
             **sync_metrics,
+            "faults/rollout_shards_resent": float(self.faults["rollout"]),
+            "faults/reward_shards_resent": float(self.faults["reward"]),
             **t.pop(),
             "timing/step": time.perf_counter() - step_start,
         }
@@ -217,6 +242,18 @@ class GRPOTrainer:
         self.prompts_skipped += skipped
         return rows
 
+    def _prefetch_due(self) -> bool:
+        tr = self.cfg.trainer
+        return tr.async_rollout and tr.max_policy_lag >= 1 and self.step + 1 < tr.steps
+
+    def _prefetch_next(self) -> "Prefetched":
+        """Draw step k+1's prompts and submit their generation under the current adapter."""
+        sampler_state = self.sampler.state_dict()  # a checkpoint must not skip the drawn rows
+        rows = self.sample_prompts()
+        sampling = self.sampling(self.step + 1)
+        return Prefetched(rows, self._submit_generation([r["prompt"] for r in rows], sampling), time.perf_counter(),
+                          sampler_state)
+
     def sampling(self, step: int) -> SamplingConfig:
         r = self.cfg.rollout
         return SamplingConfig(
@@ -230,14 +267,26 @@ class GRPOTrainer:
 
     def _generate_sharded(self, prompts: list, sampling: SamplingConfig) -> RolloutBatch:
         """The prompts split over the rollout workers in contiguous slices, results joined in order."""
+        return self._collect(self._submit_generation(prompts, sampling))
+
+    def _submit_generation(self, prompts: list, sampling: SamplingConfig) -> PendingShards:
         seeds = per_prompt_seeds(sampling.seed, len(prompts))  # global indices: sharding changes nothing
         parts = contiguous_slices(len(prompts), len(self.workers.rollouts))
-        refs = [
-            worker.generate.remote(GenerationRequest(prompts[s], sampling, seeds[s]))
-            for worker, s in zip(self.workers.rollouts, parts)
-            if s.stop > s.start
-        ]
-        return RolloutBatch.concat(ray.get(refs))
+        busy = [(w, s) for w, s in zip(self.workers.rollouts, parts) if s.stop > s.start]
+        return PendingShards(
+            "rollout", [w for w, _ in busy], [GenerationRequest(prompts[s], sampling, seeds[s]) for _, s in busy],
+            lambda worker, request: worker.generate.remote(request), on_restart=self._reprime_rollout,
+        )
+
+    def _collect(self, pending: PendingShards) -> RolloutBatch:
+        batches, resent = pending.result()
+        self.faults["rollout"] += resent
+        return RolloutBatch.concat(batches)
+
+    def _reprime_rollout(self, worker) -> None:
+        """A restarted rollout worker holds no adapter: send it the current one before its shard."""
+        if ray.get(worker.version.remote()) != self.version:
+            sync_adapter(self.workers.learners, [worker], self.version)
 
     def score(self, rows: list[dict[str, Any]], rollouts: RolloutBatch) -> ScoreResult:
         g = rollouts.group_size
@@ -246,11 +295,12 @@ class GRPOTrainer:
         columns = {k: [row[k] for row in rows for _ in range(g)] for k in rows[0] if k != "prompt"}
         columns["completion_ids"] = rollouts.completion_ids
         parts = split_for_workers(len(completions), g, len(self.workers.rewards))
-        refs = [
-            worker.score.remote(prompts[s], completions[s], {k: v[s] for k, v in columns.items()})
-            for worker, s in zip(self.workers.rewards, parts)
-        ]
-        result = merge_score_results(ray.get(refs))
+        results, resent = run_shards(
+            "reward", self.workers.rewards[: len(parts)], parts,
+            lambda worker, s: worker.score.remote(prompts[s], completions[s], {k: v[s] for k, v in columns.items()}),
+        )
+        self.faults["reward"] += resent
+        result = merge_score_results(results)
         for message in result.new_errors:
             log.warning("reward function failed: %s", message)
         return result
@@ -274,7 +324,14 @@ class GRPOTrainer:
             len(self.workers.learners), rollouts.sampling_logprobs,
         )
         refs = [learner.train_step.remote(shard) for learner, shard in zip(self.workers.learners, shards)]
-        per_rank = ray.get(refs)
+        try:
+            per_rank = ray.get(refs)
+        except RayActorError as err:  # optimizer state lives only there: no retry, resume from a checkpoint
+            latest = self.checkpoints.latest()
+            raise LearnerDied(
+                f"a learner died during step {self.step + 1} ({str(err).splitlines()[0][:160]}); the last complete "
+                f"checkpoint is {latest or 'none yet'}; continue with --resume {self.output_dir}"
+            ) from None
         return {k: sum(m[k] for m in per_rank) / len(per_rank) for k in per_rank[0]}
 
     # -- metrics ----------------------------------------------------------------------------------
@@ -351,8 +408,10 @@ class GRPOTrainer:
     def save_checkpoint(self) -> Path:
         tmp = self.checkpoints.begin(self.step)
         ray.get([learner.save.remote(str(tmp), self.version) for learner in self.workers.learners])
+        # rows drawn for a generation still in flight are drawn again after a resume
+        sampler = self.prefetched.sampler_state if self.prefetched else self.sampler.state_dict()
         write_json(tmp / "driver_state.json", {
-            "step": self.step, "version": self.version, "sampler": self.sampler.state_dict(), "eval": self.last_eval,
+            "step": self.step, "version": self.version, "sampler": sampler, "eval": self.last_eval,
         })
         (tmp / "config.yaml").write_text(self.cfg.to_yaml())
         return self.checkpoints.commit(self.step, tmp)

@@ -18,7 +18,7 @@ def _sigterm_as_interrupt(signum, frame):  # so `kill` shuts actors down like Ct
 
 def run_train(cfg: GRPOConfig, *, dry_run: bool = False) -> int:
     from grpo_ray.data.sources import DataSourceError
-    from grpo_ray.driver import GRPOTrainer
+    from grpo_ray.driver import GRPOTrainer, LearnerDied
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -37,6 +37,9 @@ def run_train(cfg: GRPOConfig, *, dry_run: bool = False) -> int:
               f"checkpoints in {trainer.checkpoints.root}")
         print_eval_summary(trainer)
         return 0
+    except LearnerDied as err:
+        print(f"grpo-ray: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted at step {trainer.step}; the last complete checkpoint is kept", file=sys.stderr)
         return 130

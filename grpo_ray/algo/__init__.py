@@ -17,6 +17,7 @@ from grpo_ray.algo.advantages import (
     zero_std_group_mask,
 )
 from grpo_ray.algo.aggregation import LOSS_AGGREGATIONS
+from grpo_ray.algo.correction import truncated_importance_weights
 from grpo_ray.algo.kl import KL_ESTIMATORS, compute_kl
 from grpo_ray.algo.logprobs import entropy_from_logits, selective_log_softmax
 from grpo_ray.algo.losses import IMPORTANCE_SAMPLING_LEVELS, compute_policy_loss
@@ -38,6 +39,7 @@ __all__ = [
     "frac_reward_zero_std",
     "mask_truncated_completions",
     "masked_mean",
+    "truncated_importance_weights",
     "nanstd",
     "reward_function_stats",
     "selective_log_softmax",

@@ -82,6 +82,7 @@ def compute_policy_loss(
     max_completion_length: int | None = None,
     global_num_tokens: float | Tensor | None = None,
     global_num_sequences: int | None = None,
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped surrogate loss (+ beta * KL) aggregated by ``loss_type``; GRPO / DAPO / Dr. GRPO / GSPO.
 
@@ -103,6 +104,8 @@ def compute_policy_loss(
         global_num_sequences: sequences of everything summed into one optimizer step (grpo, dr_grpo).
             Each aggregation reads the count it needs and ignores the other, so a learner can always
             pass both; see aggregation.py for which loss types are split-invariant.
+        token_weights: [N, T] no-grad weights on each token's policy term (not the KL term), e.g. the
+            truncated importance weights of ``correction.truncated_importance_weights``; None = 1.
 
     Returns:
         (loss, metrics). ``loss`` is a scalar with grad. ``metrics`` are detached scalars for this batch,
@@ -132,6 +135,8 @@ def compute_policy_loss(
     ratio = torch.exp(log_weights_of(logprobs - old_logprobs, mask))  # [N, T] or [N, 1]
     clipped_ratio = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
     per_token_loss = -torch.min(ratio * advantages, clipped_ratio * advantages)
+    if token_weights is not None:
+        per_token_loss = per_token_loss * token_weights.to(per_token_loss.dtype).masked_fill(~keep, 0.0)
 
     per_token_kl = None
     if ref_logprobs is not None:

@@ -52,6 +52,16 @@ def pad_rows(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_i
     )
 
 
+def pad_completion_values(values: list[list[float]], width: int) -> Tensor:
+    """[N][T_i] per-token values (e.g. sampling logprobs) -> [N, width], 0 past each row's end."""
+    out = torch.zeros((len(values), width), dtype=torch.float32)
+    for i, row in enumerate(values):
+        row = row[:width]
+        if row:
+            out[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
+    return out
+
+
 def unique_prompts(mb: PaddedBatch) -> tuple[Tensor, Tensor]:
     """Indices of the distinct prompt rows of a micro-batch and, per row, which of them it repeats:
     ``first`` [U], ``inverse`` [N] with ``input_ids[first[inverse], :P] == input_ids[:, :P]``."""

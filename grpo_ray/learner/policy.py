@@ -22,9 +22,9 @@ from typing import Optional
 
 import torch
 
-from grpo_ray.algo import compute_policy_loss, entropy_from_logits, selective_log_softmax
+from grpo_ray.algo import compute_policy_loss, entropy_from_logits, selective_log_softmax, truncated_importance_weights
 from grpo_ray.config import AlgoConfig, LearnerConfig, ModelConfig
-from grpo_ray.learner.batch import PaddedBatch, TrainShard, pad_rows, unique_prompts
+from grpo_ray.learner.batch import PaddedBatch, TrainShard, pad_completion_values, pad_rows, unique_prompts
 from grpo_ray.learner.model import build_policy_model
 from grpo_ray.rollout.adapters import AdapterPayload, peft_config_dict, write_adapter_folder
 
@@ -155,9 +155,11 @@ class PolicyLearner:
         with torch.no_grad(), (self.peft_model.disable_adapter() if reference else nullcontext()):
             yield
 
-    def _micro_batches(self, shard: TrainShard) -> list[tuple[PaddedBatch, torch.Tensor]]:
-        """(padded rows, advantages) per micro-batch; rows out of the loss get an all-zero mask."""
+    def _micro_batches(self, shard: TrainShard) -> list[tuple[PaddedBatch, torch.Tensor, Optional[torch.Tensor]]]:
+        """(padded rows, advantages, sampling logprobs or None) per micro-batch; rows out of the loss
+        get an all-zero mask."""
         n, size = len(shard.completion_ids), self.cfg.micro_batch_size
+        correct = self.algo.sampler_correction and shard.sampling_logprobs is not None
         out = []
         for start in range(0, n, size):
             rows = slice(start, start + size)
@@ -165,7 +167,9 @@ class PolicyLearner:
             in_loss = torch.tensor(shard.row_in_loss[rows], dtype=mb.completion_mask.dtype, device=self.device)
             mb.completion_mask = mb.completion_mask * in_loss[:, None]
             adv = torch.tensor(shard.advantages[rows], dtype=torch.float32, device=self.device)
-            out.append((mb, adv))
+            width = mb.completion_ids.shape[1]
+            sampled = pad_completion_values(shard.sampling_logprobs[rows], width).to(self.device) if correct else None
+            out.append((mb, adv, sampled))
         return out
 
     # -- the update -------------------------------------------------------------------------------
@@ -183,10 +187,15 @@ class PolicyLearner:
         scale = gas * self.world_size if a.loss_type in _SPLIT_INVARIANT else 1.0
         totals: dict[str, float] = {}
         for _ in range(a.num_iterations):
-            for i, (mb, adv) in enumerate(micro):
+            for i, (mb, adv, sampled) in enumerate(micro):
                 logprobs, entropy = self._completion_logprobs(mb, temperature=self.temperature, with_entropy=True)
+                old_i = old[i] if old[i] is not None else logprobs.detach()
+                weights, sampler_metrics = None, {}
+                if sampled is not None:  # the rollout engine's policy vs the learner's old policy
+                    weights, sampler_metrics = truncated_importance_weights(
+                        old_i, sampled, mb.completion_mask, a.sampler_correction_cap)
                 loss, metrics = compute_policy_loss(
-                    logprobs, old[i] if old[i] is not None else logprobs.detach(), adv, mb.completion_mask,
+                    logprobs, old_i, adv, mb.completion_mask, token_weights=weights,
                     loss_type=a.loss_type, epsilon_low=a.epsilon, epsilon_high=a.resolved_epsilon_high,
                     beta=a.beta, ref_logprobs=ref[i], kl_estimator=a.kl_estimator,
                     importance_sampling_level=a.importance_sampling_level,
@@ -197,7 +206,7 @@ class PolicyLearner:
                 if i == gas - 1:
                     grad_norm = self._grad_norm()
                 self.engine.step()  # an optimizer step only at the accumulation boundary
-                _accumulate(totals, loss, metrics, entropy, mb.completion_mask)
+                _accumulate(totals, loss, {**metrics, **sampler_metrics}, entropy, mb.completion_mask)
         self.steps_done += 1
         # loss reported so that the mean over ranks is the global batch's loss
         loss_factor = self.world_size if a.loss_type in _SPLIT_INVARIANT else 1.0 / gas
@@ -217,7 +226,7 @@ class PolicyLearner:
 
     def _no_grad_logprobs(self, micro, *, reference: bool) -> list[torch.Tensor]:
         with self._scoring(reference):
-            return [self._completion_logprobs(mb, temperature=self.temperature)[0] for mb, _ in micro]
+            return [self._completion_logprobs(mb, temperature=self.temperature)[0] for mb, *_ in micro]
 
     # -- inspection, sync, checkpoints ------------------------------------------------------------
     def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, reference: bool = False) -> list[list[float]]:

@@ -12,3 +12,11 @@ def even_token_share(prompts, completions, completion_ids, **kwargs):
 
 def odd_token_share(prompts, completions, completion_ids, **kwargs):
     return [1.0 - r for r in even_token_share(prompts, completions, completion_ids)]
+
+
+def slow_even_token_share(prompts, completions, completion_ids, **kwargs):
+    """even_token_share after a 3-second wait: a reward call that is still running when a test kills its actor."""
+    import time
+
+    time.sleep(3.0)
+    return even_token_share(prompts, completions, completion_ids)

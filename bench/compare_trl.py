@@ -1,0 +1,160 @@
+"""grpo_ray (synchronous and one-step-off async) against TRL's GRPOTrainer, side by side in one run.
+
+The same embedded task for each: the built-in model and arithmetic prompts, B=8 prompts x G=8
+completions of up to 48 tokens at T=0.7, LoRA r64/alpha 64, lr 5e-4 constant, no KL, DAPO loss,
+centred advantages, the same reward functions, the same number of steps. Prints
+
+  P1  grpo_ray step time / TRL step time                      (target <= 0.5)
+  P2  rollout tokens/s through the rollout actor / bare vLLM   (target >= 0.9)
+  P3  adapter sync time / step time                            (target <= 2%)
+  P4  async step time / max(generate, update) of sync          (target <= 1.15)
+
+and the mean reward and correctness over the last steps of each run, so speed is not bought with
+learning. A benchmark, not a test: the numbers depend on the machine.
+
+    .venv/bin/python bench/compare_trl.py [--steps 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = ["eval.enabled=false", "trainer.sinks=[jsonl]", "trainer.save_every=0", "trainer.log_completions_every=0",
+          "learner.lr_scheduler=constant"]
+
+
+def median(history, key, skip=1):
+    return statistics.median(h[key] for h in history[skip:] if key in h)
+
+
+def tail_mean(values, k=4):
+    values = list(values)[-k:]
+    return sum(values) / len(values)
+
+
+def run_grpo_ray(steps: int, out: Path, *overrides: str, keep: bool = False):
+    from grpo_ray.config import load_config
+    from grpo_ray.driver import GRPOTrainer
+
+    cfg = load_config(REPO / "examples" / "tiny_cpu.yaml",
+                      [f"trainer.steps={steps}", f"trainer.output_dir={out}", *COMMON, *overrides])
+    trainer = GRPOTrainer(cfg).setup()
+    history = trainer.train()
+    if not keep:
+        trainer.shutdown()
+    return history, trainer
+
+
+def rollout_vs_bare_vllm(trainer, batches: int = 4) -> tuple[float, float]:
+    """tokens/s generating the same prompt batches through the rollout actor, then with vLLM here."""
+    import ray
+
+    rows = [trainer.sample_prompts() for _ in range(batches)]
+    start, tokens = time.perf_counter(), 0
+    for i, r in enumerate(rows):
+        tokens += sum(len(c) for c in trainer.generate(r, step=1000 + i).completion_ids)
+    actor = tokens / (time.perf_counter() - start)
+    cfg = trainer.cfg
+    trainer.shutdown()
+    ray.shutdown()
+
+    from vllm import LLM, SamplingParams
+
+    from grpo_ray.models.paths import resolve_model_path
+    from grpo_ray.rollout.prompting import encode_prompts
+
+    llm = LLM(model=resolve_model_path(cfg.model.name_or_path), dtype="float32", enforce_eager=True,
+              enable_chunked_prefill=False, max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_completion_tokens,
+              seed=0)
+    tok = llm.get_tokenizer()
+    params = SamplingParams(n=cfg.rollout.group_size, temperature=cfg.rollout.temperature,
+                            max_tokens=cfg.rollout.max_completion_tokens, logprobs=0)
+    prompts = [[{"prompt_token_ids": ids} for ids in encode_prompts(tok, [x["prompt"] for x in r])] for r in rows]
+    llm.generate(prompts[0], params, use_tqdm=False)  # warm-up, as the actor was warm
+    start, tokens = time.perf_counter(), 0
+    for p in prompts:
+        tokens += sum(len(c.token_ids) for o in llm.generate(p, params, use_tqdm=False) for c in o.outputs)
+    bare = tokens / (time.perf_counter() - start)
+    del llm
+    return actor, bare
+
+
+def run_trl(steps: int, out: Path):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from grpo_ray.config import DataConfig
+    from grpo_ray.data.from_config import load_split
+    from grpo_ray.models.paths import resolve_model_path
+    from grpo_ray.rewards import resolve_reward
+
+    rows = load_split(DataConfig(source="arithmetic"), seed=0)
+    data = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
+    path = resolve_model_path("builtin:arithmetic-base")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    rewards = [resolve_reward(n) for n in ["correctness", "integer", "strict_format", "soft_format", "xml_count"]]
+    args = GRPOConfig(
+        output_dir=str(out), use_cpu=True, bf16=False, use_vllm=False, max_steps=steps, per_device_train_batch_size=64,
+        num_generations=8, max_completion_length=48, temperature=0.7, learning_rate=5e-4, lr_scheduler_type="constant",
+        beta=0.0, loss_type="dapo", scale_rewards="none", logging_steps=1, report_to="none", save_strategy="no", seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=rewards, args=args, train_dataset=data,
+        processing_class=tokenizer, peft_config=LoraConfig(r=64, lora_alpha=64, target_modules="all-linear"),
+    )
+    step_times = []
+
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            step_times.append(time.perf_counter() - self.t)
+
+    trainer.add_callback(Clock())
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    return step_times, logs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=12)
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="grpo_bench_"))
+
+    sync, trainer = run_grpo_ray(args.steps, tmp / "sync", keep=True)
+    actor_tps, bare_tps = rollout_vs_bare_vllm(trainer)
+    async_, _ = run_grpo_ray(args.steps, tmp / "async", "trainer.async_rollout=true")
+    trl_times, trl_logs = run_trl(args.steps, tmp / "trl")
+
+    step, gen, upd, sync_s = (median(sync, k) for k in ("timing/step", "timing/generate", "timing/update", "timing/sync"))
+    astep = median(async_, "timing/step")
+    trl_step = statistics.median(trl_times[1:])
+    print(f"\nsteps {args.steps}, B=8 x G=8, 48 tokens, medians without the first step\n")
+    print("| run | step s | generate s | update s | sync s | reward (last 4) | correctness (last 4) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, h in (("grpo_ray sync", sync), ("grpo_ray async", async_)):
+        print(f"| {name} | {median(h, 'timing/step'):.2f} | {median(h, 'timing/generate'):.2f} | "
+              f"{median(h, 'timing/update'):.2f} | {median(h, 'timing/sync'):.3f} | "
+              f"{tail_mean(x['reward'] for x in h):.3f} | {tail_mean(x['rewards/correctness/mean'] for x in h):.3f} |")
+    print(f"| TRL GRPOTrainer | {trl_step:.2f} | | | | {tail_mean(x['reward'] for x in trl_logs):.3f} | "
+          f"{tail_mean(x['rewards/correctness/mean'] for x in trl_logs):.3f} |")
+    print()
+    print(f"P1 step time grpo_ray / TRL          = {step / trl_step:.3f}   (target <= 0.5)")
+    print(f"P2 rollout tok/s actor / bare vLLM   = {actor_tps:.0f} / {bare_tps:.0f} = {actor_tps / bare_tps:.3f}   (target >= 0.9)")
+    print(f"P3 sync / step                       = {sync_s / step:.3%}   (target <= 2%)")
+    print(f"P4 async step / max(gen, update)     = {astep:.2f} / {max(gen, upd):.2f} = {astep / max(gen, upd):.3f}   (target <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()
