@@ -68,9 +68,15 @@ def rollout_vs_bare_vllm(trainer, batches: int = 4) -> tuple[float, float]:
     from grpo_ray.models.paths import resolve_model_path
     from grpo_ray.rollout.prompting import encode_prompts
 
-    llm = LLM(model=resolve_model_path(cfg.model.name_or_path), dtype="float32", enforce_eager=True,
-              enable_chunked_prefill=False, max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_completion_tokens,
-              seed=0)
+    import os
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(cfg.rollout.cpu_kvcache_gb)))  # as the actor has
+    import torch
+
+    on_cpu = not torch.cuda.is_available()  # the settings the rollout actor's engine uses there
+    llm = LLM(model=resolve_model_path(cfg.model.name_or_path), dtype="float32", enforce_eager=on_cpu,
+              gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enable_chunked_prefill=not on_cpu,
+              max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_completion_tokens, seed=0)
     tok = llm.get_tokenizer()
     params = SamplingParams(n=cfg.rollout.group_size, temperature=cfg.rollout.temperature,
                             max_tokens=cfg.rollout.max_completion_tokens, logprobs=0)
@@ -147,8 +153,10 @@ def main() -> None:
         print(f"| {name} | {median(h, 'timing/step'):.2f} | {median(h, 'timing/generate'):.2f} | "
               f"{median(h, 'timing/update'):.2f} | {median(h, 'timing/sync'):.3f} | "
               f"{tail_mean(x['reward'] for x in h):.3f} | {tail_mean(x['rewards/correctness/mean'] for x in h):.3f} |")
+    # TRL names each reward by its function's __name__
+    trl_correct = next(k for k in trl_logs[-1] if k.startswith("rewards/") and k.endswith("/mean") and "correct" in k)
     print(f"| TRL GRPOTrainer | {trl_step:.2f} | | | | {tail_mean(x['reward'] for x in trl_logs):.3f} | "
-          f"{tail_mean(x['rewards/correctness/mean'] for x in trl_logs):.3f} |")
+          f"{tail_mean(x[trl_correct] for x in trl_logs):.3f} |")
     print()
     print(f"P1 step time grpo_ray / TRL          = {step / trl_step:.3f}   (target <= 0.5)")
     print(f"P2 rollout tok/s actor / bare vLLM   = {actor_tps:.0f} / {bare_tps:.0f} = {actor_tps / bare_tps:.3f}   (target >= 0.9)")

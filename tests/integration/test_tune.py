@@ -127,7 +127,7 @@ def test_best_config_trains_with_grpo_ray_train(sweep):
     assert Path(best["adapter"], "adapter_model.safetensors").is_file()
     cfg = yaml.safe_load((sweep_dir / "best_config.yaml").read_text())
     assert cfg["learner"]["lr"] == best["params"]["learner.lr"] and cfg["trainer"]["steps"] == STEPS
-    done = grpo_ray("train", "--config", str(sweep_dir / "best_config.yaml"), "trainer.steps=2", cwd=tmp)
+    done = grpo_ray("train", "--config", str(sweep_dir / "best_config.yaml"), "trainer.steps=2", "eval.enabled=false", cwd=tmp)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "done: 2 steps" in done.stdout
     assert (sweep_dir / "best_run" / "checkpoints" / "step-000002" / "COMPLETE").is_file()
