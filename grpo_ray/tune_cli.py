@@ -96,9 +96,9 @@ def run_sweep(plan) -> int:
     print(f"table: {csv_path}\ncurves: {png}")
     expected = _expected_trials(spec)
     unfinished = [r for r in records if r.status == UNFINISHED]
-    if unfinished or (expected is not None and len(records) < expected):
+    if unfinished or len(records) < expected:
         done = sum(r.status != UNFINISHED for r in records)
-        print(f"\ninterrupted: {done} of {expected or len(records)} trials finished; run the same command again to "
+        print(f"\ninterrupted: {done} of {expected} trials finished; run the same command again to "
               "resume the sweep", file=sys.stderr)
         return 130
     best = best_trial(records, spec.metric, spec.mode)
@@ -112,8 +112,8 @@ def run_sweep(plan) -> int:
     return 0 if all(r.status != "error" for r in records) else 1
 
 
-def _expected_trials(spec) -> "int | None":
-    """Trials the sweep will run: num_samples times the grid's size (None for Optuna/PBT-free counts)."""
+def _expected_trials(spec) -> int:
+    """Trials the sweep will run: num_samples times the grid's size."""
     import math
 
     grid = math.prod(len(d.values) for d in spec.search_space.values()

@@ -13,7 +13,6 @@ from grpo_ray.errors import UserError
 from grpo_ray.models.paths import BUILTIN_PREFIX, resolve_adapter_path, resolve_model_path
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-_VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 @dataclass(frozen=True)
@@ -102,10 +101,13 @@ def resolve_adapters(specs: list[str]) -> tuple[Adapter, ...]:
 
 
 def vllm_lora_rank(rank: int) -> int:
-    for allowed in _VLLM_LORA_RANKS:
-        if allowed >= rank:
-            return allowed
-    raise UserError(f"adapter rank {rank}: vLLM serves LoRA ranks up to 512")
+    """The engine's max LoRA rank for an adapter of ``rank`` (the rollout engine's rule)."""
+    from grpo_ray.rollout.vllm_engine import vllm_max_lora_rank
+
+    try:
+        return vllm_max_lora_rank(rank)
+    except ValueError:
+        raise UserError(f"adapter rank {rank}: vLLM serves LoRA ranks up to 512") from None
 
 
 def vllm_server_args(o: ServeOptions, *, on_cpu: bool) -> list[str]:
