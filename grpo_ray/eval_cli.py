@@ -58,14 +58,28 @@ def add_merge_parser(sub) -> None:
     p.set_defaults(func=cmd_merge)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from grpo_ray.evaluation.records import sample_records
-    from grpo_ray.evaluation.runner import EvalRequest, run_eval
+def check_model_and_adapter(model: str, adapter: str | None) -> None:
+    """A missing built-in model or adapter folder is reported before torch and the engines are imported."""
+    from grpo_ray.models.paths import resolve_adapter_path, resolve_model_path
 
+    try:
+        resolve_model_path(model)
+        if adapter:
+            resolve_adapter_path(adapter)
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit={args.limit}: give a positive number of rows")
     if args.max_tokens < 1:
         raise UserError(f"--max-tokens={args.max_tokens}: give a positive number of tokens")
+    check_model_and_adapter(args.model, args.adapter)
+
+    from grpo_ray.evaluation.records import sample_records
+    from grpo_ray.evaluation.runner import EvalRequest, run_eval
+
     req = EvalRequest(
         model=args.model, dataset=args.dataset, adapter=args.adapter, compare_base=args.compare_base,
         split=args.split, data_dir=args.data_dir, subset=args.subset, limit=args.limit,
@@ -94,16 +108,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.max_tokens < 1:
+        raise UserError(f"--max-tokens={args.max_tokens}: give a positive number of tokens")
+    if args.temperature < 0:
+        raise UserError(f"--temperature={args.temperature}: give 0 (greedy) or more")
+    check_model_and_adapter(args.model, args.adapter)
+
     from grpo_ray.data.prompts import build_prompt, resolve_system_prompt
     from grpo_ray.inference import Generator, adapter_rank, load_adapter_payload, model_context_length
     from grpo_ray.models.paths import resolve_model_path
     from grpo_ray.rewards.parsing import extract_xml_answer
     from grpo_ray.rollout.types import GenerationRequest, SamplingConfig
 
-    if args.max_tokens < 1:
-        raise UserError(f"--max-tokens={args.max_tokens}: give a positive number of tokens")
-    if args.temperature < 0:
-        raise UserError(f"--temperature={args.temperature}: give 0 (greedy) or more")
     try:
         payload = load_adapter_payload(args.adapter)
         context = model_context_length(resolve_model_path(args.model)) or 4096

@@ -84,18 +84,29 @@ def test_shipped_adapter_beats_base_on_heldout(eval_run) -> None:
     assert results["tuned"]["hard_correctness"] >= results["base"]["hard_correctness"] + 0.05
 
 
-def test_generate_one_question_and_stdin(tmp_path) -> None:
-    question = "Ava has 23 apples. Ava gets 48 more apples. How many apples does Ava have now?"
-    done = grpo_ray("generate", "--model", BASE, "--adapter", TUNED, "--max-tokens", "64", question, cwd=tmp_path)
+QUESTION = "Ava has 23 apples. Ava gets 48 more apples. How many apples does Ava have now?"
+
+
+@pytest.fixture(scope="module")
+def tuned_answer(tmp_path_factory):
+    """``grpo-ray generate`` with the shipped adapter through vLLM, one question on the command line
+    (a vLLM start is the slow part: the merge test compares against this same run)."""
+    done = grpo_ray("generate", "--model", BASE, "--adapter", TUNED, "--max-tokens", "64", QUESTION,
+                    cwd=tmp_path_factory.mktemp("generate"))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "<answer>" in done.stdout and "[answer: " in done.stdout
-    two = grpo_ray("generate", "--model", BASE, "--max-tokens", "64", cwd=tmp_path,
-                   stdin=f"{question}\n\nBen has 12 boxes with 3 coins in each. How many coins does Ben have in total?\n")
+    return done.stdout
+
+
+def test_generate_one_question_and_stdin(tuned_answer, tmp_path) -> None:
+    assert "<answer>" in tuned_answer and "[answer: " in tuned_answer
+    # questions typed one per line on stdin (the transformers engine: this is about reading stdin)
+    two = grpo_ray("generate", "--model", BASE, "--max-tokens", "64", "--engine", "hf", cwd=tmp_path,
+                   stdin=f"{QUESTION}\n\nBen has 12 boxes with 3 coins in each. How many coins does Ben have in total?\n")
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("[answer: ") == 2
 
 
-def test_merge_round_trip_logits_and_vllm(tmp_path) -> None:
+def test_merge_round_trip_logits_and_vllm(tuned_answer, tmp_path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -117,11 +128,9 @@ def test_merge_round_trip_logits_and_vllm(tmp_path) -> None:
     assert (base_logits - expected).abs().max() > 1e-2  # the adapter matters, so equality above means something
 
     # vLLM serves the merged folder, answering as base + adapter does through the engine's own merge
-    question = "Ava has 23 apples. Ava gets 48 more apples. How many apples does Ava have now?"
-    via_merged = grpo_ray("generate", "--model", str(out), "--max-tokens", "64", question, cwd=tmp_path)
-    via_adapter = grpo_ray("generate", "--model", BASE, "--adapter", TUNED, "--max-tokens", "64", question, cwd=tmp_path)
+    via_merged = grpo_ray("generate", "--model", str(out), "--max-tokens", "64", QUESTION, cwd=tmp_path)
     assert via_merged.returncode == 0, via_merged.stderr[-3000:]
-    assert via_merged.stdout == via_adapter.stdout
+    assert via_merged.stdout == tuned_answer
 
     # nothing already saved is lost: a second merge into the same folder is refused
     again = grpo_ray("merge", "--model", BASE, "--adapter", TUNED, "--out", str(out), cwd=tmp_path)
@@ -158,7 +167,8 @@ def long_context_model(tmp_path_factory):
 def test_eval_on_gsm8k_test_and_pubmedqa(shared_data, long_context_model, tmp_path, dataset, keys) -> None:
     out = tmp_path / "results"
     done = grpo_ray("eval", "--model", str(long_context_model), "--dataset", dataset, "--data-dir",
-                    str(shared_data / dataset), "--limit", "6", "--max-tokens", "8", "--output", str(out), cwd=tmp_path)
+                    str(shared_data / dataset), "--limit", "6", "--max-tokens", "8", "--engine", "hf", "--output", str(out),
+                    cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["split"] == "test" and results["count"] == 6

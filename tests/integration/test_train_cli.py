@@ -88,7 +88,9 @@ def test_train_writes_checkpoints_metrics_and_tensorboard(tiny_model_dir, tmp_pa
 
 def test_dry_run_shows_samples_and_reward_means_without_training(tiny_model_dir, tmp_path):
     out = tmp_path / "dry"
-    done = grpo_ray("train", "--config", str(EXAMPLE), *common(tiny_model_dir, out), "--dry-run", cwd=tmp_path)
+    # the transformers engine starts in seconds; the run above goes through vLLM
+    done = grpo_ray("train", "--config", str(EXAMPLE), *common(tiny_model_dir, out), "rollout.engine=hf", "--dry-run",
+                    cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "--- sample 0" in done.stdout and "Reward means over the batch" in done.stdout
     for name in ["correctness", "strict_format", "xml_count"]:

@@ -1,11 +1,12 @@
-"""``grpo-ray tune`` as a user runs it: a real Ray Tune sweep whose trials each start their own vLLM
+"""``grpo-ray tune`` as a user runs it: a real Ray Tune sweep whose trials each start their own
 rollout, reward and DeepSpeed learner actors, on the embedded default (the 1.6M-parameter built-in
-model and arithmetic task) shortened to 4 steps.
+model and arithmetic task) shortened to 4 steps. The rollout engine is transformers' generate, which
+starts in seconds: vLLM is the engine's and the CLI's tests' business, this one is about Tune.
 
-Three trials, one at a time, in grid order: two learn (lr 1e-3 and 2e-3), the third has lr 0 and
+Two trials, one at a time, in grid order: the first learns (lr 1e-3), the second has lr 0 and
 cannot. The metric is held-out greedy correctness, evaluated every 2 steps: the lr-0 trial keeps the
 base model's score exactly (greedy decoding of unchanged weights), while a learning trial gains
-5-8 points by step 2 (measured: 0.017 -> 0.083 and 0.10 on 60 problems). ASHA must stop the lr-0
+5-10 points by step 2 (measured on these 30 problems: 0.0 -> 0.10). ASHA must stop the lr-0
 trial at its first rung. The sweep is interrupted once (Ctrl-C after the first checkpoint) and
 resumed by running the same command again.
 """
@@ -26,7 +27,7 @@ import yaml
 pytestmark = pytest.mark.integration
 
 STEPS, GRACE = 4, 2
-LRS = [1e-3, 2e-3, 0.0]
+LRS = [1e-3, 0.0]
 REPO = Path(__file__).resolve().parents[2]
 METRIC = "eval/hard_correctness"
 
@@ -39,7 +40,7 @@ def grpo_ray(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedP
 def write_sweep(tmp_path: Path, **changes) -> Path:
     sweep = {
         "name": "toy", "train": str(REPO / "examples" / "tiny_cpu.yaml"),
-        "set": {"trainer.steps": STEPS, "trainer.save_every": 2, "trainer.log_completions_every": 0,
+        "set": {"rollout.engine": "hf", "data.limit": 512, "trainer.steps": STEPS, "trainer.save_every": 2, "trainer.log_completions_every": 0,
                 "learner.lr_scheduler": "constant", "eval.every": GRACE, "eval.limit": 30},
         "search_space": {"learner.lr": {"grid": LRS}},
         "scheduler": {"name": "asha", "grace_period": GRACE, "reduction_factor": 2},
@@ -91,7 +92,7 @@ def tune_results(trial_dir: Path) -> list[dict]:
 def test_asha_stops_the_lr0_trial_and_the_table_matches_the_trials(sweep):
     tmp, sweep_dir, stdout = sweep
     rows = list(csv.DictReader(open(sweep_dir / "results.csv")))
-    assert len(rows) == 3 and sorted(float(r["learner.lr"]) for r in rows) == sorted(LRS)
+    assert len(rows) == len(LRS) and sorted(float(r["learner.lr"]) for r in rows) == sorted(LRS)
     by_lr = {float(r["learner.lr"]): r for r in rows}
     assert by_lr[0.0]["status"] == "stopped early" and int(by_lr[0.0]["steps"]) == GRACE
     assert by_lr[LRS[0]]["status"] == "completed" and int(by_lr[LRS[0]]["steps"]) == STEPS
@@ -99,7 +100,7 @@ def test_asha_stops_the_lr0_trial_and_the_table_matches_the_trials(sweep):
 
     # every row agrees with what Tune recorded for that trial
     trial_dirs = [d for d in sweep_dir.iterdir() if (d / "result.json").is_file()]
-    assert len(trial_dirs) == 3
+    assert len(trial_dirs) == len(LRS)
     for d in trial_dirs:
         reports = tune_results(d)
         lr = reports[-1]["config"]["learner.lr"]
