@@ -15,6 +15,7 @@ and each result is kept as ``eval/step-N.json`` in the output dir.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +26,11 @@ import torch
 from ray.exceptions import RayActorError
 
 from grpo_ray.actors.recovery import PendingShards, run_shards
-from grpo_ray.actors.sync import sync_adapter
+from grpo_ray.actors.sync import load_adapter, publish_adapter, sync_adapter
 from grpo_ray.algo import combine_rewards, compute_group_advantages, frac_reward_zero_std, reward_function_stats
 from grpo_ray.algo import zero_std_group_mask
 from grpo_ray.checkpoint import CheckpointManager, find_latest_checkpoint, read_json, write_json
-from grpo_ray.cluster import Workers, init_ray
+from grpo_ray.cluster import Workers, async_core_contention, init_ray
 from grpo_ray.config import GRPOConfig
 from grpo_ray.data.from_config import load_split
 from grpo_ray.errors import UserError
@@ -75,6 +76,7 @@ class GRPOTrainer:
         self.last_eval: dict[str, float] = {}  # eval/<key> of the newest evaluation (kept in checkpoints)
         self.faults = {"rollout": 0, "reward": 0}  # shards sent again after their actor died, this process
         self.prefetched: Optional[Prefetched] = None  # async_rollout: the next step's generation, in flight
+        self.adapter_ref = None  # the object-store ref of adapter ``version``: every generation shard carries it
 
     # ---------------------------------------------------------------------------------------
     # setup
@@ -95,6 +97,9 @@ class GRPOTrainer:
             self.eval_metrics = metrics_for_rows(self.eval_rows)
         self.checkpoints = CheckpointManager(self.output_dir)
         init_ray(cfg)
+        contention = async_core_contention(cfg, os.cpu_count() or 1)
+        if contention:
+            log.warning(contention)
         if workers is None:
             self.workers = Workers.start(cfg, learners=learners, trial_group=trial_group)
         else:
@@ -122,7 +127,7 @@ class GRPOTrainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.yaml").write_text(self.cfg.to_yaml())
         # A fresh or restarted rollout worker holds no adapter: send the current one before any work.
-        sync_adapter(self.workers.learners, self.workers.rollouts, self.version)
+        self.adapter_ref, _, _ = sync_adapter(self.workers.learners, self.workers.rollouts, self.version)
 
     def _load_eval_rows(self) -> list[dict[str, Any]]:
         cfg, e = self.cfg, self.cfg.eval
@@ -206,7 +211,7 @@ class GRPOTrainer:
             learner_metrics = self.update(rollouts, advantages, in_loss)
         self.version += 1
         with t.phase("sync"):
-            sync_metrics = sync_adapter(self.workers.learners, self.workers.rollouts, self.version)
+            sync_metrics = self.sync()
         self.step += 1
         metrics = {
             # how many updates the sampling adapter was behind the learner when this batch was drawn
@@ -242,6 +247,19 @@ class GRPOTrainer:
         self.prompts_skipped += skipped
         return rows
 
+    def sync(self) -> dict[str, float]:
+        """Publish the adapter the update produced. With the next step's generation in flight (async),
+        the rollout workers load it when that generation ends, as the first part of their next shard,
+        while the learner runs the next update; otherwise every worker loads it now."""
+        start = time.perf_counter()
+        self.adapter_ref = publish_adapter(self.workers.learners, self.version)
+        if self.prefetched is not None:
+            return {"timing/sync_total": time.perf_counter() - start}
+        metrics, resent = load_adapter(self.workers.rollouts, self.adapter_ref)
+        self.faults["rollout"] += resent
+        metrics["timing/sync_total"] = time.perf_counter() - start
+        return metrics
+
     def _prefetch_due(self) -> bool:
         tr = self.cfg.trainer
         return tr.async_rollout and tr.max_policy_lag >= 1 and self.step + 1 < tr.steps
@@ -273,20 +291,16 @@ class GRPOTrainer:
         seeds = per_prompt_seeds(sampling.seed, len(prompts))  # global indices: sharding changes nothing
         parts = contiguous_slices(len(prompts), len(self.workers.rollouts))
         busy = [(w, s) for w, s in zip(self.workers.rollouts, parts) if s.stop > s.start]
+        adapter = self.adapter_ref  # the version this generation is sampled with, even if sent again later
         return PendingShards(
             "rollout", [w for w, _ in busy], [GenerationRequest(prompts[s], sampling, seeds[s]) for _, s in busy],
-            lambda worker, request: worker.generate.remote(request), on_restart=self._reprime_rollout,
+            lambda worker, request: worker.generate.remote(request, adapter),
         )
 
     def _collect(self, pending: PendingShards) -> RolloutBatch:
         batches, resent = pending.result()
         self.faults["rollout"] += resent
         return RolloutBatch.concat(batches)
-
-    def _reprime_rollout(self, worker) -> None:
-        """A restarted rollout worker holds no adapter: send it the current one before its shard."""
-        if ray.get(worker.version.remote()) != self.version:
-            sync_adapter(self.workers.learners, [worker], self.version)
 
     def score(self, rows: list[dict[str, Any]], rollouts: RolloutBatch) -> ScoreResult:
         g = rollouts.group_size
@@ -352,6 +366,8 @@ class GRPOTrainer:
             "completions/clipped_ratio": sum(rollouts.is_truncated()) / len(rollouts),
             "rollout/tokens_per_s": float(lengths.sum()) / max(gen_seconds, 1e-9),
         }
+        if "load_adapter_s" in rollouts.stats:  # a worker loaded this batch's adapter as part of its shard
+            metrics["sync/load_seconds_in_generate"] = rollouts.stats["load_adapter_s"]
         for name, count in scores.failures.items():
             metrics[f"rewards/{name}/failures"] = float(count)
         return metrics

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import ray
 
@@ -32,8 +32,15 @@ class RolloutWorker:
     def load_adapter(self, payload: AdapterPayload) -> float:
         return self.engine.load_adapter(payload)
 
-    def generate(self, request: GenerationRequest) -> RolloutBatch:
-        return self.engine.generate(request)
+    def generate(self, request: GenerationRequest, adapter: Optional[AdapterPayload] = None) -> RolloutBatch:
+        """Completions under ``adapter`` (loaded first unless this worker holds that version already)."""
+        load_s = 0.0
+        if adapter is not None and adapter.version != self.engine.version:
+            load_s = self.engine.load_adapter(adapter)
+        batch = self.engine.generate(request)
+        if load_s:
+            batch.stats["load_adapter_s"] = load_s
+        return batch
 
     def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[list[float]]:
         return self.engine.score(prompt_ids, completion_ids)

