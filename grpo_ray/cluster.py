@@ -64,6 +64,20 @@ def init_ray(cfg: GRPOConfig, *, min_cpus: float = 0.0) -> None:
     ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
 
 
+def async_core_contention(cfg: GRPOConfig, cores: int) -> Optional[str]:
+    """A warning when async generation and updates would share this machine's CPU cores (a local CPU run
+    whose rollout and learner CPUs add up to more than the cores), else None."""
+    r, lc = cfg.rollout, cfg.learner
+    if not cfg.trainer.async_rollout or cfg.trainer.ray_address or r.num_gpus_per_worker or lc.num_gpus_per_learner:
+        return None
+    rollout, learner = r.num_cpus_per_worker * r.num_workers, lc.num_cpus_per_learner * lc.num_learners
+    if rollout + learner <= cores:
+        return None
+    return (f"trainer.async_rollout: the rollout workers ({rollout:g} CPUs) and learners ({learner:g} CPUs) run at "
+            f"once but this machine has {cores} cores, so they compete (updates measured 4x slower on 2 cores); "
+            f"set learner.num_cpus_per_learner={max(1, int(cores - rollout) // lc.num_learners)}")
+
+
 def rollout_engine_kwargs(cfg: GRPOConfig) -> dict[str, Any]:
     r, m = cfg.rollout, cfg.model
     if r.engine == "hf":

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Optional, TextIO, Union
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from grpo_ray.metric_sinks import SINKS, MetricSink, SinkContext
 from grpo_ray.metric_sinks.base import Row

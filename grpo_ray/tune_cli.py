@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from grpo_ray.errors import UserError
 
