@@ -12,7 +12,11 @@ centred advantages, the same reward functions, the same number of steps. Prints
 and the mean reward and correctness over the last steps of each run, so speed is not bought with
 learning. A benchmark, not a test: the numbers depend on the machine.
 
-    .venv/bin/python bench/compare_trl.py [--steps 12]
+    .venv/bin/python bench/compare_trl.py [--steps 12] [--engine vllm|hf]
+
+On a machine with CUDA every role runs on the GPU (one GPU: rollout and learner take half each; two or
+more: one each) and TRL trains there too. ``--engine hf`` uses the transformers rollout engine, and P2
+then compares the rollout actor with the same engine called in this process.
 """
 
 from __future__ import annotations
@@ -37,12 +41,36 @@ def tail_mean(values, k=4):
     return sum(values) / len(values)
 
 
+def placement_overrides() -> list[str]:
+    """Every role on the GPU when there is one: half a GPU each when there is only one."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus == 0:
+        return []
+    share = 0.5 if gpus == 1 else 1
+    return [f"rollout.num_gpus_per_worker={share}", f"learner.num_gpus_per_learner={share}",
+            "rollout.gpu_memory_utilization=0.3"]
+
+
+def async_cores() -> list[str]:
+    """On CPU, generation and update run at once in async mode: the learner gets the cores the rollout
+    worker does not use (sharing them measured 4x slower updates on 2 cores), as the README says."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    return [f"learner.num_cpus_per_learner={max(1, (os.cpu_count() or 2) - 1)}"]
+
+
 def run_grpo_ray(steps: int, out: Path, *overrides: str, keep: bool = False):
     from grpo_ray.config import load_config
     from grpo_ray.driver import GRPOTrainer
 
     cfg = load_config(REPO / "examples" / "tiny_cpu.yaml",
-                      [f"trainer.steps={steps}", f"trainer.output_dir={out}", *COMMON, *overrides])
+                      [f"trainer.steps={steps}", f"trainer.output_dir={out}", *COMMON, *placement_overrides(), *overrides])
     trainer = GRPOTrainer(cfg).setup()
     history = trainer.train()
     if not keep:
@@ -50,8 +78,9 @@ def run_grpo_ray(steps: int, out: Path, *overrides: str, keep: bool = False):
     return history, trainer
 
 
-def rollout_vs_bare_vllm(trainer, batches: int = 4) -> tuple[float, float]:
-    """tokens/s generating the same prompt batches through the rollout actor, then with vLLM here."""
+def rollout_vs_bare(trainer, batches: int = 4) -> tuple[float, float]:
+    """tokens/s generating the same prompt batches through the rollout actor, then with the engine's
+    library called in this process (vLLM's ``LLM``; for ``hf``, the same transformers engine)."""
     import ray
 
     rows = [trainer.sample_prompts() for _ in range(batches)]
@@ -60,23 +89,56 @@ def rollout_vs_bare_vllm(trainer, batches: int = 4) -> tuple[float, float]:
         tokens += sum(len(c) for c in trainer.generate(r, step=1000 + i).completion_ids)
     actor = tokens / (time.perf_counter() - start)
     cfg = trainer.cfg
+    payload = ray.get(trainer.workers.learners[0].adapter_payload.remote(trainer.version))
     trainer.shutdown()
     ray.shutdown()
+    if cfg.rollout.engine == "hf":
+        return actor, bare_hf(cfg, rows, payload)
+    return actor, bare_vllm(cfg, rows)
 
+
+def bare_hf(cfg, rows, payload) -> float:
+    from grpo_ray.learner.model import lora_config
+    from grpo_ray.models.paths import resolve_model_path
+    from grpo_ray.rollout.hf_engine import HFEngine
+    from grpo_ray.rollout.types import GenerationRequest
+
+    engine = HFEngine(resolve_model_path(cfg.model.name_or_path), dtype=cfg.model.dtype, lora_config=lora_config(cfg.model))
+    engine.load_adapter(payload)  # the actor generated under the trained adapter too
+    engine.generate(GenerationRequest([x["prompt"] for x in rows[0]], sampling_of(cfg, 0)))  # warm-up, as the actor was warm
+    start, tokens = time.perf_counter(), 0
+    for i, r in enumerate(rows):
+        batch = engine.generate(GenerationRequest([x["prompt"] for x in r], sampling_of(cfg, 1000 + i)))
+        tokens += sum(len(c) for c in batch.completion_ids)
+    return tokens / (time.perf_counter() - start)
+
+
+def sampling_of(cfg, seed: int):
+    from grpo_ray.rollout.types import SamplingConfig
+
+    r = cfg.rollout
+    return SamplingConfig(n=r.group_size, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                          max_tokens=r.max_completion_tokens, seed=seed)
+
+
+def bare_vllm(cfg, rows) -> float:
+    import os
+
+    import torch
     from vllm import LLM, SamplingParams
 
     from grpo_ray.models.paths import resolve_model_path
     from grpo_ray.rollout.prompting import encode_prompts
 
-    import os
-
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(cfg.rollout.cpu_kvcache_gb)))  # as the actor has
-    import torch
-
-    on_cpu = not torch.cuda.is_available()  # the settings the rollout actor's engine uses there
+    # the settings the rollout actor's engine uses (grpo_ray/rollout/vllm_engine.py)
+    on_cpu = not torch.cuda.is_available()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(cfg.rollout.cpu_kvcache_gb)))
+    if on_cpu:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process
     llm = LLM(model=resolve_model_path(cfg.model.name_or_path), dtype="float32", enforce_eager=on_cpu,
               gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enable_chunked_prefill=not on_cpu,
-              max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_completion_tokens, seed=0)
+              max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_completion_tokens, seed=0,
+              **(dict(distributed_executor_backend="uni") if on_cpu else {}))
     tok = llm.get_tokenizer()
     params = SamplingParams(n=cfg.rollout.group_size, temperature=cfg.rollout.temperature,
                             max_tokens=cfg.rollout.max_completion_tokens, logprobs=0)
@@ -87,10 +149,11 @@ def rollout_vs_bare_vllm(trainer, batches: int = 4) -> tuple[float, float]:
         tokens += sum(len(c.token_ids) for o in llm.generate(p, params, use_tqdm=False) for c in o.outputs)
     bare = tokens / (time.perf_counter() - start)
     del llm
-    return actor, bare
+    return bare
 
 
 def run_trl(steps: int, out: Path):
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -107,7 +170,7 @@ def run_trl(steps: int, out: Path):
     tokenizer = AutoTokenizer.from_pretrained(path)
     rewards = [resolve_reward(n) for n in ["correctness", "integer", "strict_format", "soft_format", "xml_count"]]
     args = GRPOConfig(
-        output_dir=str(out), use_cpu=True, bf16=False, use_vllm=False, max_steps=steps, per_device_train_batch_size=64,
+        output_dir=str(out), use_cpu=not torch.cuda.is_available(), bf16=False, use_vllm=False, max_steps=steps, per_device_train_batch_size=64,
         num_generations=8, max_completion_length=48, temperature=0.7, learning_rate=5e-4, lr_scheduler_type="constant",
         beta=0.0, loss_type="dapo", scale_rewards="none", logging_steps=1, report_to="none", save_strategy="no", seed=0,
     )
@@ -135,18 +198,21 @@ def run_trl(steps: int, out: Path):
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="the rollout engine of both grpo_ray runs")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="grpo_bench_"))
+    engine = f"rollout.engine={args.engine}"
 
-    sync, trainer = run_grpo_ray(args.steps, tmp / "sync", keep=True)
-    actor_tps, bare_tps = rollout_vs_bare_vllm(trainer)
-    async_, _ = run_grpo_ray(args.steps, tmp / "async", "trainer.async_rollout=true")
+    sync, trainer = run_grpo_ray(args.steps, tmp / "sync", engine, keep=True)
+    actor_tps, bare_tps = rollout_vs_bare(trainer)
+    async_, _ = run_grpo_ray(args.steps, tmp / "async", engine, "trainer.async_rollout=true", *async_cores())
     trl_times, trl_logs = run_trl(args.steps, tmp / "trl")
 
     step, gen, upd, sync_s = (median(sync, k) for k in ("timing/step", "timing/generate", "timing/update", "timing/sync"))
     astep = median(async_, "timing/step")
     trl_step = statistics.median(trl_times[1:])
-    print(f"\nsteps {args.steps}, B=8 x G=8, 48 tokens, medians without the first step\n")
+    print(f"\n{machine()}; rollout engine {args.engine}")
+    print(f"steps {args.steps}, B=8 x G=8, 48 tokens, medians without the first step\n")
     print("| run | step s | generate s | update s | sync s | reward (last 4) | correctness (last 4) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, h in (("grpo_ray sync", sync), ("grpo_ray async", async_)):
@@ -159,9 +225,20 @@ def main() -> None:
           f"{tail_mean(x[trl_correct] for x in trl_logs):.3f} |")
     print()
     print(f"P1 step time grpo_ray / TRL          = {step / trl_step:.3f}   (target <= 0.5)")
-    print(f"P2 rollout tok/s actor / bare vLLM   = {actor_tps:.0f} / {bare_tps:.0f} = {actor_tps / bare_tps:.3f}   (target >= 0.9)")
+    bare = "bare vLLM" if args.engine == "vllm" else "bare HF   "
+    print(f"P2 rollout tok/s actor / {bare}   = {actor_tps:.0f} / {bare_tps:.0f} = {actor_tps / bare_tps:.3f}   (target >= 0.9)")
     print(f"P3 sync / step                       = {sync_s / step:.3%}   (target <= 2%)")
     print(f"P4 async step / max(gen, update)     = {astep:.2f} / {max(gen, upd):.2f} = {astep / max(gen, upd):.3f}   (target <= 1.15)")
+
+
+def machine() -> str:
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores"
+    return f"CPU only, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":
