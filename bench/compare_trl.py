@@ -54,15 +54,15 @@ def placement_overrides() -> list[str]:
 
 
 def async_cores() -> list[str]:
-    """On CPU, generation and update run at once in async mode: the learner gets the cores the rollout
-    worker does not use (sharing them measured 4x slower updates on 2 cores), as the README says."""
+    """On CPU, generation and update run at once in async mode: the rollout worker gets one core and the
+    learner the rest (sharing them measured 4x slower updates on 2 cores), as the README says."""
     import os
 
     import torch
 
     if torch.cuda.is_available():
         return []
-    return [f"learner.num_cpus_per_learner={max(1, (os.cpu_count() or 2) - 1)}"]
+    return ["rollout.num_cpus_per_worker=1", f"learner.num_cpus_per_learner={max(1, (os.cpu_count() or 2) - 1)}"]
 
 
 def run_grpo_ray(steps: int, out: Path, *overrides: str, keep: bool = False):
@@ -78,9 +78,9 @@ def run_grpo_ray(steps: int, out: Path, *overrides: str, keep: bool = False):
     return history, trainer
 
 
-def rollout_vs_bare(trainer, batches: int = 4) -> tuple[float, float]:
-    """tokens/s generating the same prompt batches through the rollout actor, then with the engine's
-    library called in this process (vLLM's ``LLM``; for ``hf``, the same transformers engine)."""
+def rollout_through_actor(trainer, batches: int = 4):
+    """tokens/s generating prompt batches through the rollout actor; returns them, the batches, the
+    config and the adapter, for the same generation with the bare engine once the cluster is gone."""
     import ray
 
     rows = [trainer.sample_prompts() for _ in range(batches)]
@@ -88,13 +88,19 @@ def rollout_vs_bare(trainer, batches: int = 4) -> tuple[float, float]:
     for i, r in enumerate(rows):
         tokens += sum(len(c) for c in trainer.generate(r, step=1000 + i).completion_ids)
     actor = tokens / (time.perf_counter() - start)
-    cfg = trainer.cfg
     payload = ray.get(trainer.workers.learners[0].adapter_payload.remote(trainer.version))
     trainer.shutdown()
     ray.shutdown()
+    return actor, rows, trainer.cfg, payload
+
+
+def bare_engine(cfg, rows, payload) -> float:
+    """The engine's library called in this process (vLLM's ``LLM``; for ``hf``, the same transformers
+    engine), with the actor's sampling settings. Run last: an in-process vLLM lowers this process's
+    torch threads to one, which would slow whatever ran after it."""
     if cfg.rollout.engine == "hf":
-        return actor, bare_hf(cfg, rows, payload)
-    return actor, bare_vllm(cfg, rows)
+        return bare_hf(cfg, rows, payload)
+    return bare_vllm(cfg, rows)
 
 
 def bare_hf(cfg, rows, payload) -> float:
@@ -128,7 +134,7 @@ def bare_vllm(cfg, rows) -> float:
     from vllm import LLM, SamplingParams
 
     from grpo_ray.models.paths import resolve_model_path
-    from grpo_ray.rollout.prompting import encode_prompts
+    from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
 
     # the settings the rollout actor's engine uses (grpo_ray/rollout/vllm_engine.py)
     on_cpu = not torch.cuda.is_available()
@@ -138,15 +144,21 @@ def bare_vllm(cfg, rows) -> float:
     llm = LLM(model=resolve_model_path(cfg.model.name_or_path), dtype="float32", enforce_eager=on_cpu,
               gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enable_chunked_prefill=not on_cpu,
               max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_completion_tokens, seed=0,
+              logprobs_mode="processed_logprobs",
               **(dict(distributed_executor_backend="uni") if on_cpu else {}))
     tok = llm.get_tokenizer()
-    params = SamplingParams(n=cfg.rollout.group_size, temperature=cfg.rollout.temperature,
-                            max_tokens=cfg.rollout.max_completion_tokens, logprobs=0)
+    ro = cfg.rollout
+
+    def params(step: int) -> list:  # one seed per prompt, as the actor samples (reproducible shards)
+        return [SamplingParams(n=ro.group_size, temperature=ro.temperature, top_p=ro.top_p, top_k=ro.top_k,
+                               max_tokens=ro.max_completion_tokens, logprobs=0, seed=seed)
+                for seed in per_prompt_seeds(step, len(rows[0]))]
+
     prompts = [[{"prompt_token_ids": ids} for ids in encode_prompts(tok, [x["prompt"] for x in r])] for r in rows]
-    llm.generate(prompts[0], params, use_tqdm=False)  # warm-up, as the actor was warm
+    llm.generate(prompts[0], params(0), use_tqdm=False)  # warm-up, as the actor was warm
     start, tokens = time.perf_counter(), 0
-    for p in prompts:
-        tokens += sum(len(c.token_ids) for o in llm.generate(p, params, use_tqdm=False) for c in o.outputs)
+    for i, p in enumerate(prompts):
+        tokens += sum(len(c.token_ids) for o in llm.generate(p, params(1000 + i), use_tqdm=False) for c in o.outputs)
     bare = tokens / (time.perf_counter() - start)
     del llm
     return bare
@@ -204,9 +216,10 @@ def main() -> None:
     engine = f"rollout.engine={args.engine}"
 
     sync, trainer = run_grpo_ray(args.steps, tmp / "sync", engine, keep=True)
-    actor_tps, bare_tps = rollout_vs_bare(trainer)
+    actor_tps, rows, cfg, payload = rollout_through_actor(trainer)
     async_, _ = run_grpo_ray(args.steps, tmp / "async", engine, "trainer.async_rollout=true", *async_cores())
     trl_times, trl_logs = run_trl(args.steps, tmp / "trl")
+    bare_tps = bare_engine(cfg, rows, payload)
 
     step, gen, upd, sync_s = (median(sync, k) for k in ("timing/step", "timing/generate", "timing/update", "timing/sync"))
     astep = median(async_, "timing/step")

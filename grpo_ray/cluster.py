@@ -73,9 +73,11 @@ def async_core_contention(cfg: GRPOConfig, cores: int) -> Optional[str]:
     rollout, learner = r.num_cpus_per_worker * r.num_workers, lc.num_cpus_per_learner * lc.num_learners
     if rollout + learner <= cores:
         return None
+    per_rollout = max(1, cores // 2 // r.num_workers)
+    per_learner = max(1, (cores - per_rollout * r.num_workers) // lc.num_learners)
     return (f"trainer.async_rollout: the rollout workers ({rollout:g} CPUs) and learners ({learner:g} CPUs) run at "
             f"once but this machine has {cores} cores, so they compete (updates measured 4x slower on 2 cores); "
-            f"set learner.num_cpus_per_learner={max(1, int(cores - rollout) // lc.num_learners)}")
+            f"set rollout.num_cpus_per_worker={per_rollout} learner.num_cpus_per_learner={per_learner}")
 
 
 def rollout_engine_kwargs(cfg: GRPOConfig) -> dict[str, Any]:

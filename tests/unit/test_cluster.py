@@ -18,18 +18,20 @@ def cfg(*overrides: str):
 
 
 def test_async_on_shared_cores_is_named_with_the_fix() -> None:
-    # the embedded default gives the learner both cores: fine when generation and update alternate
+    # the embedded default gives rollout and learner both cores: fine when generation and update alternate
     assert async_core_contention(cfg(), cores=2) is None
     warning = async_core_contention(cfg("trainer.async_rollout=true"), cores=2)
-    assert warning and "learner.num_cpus_per_learner=1" in warning and "2 cores" in warning
+    assert warning and "rollout.num_cpus_per_worker=1 learner.num_cpus_per_learner=1" in warning and "2 cores" in warning
     # following the advice silences it; so do more cores, GPUs, or someone else's cluster
-    assert async_core_contention(cfg("trainer.async_rollout=true", "learner.num_cpus_per_learner=1"), cores=2) is None
-    assert async_core_contention(cfg("trainer.async_rollout=true"), cores=3) is None
-    assert async_core_contention(cfg("trainer.async_rollout=true", "learner.num_gpus_per_learner=1"), cores=2) is None
+    fixed = ["rollout.num_cpus_per_worker=1", "learner.num_cpus_per_learner=1"]
+    assert async_core_contention(cfg("trainer.async_rollout=true", *fixed), cores=2) is None
+    assert async_core_contention(cfg("trainer.async_rollout=true"), cores=4) is None
+    gpus = ["rollout.num_gpus_per_worker=1", "learner.num_gpus_per_learner=1"]
+    assert async_core_contention(cfg("trainer.async_rollout=true", *gpus), cores=2) is None
     assert async_core_contention(cfg("trainer.async_rollout=true", "trainer.ray_address=auto"), cores=2) is None
 
 
 def test_required_cpus_adds_every_role() -> None:
-    # rollout 1 + reward 0.5 + learner 2 in the embedded default
-    assert required_cpus(cfg()) == pytest.approx(3.5)
-    assert required_cpus(cfg("rollout.num_workers=2", "reward.num_workers=2")) == pytest.approx(5.0)
+    # rollout 2 + reward 0.5 + learner 2 in the embedded default
+    assert required_cpus(cfg()) == pytest.approx(4.5)
+    assert required_cpus(cfg("rollout.num_workers=2", "reward.num_workers=2")) == pytest.approx(7.0)
