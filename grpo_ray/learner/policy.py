@@ -238,12 +238,25 @@ class PolicyLearner:
 
     def adapter_payload(self, version: int) -> AdapterPayload:
         """The LoRA tensors on CPU, gathered from ZeRO-3 shards when needed (call on every rank)."""
-        from peft import get_peft_model_state_dict
-
         lora_params = [p for n, p in self.peft_model.named_parameters() if "lora_" in n]
         with _gathered(lora_params, self.cfg.zero_stage):
-            state = {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(self.peft_model).items()}
+            state = {k: p.detach().to("cpu", copy=True) for k, p in self._adapter_parameters().items()}
         return AdapterPayload(version, state, peft_config_dict(self.peft_model.peft_config["default"]))
+
+    def _adapter_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """PEFT's adapter state-dict names -> the parameters behind them. PEFT's
+        ``get_peft_model_state_dict`` walks the whole model's state dict on every call (10 ms of a
+        sync for the built-in model, against 0.6 ms to copy the tensors), so the mapping is worked out
+        once: a LoRA parameter's name without the adapter name, checked to give PEFT's exact keys and
+        tensors. Where it does not (other saved modules), PEFT's function is called each time."""
+        from peft import get_peft_model_state_dict
+
+        if getattr(self, "_adapter_names", None) is None:
+            expected = get_peft_model_state_dict(self.peft_model)
+            mine = {n.replace(".default.", "."): p for n, p in self.peft_model.named_parameters() if "lora_" in n}
+            same = mine.keys() == expected.keys() and all(mine[k].data_ptr() == expected[k].data_ptr() for k in mine)
+            self._adapter_names = mine if same else {}
+        return self._adapter_names or get_peft_model_state_dict(self.peft_model)
 
     def save(self, directory: str, version: int) -> None:
         """Optimizer, scheduler and RNG state (every rank) and the PEFT adapter folder (rank 0)."""
