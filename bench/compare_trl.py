@@ -80,30 +80,33 @@ def run_grpo_ray(steps: int, out: Path, *overrides: str, keep: bool = False):
 
 def rollout_through_actor(trainer, batches: int = 4):
     """tokens/s generating prompt batches through the rollout actor; returns them, the batches, the
-    config and the adapter, for the same generation with the bare engine once the cluster is gone."""
+    config and the adapter, for the same generation (same sampling settings and seeds) with the bare
+    engine once the cluster is gone."""
     import ray
 
     rows = [trainer.sample_prompts() for _ in range(batches)]
+    steps = [1000 + i for i in range(batches)]
     start, tokens = time.perf_counter(), 0
-    for i, r in enumerate(rows):
-        tokens += sum(len(c) for c in trainer.generate(r, step=1000 + i).completion_ids)
+    for r, step in zip(rows, steps):
+        tokens += sum(len(c) for c in trainer.generate(r, step=step).completion_ids)
     actor = tokens / (time.perf_counter() - start)
+    samplings = [trainer.sampling(step) for step in steps]  # what the actor sampled with
     payload = ray.get(trainer.workers.learners[0].adapter_payload.remote(trainer.version))
     trainer.shutdown()
     ray.shutdown()
-    return actor, rows, trainer.cfg, payload
+    return actor, list(zip(rows, samplings)), trainer.cfg, payload
 
 
-def bare_engine(cfg, rows, payload) -> float:
+def bare_engine(cfg, batches, payload) -> float:
     """The engine's library called in this process (vLLM's ``LLM``; for ``hf``, the same transformers
     engine), with the actor's sampling settings. Run last: an in-process vLLM lowers this process's
     torch threads to one, which would slow whatever ran after it."""
     if cfg.rollout.engine == "hf":
-        return bare_hf(cfg, rows, payload)
-    return bare_vllm(cfg, rows)
+        return bare_hf(cfg, batches, payload)
+    return bare_vllm(cfg, batches)
 
 
-def bare_hf(cfg, rows, payload) -> float:
+def bare_hf(cfg, batches, payload) -> float:
     from grpo_ray.learner.model import lora_config
     from grpo_ray.models.paths import resolve_model_path
     from grpo_ray.rollout.hf_engine import HFEngine
@@ -111,23 +114,15 @@ def bare_hf(cfg, rows, payload) -> float:
 
     engine = HFEngine(resolve_model_path(cfg.model.name_or_path), dtype=cfg.model.dtype, lora_config=lora_config(cfg.model))
     engine.load_adapter(payload)  # the actor generated under the trained adapter too
-    engine.generate(GenerationRequest([x["prompt"] for x in rows[0]], sampling_of(cfg, 0)))  # warm-up, as the actor was warm
+    requests = [GenerationRequest([x["prompt"] for x in rows], sampling) for rows, sampling in batches]
+    engine.generate(requests[0])  # warm-up, as the actor was warm
     start, tokens = time.perf_counter(), 0
-    for i, r in enumerate(rows):
-        batch = engine.generate(GenerationRequest([x["prompt"] for x in r], sampling_of(cfg, 1000 + i)))
-        tokens += sum(len(c) for c in batch.completion_ids)
+    for request in requests:
+        tokens += sum(len(c) for c in engine.generate(request).completion_ids)
     return tokens / (time.perf_counter() - start)
 
 
-def sampling_of(cfg, seed: int):
-    from grpo_ray.rollout.types import SamplingConfig
-
-    r = cfg.rollout
-    return SamplingConfig(n=r.group_size, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                          max_tokens=r.max_completion_tokens, seed=seed)
-
-
-def bare_vllm(cfg, rows) -> float:
+def bare_vllm(cfg, batches) -> float:
     import os
 
     import torch
@@ -147,18 +142,16 @@ def bare_vllm(cfg, rows) -> float:
               logprobs_mode="processed_logprobs",
               **(dict(distributed_executor_backend="uni") if on_cpu else {}))
     tok = llm.get_tokenizer()
-    ro = cfg.rollout
+    def params(s, count: int) -> list:  # one seed per prompt, as the actor samples (reproducible shards)
+        return [SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens,
+                               logprobs=0, seed=seed) for seed in per_prompt_seeds(s.seed, count)]
 
-    def params(step: int) -> list:  # one seed per prompt, as the actor samples (reproducible shards)
-        return [SamplingParams(n=ro.group_size, temperature=ro.temperature, top_p=ro.top_p, top_k=ro.top_k,
-                               max_tokens=ro.max_completion_tokens, logprobs=0, seed=seed)
-                for seed in per_prompt_seeds(step, len(rows[0]))]
-
-    prompts = [[{"prompt_token_ids": ids} for ids in encode_prompts(tok, [x["prompt"] for x in r])] for r in rows]
-    llm.generate(prompts[0], params(0), use_tqdm=False)  # warm-up, as the actor was warm
+    work = [([{"prompt_token_ids": ids} for ids in encode_prompts(tok, [x["prompt"] for x in rows])],
+             params(sampling, len(rows))) for rows, sampling in batches]
+    llm.generate(*work[0], use_tqdm=False)  # warm-up, as the actor was warm
     start, tokens = time.perf_counter(), 0
-    for i, p in enumerate(prompts):
-        tokens += sum(len(c.token_ids) for o in llm.generate(p, params(1000 + i), use_tqdm=False) for c in o.outputs)
+    for prompts, sampling_params in work:
+        tokens += sum(len(c.token_ids) for o in llm.generate(prompts, sampling_params, use_tqdm=False) for c in o.outputs)
     bare = tokens / (time.perf_counter() - start)
     del llm
     return bare
@@ -216,10 +209,10 @@ def main() -> None:
     engine = f"rollout.engine={args.engine}"
 
     sync, trainer = run_grpo_ray(args.steps, tmp / "sync", engine, keep=True)
-    actor_tps, rows, cfg, payload = rollout_through_actor(trainer)
+    actor_tps, batches, cfg, payload = rollout_through_actor(trainer)
     async_, _ = run_grpo_ray(args.steps, tmp / "async", engine, "trainer.async_rollout=true", *async_cores())
     trl_times, trl_logs = run_trl(args.steps, tmp / "trl")
-    bare_tps = bare_engine(cfg, rows, payload)
+    bare_tps = bare_engine(cfg, batches, payload)
 
     step, gen, upd, sync_s = (median(sync, k) for k in ("timing/step", "timing/generate", "timing/update", "timing/sync"))
     astep = median(async_, "timing/step")

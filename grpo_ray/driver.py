@@ -26,7 +26,7 @@ import torch
 from ray.exceptions import RayActorError
 
 from grpo_ray.actors.recovery import PendingShards, run_shards
-from grpo_ray.actors.sync import load_adapter, publish_adapter, sync_adapter
+from grpo_ray.actors.sync import publish_adapter, sync_adapter
 from grpo_ray.algo import combine_rewards, compute_group_advantages, frac_reward_zero_std, reward_function_stats
 from grpo_ray.algo import zero_std_group_mask
 from grpo_ray.checkpoint import CheckpointManager, find_latest_checkpoint, read_json, write_json
@@ -251,13 +251,12 @@ class GRPOTrainer:
         """Publish the adapter the update produced. With the next step's generation in flight (async),
         the rollout workers load it when that generation ends, as the first part of their next shard,
         while the learner runs the next update; otherwise every worker loads it now."""
-        start = time.perf_counter()
-        self.adapter_ref = publish_adapter(self.workers.learners, self.version)
         if self.prefetched is not None:
+            start = time.perf_counter()
+            self.adapter_ref = publish_adapter(self.workers.learners, self.version)
             return {"timing/sync_total": time.perf_counter() - start}
-        metrics, resent = load_adapter(self.workers.rollouts, self.adapter_ref)
+        self.adapter_ref, metrics, resent = sync_adapter(self.workers.learners, self.workers.rollouts, self.version)
         self.faults["rollout"] += resent
-        metrics["timing/sync_total"] = time.perf_counter() - start
         return metrics
 
     def _prefetch_due(self) -> bool:

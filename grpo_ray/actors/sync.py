@@ -27,16 +27,12 @@ def publish_adapter(learners: list, version: int):
     return refs[0]  # passed as a ref: resolved inside each worker, fetched once per node
 
 
-def load_adapter(rollouts: list, payload_ref, **recovery) -> tuple[dict[str, float], int]:
+def load_adapter(rollouts: list, payload_ref, **recovery) -> tuple[float, int]:
     """Every rollout worker loads ``payload_ref`` now (a worker that dies meanwhile gets it again
-    after its restart). Returns (timing metrics, loads sent again)."""
-    start = time.perf_counter()
+    after its restart). Returns (the slowest worker's load seconds, loads sent again)."""
     shards = [payload_ref] * len(rollouts)
     load_seconds, resent = run_shards("rollout", rollouts, shards, lambda w, ref: w.load_adapter.remote(ref), **recovery)
-    return {
-        "timing/sync_total": time.perf_counter() - start,
-        "sync/load_seconds_max": max(load_seconds) if load_seconds else 0.0,
-    }, resent
+    return max(load_seconds, default=0.0), resent
 
 
 def sync_adapter(learners: list, rollouts: list, version: int):
@@ -44,6 +40,5 @@ def sync_adapter(learners: list, rollouts: list, version: int):
     Returns (its ref, timing metrics, loads sent again)."""
     start = time.perf_counter()
     ref = publish_adapter(learners, version)
-    metrics, resent = load_adapter(rollouts, ref)
-    metrics["timing/sync_total"] = time.perf_counter() - start
-    return ref, metrics, resent
+    load_seconds, resent = load_adapter(rollouts, ref)
+    return ref, {"timing/sync_total": time.perf_counter() - start, "sync/load_seconds_max": load_seconds}, resent

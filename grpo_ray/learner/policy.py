@@ -62,6 +62,7 @@ class PolicyLearner:
         self.grad_accum = rows_per_step // learner_cfg.micro_batch_size
         self.engine = self._init_engine(model, total_steps * algo_cfg.num_iterations)
         self.steps_done = 0
+        self._adapter_names: Optional[dict[str, torch.nn.Parameter]] = None  # see _adapter_parameters
 
     # -- setup ----------------------------------------------------------------------------------
     @staticmethod
@@ -251,7 +252,7 @@ class PolicyLearner:
         tensors. Where it does not (other saved modules), PEFT's function is called each time."""
         from peft import get_peft_model_state_dict
 
-        if getattr(self, "_adapter_names", None) is None:
+        if self._adapter_names is None:
             expected = get_peft_model_state_dict(self.peft_model)
             mine = {n.replace(".default.", "."): p for n, p in self.peft_model.named_parameters() if "lora_" in n}
             same = mine.keys() == expected.keys() and all(mine[k].data_ptr() == expected[k].data_ptr() for k in mine)
