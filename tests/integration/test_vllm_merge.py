@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 QUESTIONS = [(12, 30), (7, 8), (123, 456), (5, 9)]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def engine():
     """An in-process vLLM engine; afterwards its memory is freed and torch's thread count (vLLM lowers
     it to one for serving) restored for the tests that run after this one in the same process."""
@@ -53,7 +53,7 @@ def test_repack_equals_reload_and_differs_from_base(engine, monkeypatch) -> None
     repacked = engine.generate(request)
 
     with monkeypatch.context() as m:
-        m.setattr(vllm_worker.MergedLoRAExtension, "_grpo_ray_repack", lambda self, merged, base: False)
+        m.setattr(vllm_worker.MergedLoRAExtension, "_grpo_ray_repack", lambda self, *args: False)
         adapter.version = 2
         engine.load_adapter(adapter)
         assert engine.merge_path == "reload"
@@ -62,3 +62,32 @@ def test_repack_equals_reload_and_differs_from_base(engine, monkeypatch) -> None
     assert repacked.completion_texts == reloaded.completion_texts
     assert repacked.sampling_logprobs == reloaded.sampling_logprobs
     assert repacked.completion_texts != base.completion_texts  # the adapter matters
+
+
+def test_bad_adapter_is_named_and_leaves_the_served_weights(engine) -> None:
+    """An adapter whose B has the wrong shape for one layer fails before any layer is repacked: the
+    engine keeps generating exactly what it did under the adapter it held."""
+    import torch
+
+    from grpo_ray.models.paths import resolve_adapter_path
+    from grpo_ray.rollout.adapters import read_adapter_folder
+    from grpo_ray.rollout.types import GenerationRequest, SamplingConfig
+
+    good = read_adapter_folder(resolve_adapter_path("builtin:arithmetic-tuned"), version=10)
+    request = GenerationRequest([[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in QUESTIONS],
+                                SamplingConfig(n=1, temperature=0.0, max_tokens=48))
+    engine.load_adapter(good)
+    before = engine.generate(request)
+
+    bad = read_adapter_folder(resolve_adapter_path("builtin:arithmetic-tuned"), version=11)
+    for key in bad.tensors:  # every other layer would serve the base weights, were it repacked
+        if "lora_B" in key:
+            bad.tensors[key] = torch.zeros_like(bad.tensors[key])
+    name = sorted(k for k in bad.tensors if "layers.3.mlp.down_proj.lora_B" in k)[0]
+    bad.tensors[name] = torch.zeros(bad.tensors[name].shape[0] + 1, bad.tensors[name].shape[1])
+    with pytest.raises(ValueError, match=r"model\.layers\.3\.mlp\.down_proj: LoRA B .* does not match weight"):
+        engine.load_adapter(bad)
+    assert engine.version == 10
+    after = engine.generate(request)
+    assert after.completion_texts == before.completion_texts
+    assert after.sampling_logprobs == before.sampling_logprobs

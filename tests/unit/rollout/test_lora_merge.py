@@ -73,3 +73,21 @@ def test_missing_base_weight_named() -> None:
     tensors = {"x.lora_A.weight": torch.zeros(1, 2), "x.lora_B.weight": torch.zeros(2, 1)}
     with pytest.raises(KeyError, match="'x'"):
         merged_weights({}, tensors, {"r": 1, "lora_alpha": 1})
+
+
+def test_wrong_shape_named() -> None:
+    tensors = {"m.lora_A.weight": torch.zeros(1, 3), "m.lora_B.weight": torch.zeros(2, 1)}
+    with pytest.raises(ValueError, match=r"^m: LoRA B \(2, 1\) @ A \(1, 3\) does not match weight \(2, 2\)$"):
+        merged_weights({"m.weight": torch.zeros(2, 2)}, tensors, {"r": 1, "lora_alpha": 1})
+
+
+def test_merge_into_rows_of_a_fused_weight_matches_the_plain_merge() -> None:
+    from grpo_ray.rollout.lora_merge import merge_lora
+
+    torch.manual_seed(0)
+    w0, a, b = torch.randn(6, 4), torch.randn(2, 4), torch.randn(6, 2)
+    fused = torch.zeros(10, 4)
+    merge_lora(w0, a, b, 0.5, out=fused[2:8])
+    assert torch.equal(fused[2:8], merge_lora(w0, a, b, 0.5))
+    assert torch.equal(fused[:2], torch.zeros(2, 4)) and torch.equal(fused[8:], torch.zeros(2, 4))
+    torch.testing.assert_close(fused[2:8], w0 + 0.5 * b @ a)
