@@ -26,7 +26,7 @@ import torch
 from ray.exceptions import RayActorError
 
 from grpo_ray.actors.recovery import PendingShards, run_shards
-from grpo_ray.actors.sync import publish_adapter, sync_adapter
+from grpo_ray.actors.sync import AdapterSync
 from grpo_ray.algo import combine_rewards, compute_group_advantages, frac_reward_zero_std, reward_function_stats
 from grpo_ray.algo import zero_std_group_mask
 from grpo_ray.checkpoint import CheckpointManager, find_latest_checkpoint, read_json, write_json
@@ -127,7 +127,9 @@ class GRPOTrainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.yaml").write_text(self.cfg.to_yaml())
         # A fresh or restarted rollout worker holds no adapter: send the current one before any work.
-        self.adapter_ref, _, _ = sync_adapter(self.workers.learners, self.workers.rollouts, self.version)
+        handoff = AdapterSync(self.workers.learners, self.workers.rollouts, self.version)
+        handoff.wait()
+        self.adapter_ref = handoff.ref
 
     def _load_eval_rows(self) -> list[dict[str, Any]]:
         cfg, e = self.cfg, self.cfg.eval
@@ -207,11 +209,11 @@ class GRPOTrainer:
         if self._prefetch_due():
             with t.phase("prefetch"):  # step k+1's generation runs on the rollout workers during this update
                 self.prefetched = self._prefetch_next()
-        with t.phase("update"):
-            learner_metrics = self.update(rollouts, advantages, in_loss)
+        with t.phase("update"):  # the new adapter's hand-off is queued behind it on every actor
+            learner_metrics, handoff = self.update(rollouts, advantages, in_loss)
         self.version += 1
         with t.phase("sync"):
-            sync_metrics = self.sync()
+            sync_metrics = self.sync(handoff)
         self.step += 1
         metrics = {
             # how many updates the sampling adapter was behind the learner when this batch was drawn
@@ -247,15 +249,12 @@ class GRPOTrainer:
         self.prompts_skipped += skipped
         return rows
 
-    def sync(self) -> dict[str, float]:
-        """Publish the adapter the update produced. With the next step's generation in flight (async),
-        the rollout workers load it when that generation ends, as the first part of their next shard,
-        while the learner runs the next update; otherwise every worker loads it now."""
-        if self.prefetched is not None:
-            start = time.perf_counter()
-            self.adapter_ref = publish_adapter(self.workers.learners, self.version)
-            return {"timing/sync_total": time.perf_counter() - start}
-        self.adapter_ref, metrics, resent = sync_adapter(self.workers.learners, self.workers.rollouts, self.version)
+    def sync(self, handoff: AdapterSync) -> dict[str, float]:
+        """Wait for the adapter the update produced to be published and, unless the next step's
+        generation is in flight (async: the rollout workers load it as the first part of their next
+        shard, while the learner runs the next update), loaded by every rollout worker."""
+        metrics, resent = handoff.wait()
+        self.adapter_ref = handoff.ref
         self.faults["rollout"] += resent
         return metrics
 
@@ -330,13 +329,17 @@ class GRPOTrainer:
             in_loss &= zero_std_group_mask(rewards, g)
         return advantages, rewards, in_loss
 
-    def update(self, rollouts: RolloutBatch, advantages: torch.Tensor, in_loss: torch.Tensor) -> dict[str, float]:
-        """Split the rows evenly over the learners; every rank steps its optimizer once per iteration."""
+    def update(self, rollouts: RolloutBatch, advantages: torch.Tensor,
+               in_loss: torch.Tensor) -> tuple[dict[str, float], AdapterSync]:
+        """Split the rows evenly over the learners; every rank steps its optimizer once per iteration.
+        Returns the learners' metrics and the hand-off of the adapter this update makes, queued on the
+        actors before the wait (a load only where no generation is in flight)."""
         shards = split_into_shards(
             rollouts.group_prompt_ids(), rollouts.completion_ids, advantages.tolist(), in_loss.tolist(),
             len(self.workers.learners), rollouts.sampling_logprobs,
         )
         refs = [learner.train_step.remote(shard) for learner, shard in zip(self.workers.learners, shards)]
+        handoff = AdapterSync(self.workers.learners, self.workers.rollouts, self.version + 1, load=self.prefetched is None)
         try:
             per_rank = ray.get(refs)
         except RayActorError as err:  # optimizer state lives only there: no retry, resume from a checkpoint
@@ -345,7 +348,7 @@ class GRPOTrainer:
                 f"a learner died during step {self.step + 1} ({str(err).splitlines()[0][:160]}); the last complete "
                 f"checkpoint is {latest or 'none yet'}; continue with --resume {self.output_dir}"
             ) from None
-        return {k: sum(m[k] for m in per_rank) / len(per_rank) for k in per_rank[0]}
+        return {k: sum(m[k] for m in per_rank) / len(per_rank) for k in per_rank[0]}, handoff
 
     # -- metrics ----------------------------------------------------------------------------------
     def rollout_metrics(

@@ -1,18 +1,19 @@
 """Surviving a dead rollout or reward actor: its shard of the step is sent again.
 
 Rollout and reward actors are created with ``max_restarts``: when one dies (a SIGKILL, an OOM kill, a
-lost node) Ray starts it again and runs its constructor. The driver waits for it, lets the caller
-re-prime it (a rollout worker gets the current adapter: a restarted engine holds none), and submits
-the same shard again. Shards are deterministic given their seeds and the adapter version, so the
-step's result is what it would have been, and every step is done once. If an actor has used up its
-restarts, its shard goes to the next live actor of the role.
+lost node) Ray starts it again and runs its constructor. The driver waits for it and submits the
+same shard again (a rollout shard carries the adapter it is sampled with, so a restarted engine,
+which holds none, loads that first; an adapter load is itself such a shard). Shards are
+deterministic given their seeds and the adapter version, so the step's result is what it would have
+been, and every step is done once. If an actor has used up its restarts, its shard goes to the next
+live actor of the role.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import ray
 from ray.exceptions import RayActorError
@@ -43,10 +44,9 @@ class PendingShards:
     died. ``submit(worker, shard)`` returns the call's ObjectRef."""
 
     def __init__(self, role: str, workers: Sequence[Any], shards: Sequence[Any], submit: Callable[[Any, Any], Any], *,
-                 on_restart: Optional[Callable[[Any], None]] = None, restart_timeout_s: float = 600.0,
-                 max_attempts: int = 4) -> None:
+                 restart_timeout_s: float = 600.0, max_attempts: int = 4) -> None:
         self.role, self.workers, self.shards, self.submit = role, list(workers), list(shards), submit
-        self.on_restart, self.restart_timeout_s, self.max_attempts = on_restart, restart_timeout_s, max_attempts
+        self.restart_timeout_s, self.max_attempts = restart_timeout_s, max_attempts
         self.pending = {i: (i, submit(self.workers[i], shard)) for i, shard in enumerate(self.shards)}
 
     def result(self) -> tuple[list[Any], int]:
@@ -64,7 +64,7 @@ class PendingShards:
                         raise
                     log.warning("%s worker %d died during its shard (%s); sending the shard again", self.role, w,
                                 str(err).splitlines()[0][:200])
-                    target = _live_worker(self.workers, w, self.restart_timeout_s, self.on_restart, self.role)
+                    target = _live_worker(self.workers, w, self.restart_timeout_s, self.role)
                     attempts[i] += 1
                     resent += 1
                     self.pending[i] = (target, self.submit(self.workers[target], self.shards[i]))
@@ -77,11 +77,9 @@ def run_shards(role: str, workers: Sequence[Any], shards: Sequence[Any], submit:
     return PendingShards(role, workers, shards, submit, **kwargs).result()
 
 
-def _live_worker(workers, start: int, timeout_s: float, on_restart, role: str) -> int:
+def _live_worker(workers, start: int, timeout_s: float, role: str) -> int:
     for offset in range(len(workers)):
         j = (start + offset) % len(workers)
         if wait_until_alive(workers[j], timeout_s if offset == 0 else 5.0):
-            if on_restart is not None:
-                on_restart(workers[j])
             return j
     raise AllWorkersDead(f"every {role} worker is dead and out of restarts")

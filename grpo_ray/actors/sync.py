@@ -4,41 +4,41 @@ The payload goes into the Ray object store once and each rollout worker pulls it
 so nothing assumes a shared filesystem. Every learner rank is asked, because under ZeRO-3 the
 tensors are gathered collectively; only rank 0 returns them.
 
-Two halves: :func:`publish_adapter` puts version v in the object store and returns its ref;
-:func:`load_adapter` has rollout workers load it now (the synchronous step waits for that). Every
-generation shard also carries the ref of the adapter it must be sampled with, and a worker holding
-another version loads it first: a restarted worker thus gets its shard's adapter with the shard,
-and in one-step-off async mode the load runs on the rollout worker while the learner updates.
+An :class:`AdapterSync` is made as soon as the update is submitted: each learner queues the export
+of version v behind its train step, and each rollout worker queues the load behind that (Ray runs
+an actor's calls in order and starts a call once its arguments exist), so the adapter moves the
+moment the update ends, with no round trip through the driver; :meth:`AdapterSync.wait` is the
+step's sync phase. Every generation shard also carries the ref of the adapter it must be sampled
+with, and a worker holding another version loads it first: a restarted worker thus gets its shard's
+adapter with the shard, and in one-step-off async mode (``load=False``: the workers are generating)
+the load runs on the rollout worker while the learner updates.
 """
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 import ray
 
-from grpo_ray.actors.recovery import run_shards
+from grpo_ray.actors.recovery import PendingShards
 
 
-def publish_adapter(learners: list, version: int):
-    """Adapter ``version`` into the object store; returns its ref without waiting for the tensors."""
-    refs = [learner.adapter_payload.remote(version) for learner in learners]
-    ray.get(refs[1:])  # the other ranks only take part in the gather
-    return refs[0]  # passed as a ref: resolved inside each worker, fetched once per node
+class AdapterSync:
+    """Adapter ``version`` on its way from ``learners`` to ``rollouts`` (published only, when not ``load``)."""
 
+    def __init__(self, learners: list, rollouts: list, version: int, load: bool = True, **recovery: Any) -> None:
+        refs = [learner.adapter_payload.remote(version) for learner in learners]
+        self.ref, self._others = refs[0], refs[1:]  # other ranks only take part in a ZeRO-3 gather
+        self._loads = None
+        if load:  # passed as a ref: resolved inside each worker, fetched once per node
+            self._loads = PendingShards("rollout", rollouts, [self.ref] * len(rollouts),
+                                        lambda worker, ref: worker.load_adapter.remote(ref), **recovery)
 
-def load_adapter(rollouts: list, payload_ref, **recovery) -> tuple[float, int]:
-    """Every rollout worker loads ``payload_ref`` now (a worker that dies meanwhile gets it again
-    after its restart). Returns (the slowest worker's load seconds, loads sent again)."""
-    shards = [payload_ref] * len(rollouts)
-    load_seconds, resent = run_shards("rollout", rollouts, shards, lambda w, ref: w.load_adapter.remote(ref), **recovery)
-    return max(load_seconds, default=0.0), resent
-
-
-def sync_adapter(learners: list, rollouts: list, version: int):
-    """Publish adapter ``version`` and wait until every rollout worker has loaded it.
-    Returns (its ref, timing metrics, loads sent again)."""
-    start = time.perf_counter()
-    ref = publish_adapter(learners, version)
-    load_seconds, resent = load_adapter(rollouts, ref)
-    return ref, {"timing/sync_total": time.perf_counter() - start, "sync/load_seconds_max": load_seconds}, resent
+    def wait(self) -> tuple[dict[str, float], int]:
+        """Until every rollout worker holds the adapter (a worker that died meanwhile gets it again after
+        its restart). Returns (metrics: the slowest worker's load seconds, loads sent again)."""
+        ray.get(self._others)
+        if self._loads is None:
+            return {}, 0
+        load_seconds, resent = self._loads.result()
+        return {"sync/load_seconds_max": max(load_seconds, default=0.0)}, resent

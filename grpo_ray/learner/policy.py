@@ -239,7 +239,8 @@ class PolicyLearner:
 
     def adapter_payload(self, version: int) -> AdapterPayload:
         """The LoRA tensors on CPU, gathered from ZeRO-3 shards when needed (call on every rank)."""
-        lora_params = [p for n, p in self.peft_model.named_parameters() if "lora_" in n]
+        zero3 = self.cfg.zero_stage == 3  # walking the model's parameters costs 1 ms a sync; only ZeRO-3 needs them
+        lora_params = [p for n, p in self.peft_model.named_parameters() if "lora_" in n] if zero3 else []
         with _gathered(lora_params, self.cfg.zero_stage):
             state = {k: p.detach().to("cpu", copy=True) for k, p in self._adapter_parameters().items()}
         return AdapterPayload(version, state, peft_config_dict(self.peft_model.peft_config["default"]))
