@@ -14,9 +14,13 @@ learning. A benchmark, not a test: the numbers depend on the machine.
 
     .venv/bin/python bench/compare_trl.py [--steps 12] [--engine vllm|hf]
 
+Drift-proofing on a shared machine: grpo_ray's synchronous steps alternate with TRL's, and P2's
+actor and bare-engine batches alternate (the bare engine is the rollout actor's own engine, called
+inside its process without Ray). The async run is separate: its roles need the cores split.
+
 On a machine with CUDA every role runs on the GPU (one GPU: rollout and learner take half each; two or
 more: one each) and TRL trains there too. ``--engine hf`` uses the transformers rollout engine, and P2
-then compares the rollout actor with the same engine called in this process.
+then compares the rollout actor with that engine's own ``generate`` inside the actor.
 """
 
 from __future__ import annotations
@@ -65,99 +69,76 @@ def async_cores() -> list[str]:
     return ["rollout.num_cpus_per_worker=1", f"learner.num_cpus_per_learner={max(1, (os.cpu_count() or 2) - 1)}"]
 
 
-def run_grpo_ray(steps: int, out: Path, *overrides: str, keep: bool = False):
+def grpo_ray_trainer(steps: int, out: Path, *overrides: str):
     from grpo_ray.config import load_config
     from grpo_ray.driver import GRPOTrainer
 
     cfg = load_config(REPO / "examples" / "tiny_cpu.yaml",
                       [f"trainer.steps={steps}", f"trainer.output_dir={out}", *COMMON, *placement_overrides(), *overrides])
-    trainer = GRPOTrainer(cfg).setup()
+    return GRPOTrainer(cfg).setup()
+
+
+def run_grpo_ray(steps: int, out: Path, *overrides: str):
+    trainer = grpo_ray_trainer(steps, out, *overrides)
     history = trainer.train()
-    if not keep:
-        trainer.shutdown()
-    return history, trainer
+    trainer.shutdown()
+    return history
 
 
-def rollout_through_actor(trainer, batches: int = 4):
-    """tokens/s generating prompt batches through the rollout actor; returns them, the batches, the
-    config and the adapter, for the same generation (same sampling settings and seeds) with the bare
-    engine once the cluster is gone."""
+def rollout_vs_bare(trainer, rounds: int = 6) -> tuple[float, float]:
+    """tokens/s of the same prompt batches (same sampling settings and seeds) generated through the
+    rollout actor, timed in this process, and by the engine's library called inside that actor's own
+    process (vLLM's ``LLM.generate``; for ``hf``, the engine's ``generate``), timed there: the same
+    weights and threads, so the ratio is what grpo_ray's actor path costs. The two alternate (ABBA), so
+    a machine that speeds up or slows down during the run moves both alike."""
     import ray
 
-    rows = [trainer.sample_prompts() for _ in range(batches)]
-    steps = [1000 + i for i in range(batches)]
-    start, tokens = time.perf_counter(), 0
-    for r, step in zip(rows, steps):
-        tokens += sum(len(c) for c in trainer.generate(r, step=step).completion_ids)
-    actor = tokens / (time.perf_counter() - start)
-    samplings = [trainer.sampling(step) for step in steps]  # what the actor sampled with
-    payload = ray.get(trainer.workers.learners[0].adapter_payload.remote(trainer.version))
-    trainer.shutdown()
-    ray.shutdown()
-    return actor, list(zip(rows, samplings)), trainer.cfg, payload
+    rows = [trainer.sample_prompts() for _ in range(rounds)]
+    work = [([r["prompt"] for r in batch], trainer.sampling(1000 + i)) for i, batch in enumerate(rows)]
+    worker = trainer.workers.rollouts[0]
+
+    def through_actor(prompts, sampling):
+        start = time.perf_counter()
+        batch = trainer._generate_sharded(prompts, sampling)
+        return sum(len(c) for c in batch.completion_ids), time.perf_counter() - start
+
+    def bare(prompts, sampling):
+        return ray.get(worker.__ray_call__.remote(_bare_generate, prompts, sampling))
+
+    through_actor(*work[0]), bare(*work[0])  # warm-up
+    totals = {through_actor: [0, 0.0], bare: [0, 0.0]}
+    for i, item in enumerate(work):
+        for run in ((through_actor, bare) if i % 2 == 0 else (bare, through_actor)):
+            tokens, seconds = run(*item)
+            totals[run][0] += tokens
+            totals[run][1] += seconds
+    return totals[through_actor][0] / totals[through_actor][1], totals[bare][0] / totals[bare][1]
 
 
-def bare_engine(cfg, batches, payload) -> float:
-    """The engine's library called in this process (vLLM's ``LLM``; for ``hf``, the same transformers
-    engine), with the actor's sampling settings. Run last: an in-process vLLM lowers this process's
-    torch threads to one, which would slow whatever ran after it."""
-    if cfg.rollout.engine == "hf":
-        return bare_hf(cfg, batches, payload)
-    return bare_vllm(cfg, batches)
+def _bare_generate(worker, prompts, sampling) -> tuple[int, float]:
+    """Runs inside the RolloutWorker actor (``worker`` is the actor instance): (tokens, seconds)."""
+    engine = worker.engine
+    if not hasattr(engine, "llm"):  # the transformers engine: its own generate, without Ray around it
+        from grpo_ray.rollout.types import GenerationRequest
 
+        start = time.perf_counter()
+        batch = engine.generate(GenerationRequest(prompts, sampling))
+        return sum(len(c) for c in batch.completion_ids), time.perf_counter() - start
+    from vllm import SamplingParams
 
-def bare_hf(cfg, batches, payload) -> float:
-    from grpo_ray.learner.model import lora_config
-    from grpo_ray.models.paths import resolve_model_path
-    from grpo_ray.rollout.hf_engine import HFEngine
-    from grpo_ray.rollout.types import GenerationRequest
-
-    engine = HFEngine(resolve_model_path(cfg.model.name_or_path), dtype=cfg.model.dtype, lora_config=lora_config(cfg.model))
-    engine.load_adapter(payload)  # the actor generated under the trained adapter too
-    requests = [GenerationRequest([x["prompt"] for x in rows], sampling) for rows, sampling in batches]
-    engine.generate(requests[0])  # warm-up, as the actor was warm
-    start, tokens = time.perf_counter(), 0
-    for request in requests:
-        tokens += sum(len(c) for c in engine.generate(request).completion_ids)
-    return tokens / (time.perf_counter() - start)
-
-
-def bare_vllm(cfg, batches) -> float:
-    import os
-
-    import torch
-    from vllm import LLM, SamplingParams
-
-    from grpo_ray.models.paths import resolve_model_path
     from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
 
-    # the settings the rollout actor's engine uses (grpo_ray/rollout/vllm_engine.py)
-    on_cpu = not torch.cuda.is_available()
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(cfg.rollout.cpu_kvcache_gb)))
-    if on_cpu:
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process
-    llm = LLM(model=resolve_model_path(cfg.model.name_or_path), dtype="float32", enforce_eager=on_cpu,
-              gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enable_chunked_prefill=not on_cpu,
-              max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_completion_tokens, seed=0,
-              logprobs_mode="processed_logprobs",
-              **(dict(distributed_executor_backend="uni") if on_cpu else {}))
-    tok = llm.get_tokenizer()
-    def params(s, count: int) -> list:  # one seed per prompt, as the actor samples (reproducible shards)
-        return [SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens,
-                               logprobs=0, seed=seed) for seed in per_prompt_seeds(s.seed, count)]
-
-    work = [([{"prompt_token_ids": ids} for ids in encode_prompts(tok, [x["prompt"] for x in rows])],
-             params(sampling, len(rows))) for rows, sampling in batches]
-    llm.generate(*work[0], use_tqdm=False)  # warm-up, as the actor was warm
-    start, tokens = time.perf_counter(), 0
-    for prompts, sampling_params in work:
-        tokens += sum(len(c.token_ids) for o in llm.generate(prompts, sampling_params, use_tqdm=False) for c in o.outputs)
-    bare = tokens / (time.perf_counter() - start)
-    del llm
-    return bare
+    s = sampling  # one seed per prompt, as the actor samples (reproducible shards)
+    params = [SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens,
+                             logprobs=0, seed=seed) for seed in per_prompt_seeds(s.seed, len(prompts))]
+    inputs = [{"prompt_token_ids": ids} for ids in encode_prompts(engine.llm.get_tokenizer(), prompts)]
+    start = time.perf_counter()
+    outputs = engine.llm.generate(inputs, params, use_tqdm=False)
+    return sum(len(c.token_ids) for o in outputs for c in o.outputs), time.perf_counter() - start
 
 
-def run_trl(steps: int, out: Path):
+def run_trl(steps: int, out: Path, between_steps=None):
+    """TRL's GRPOTrainer on the same task; ``between_steps()`` runs after each of its timed steps."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -193,6 +174,8 @@ def run_trl(steps: int, out: Path):
 
         def on_step_end(self, *a, **k):
             step_times.append(time.perf_counter() - self.t)
+            if between_steps is not None:
+                between_steps()
 
     trainer.add_callback(Clock())
     trainer.train()
@@ -205,14 +188,19 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="the rollout engine of both grpo_ray runs")
     args = p.parse_args()
+    import ray
+
     tmp = Path(tempfile.mkdtemp(prefix="grpo_bench_"))
     engine = f"rollout.engine={args.engine}"
 
-    sync, trainer = run_grpo_ray(args.steps, tmp / "sync", engine, keep=True)
-    actor_tps, batches, cfg, payload = rollout_through_actor(trainer)
-    async_, _ = run_grpo_ray(args.steps, tmp / "async", engine, "trainer.async_rollout=true", *async_cores())
-    trl_times, trl_logs = run_trl(args.steps, tmp / "trl")
-    bare_tps = bare_engine(cfg, batches, payload)
+    # grpo_ray's synchronous steps alternate with TRL's (its cluster idles during TRL's step), so a
+    # machine whose speed drifts during the run moves both alike
+    trainer, sync = grpo_ray_trainer(args.steps, tmp / "sync", engine), []
+    trl_times, trl_logs = run_trl(args.steps, tmp / "trl", between_steps=lambda: sync.append(trainer.train_step()[0]))
+    actor_tps, bare_tps = rollout_vs_bare(trainer)
+    trainer.shutdown()
+    ray.shutdown()  # the async run starts its own cluster
+    async_ = run_grpo_ray(args.steps, tmp / "async", engine, "trainer.async_rollout=true", *async_cores())
 
     step, gen, upd, sync_s = (median(sync, k) for k in ("timing/step", "timing/generate", "timing/update", "timing/sync"))
     astep = median(async_, "timing/step")
