@@ -16,8 +16,6 @@ the load runs on the rollout worker while the learner updates.
 
 from __future__ import annotations
 
-from typing import Any
-
 import ray
 
 from grpo_ray.actors.recovery import PendingShards
@@ -26,13 +24,13 @@ from grpo_ray.actors.recovery import PendingShards
 class AdapterSync:
     """Adapter ``version`` on its way from ``learners`` to ``rollouts`` (published only, when not ``load``)."""
 
-    def __init__(self, learners: list, rollouts: list, version: int, load: bool = True, **recovery: Any) -> None:
+    def __init__(self, learners: list, rollouts: list, version: int, load: bool = True) -> None:
         refs = [learner.adapter_payload.remote(version) for learner in learners]
         self.ref, self._others = refs[0], refs[1:]  # other ranks only take part in a ZeRO-3 gather
         self._loads = None
         if load:  # passed as a ref: resolved inside each worker, fetched once per node
             self._loads = PendingShards("rollout", rollouts, [self.ref] * len(rollouts),
-                                        lambda worker, ref: worker.load_adapter.remote(ref), **recovery)
+                                        lambda worker, ref: worker.load_adapter.remote(ref))
 
     def wait(self) -> tuple[dict[str, float], int]:
         """Until every rollout worker holds the adapter (a worker that died meanwhile gets it again after
