@@ -117,23 +117,17 @@ def rollout_vs_bare(trainer, rounds: int = 6) -> tuple[float, float]:
 
 def _bare_generate(worker, prompts, sampling) -> tuple[int, float]:
     """Runs inside the RolloutWorker actor (``worker`` is the actor instance): (tokens, seconds)."""
-    engine = worker.engine
+    from grpo_ray.rollout.types import GenerationRequest
+
+    engine, request = worker.engine, GenerationRequest(prompts, sampling)
     if not hasattr(engine, "llm"):  # the transformers engine: its own generate, without Ray around it
-        from grpo_ray.rollout.types import GenerationRequest
-
         start = time.perf_counter()
-        batch = engine.generate(GenerationRequest(prompts, sampling))
+        batch = engine.generate(request)
         return sum(len(c) for c in batch.completion_ids), time.perf_counter() - start
-    from vllm import SamplingParams
-
-    from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
-
-    s = sampling  # one seed per prompt, as the actor samples (reproducible shards)
-    params = [SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens,
-                             logprobs=0, seed=seed) for seed in per_prompt_seeds(s.seed, len(prompts))]
-    inputs = [{"prompt_token_ids": ids} for ids in encode_prompts(engine.llm.get_tokenizer(), prompts)]
+    # vLLM's LLM.generate with exactly the inputs the engine would give it (per-prompt seeds, adapter)
+    _, args = engine.vllm_generate_args(request)
     start = time.perf_counter()
-    outputs = engine.llm.generate(inputs, params, use_tqdm=False)
+    outputs = engine.llm.generate(**args, use_tqdm=False)
     return sum(len(c.token_ids) for o in outputs for c in o.outputs), time.perf_counter() - start
 
 

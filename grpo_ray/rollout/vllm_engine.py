@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from grpo_ray.rollout.adapters import AdapterPayload, write_adapter_folder
 from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
@@ -138,8 +138,10 @@ class VLLMEngine:
         return time.perf_counter() - start
 
     # -- generation -----------------------------------------------------------------------------
-    def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
-        """G completions for each of the B prompts, under the current adapter (a progress bar if asked)."""
+    def vllm_generate_args(self, request: GenerationRequest) -> tuple[list[list[int]], dict[str, Any]]:
+        """The prompts' token ids and the arguments :meth:`generate` hands to vLLM's ``LLM.generate``:
+        the prompts, one ``SamplingParams`` per prompt (its own seed, so results do not depend on how
+        prompts are batched) and the adapter in ``lora`` mode."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -153,11 +155,15 @@ class VLLMEngine:
             )
             for seed in seeds
         ]
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
+        return prompt_ids, {"prompts": prompts, "sampling_params": params, "lora_request": self._lora}
+
+    def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
+        """G completions for each of the B prompts, under the current adapter (a progress bar if asked)."""
+        s = request.sampling
+        prompt_ids, args = self.vllm_generate_args(request)
         start = time.perf_counter()
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params, lora_request=self._lora,
-            use_tqdm=progress,
-        )
+        outputs = self.llm.generate(**args, use_tqdm=progress)
         elapsed = time.perf_counter() - start
         comp_ids, texts, logprobs, reasons = [], [], [], []
         for out in outputs:
