@@ -11,7 +11,9 @@ Variants are chosen by name from registries, and an unknown name lists the known
 """
 
 from grpo_ray.algo.advantages import (
+    ADVANTAGE_ESTIMATORS,
     ADVANTAGE_SCALES,
+    compute_advantages,
     compute_group_advantages,
     frac_reward_zero_std,
     zero_std_group_mask,
@@ -26,12 +28,14 @@ from grpo_ray.algo.rewards import combine_rewards, reward_function_stats
 from grpo_ray.algo.stats import masked_mean, nanstd
 
 __all__ = [
+    "ADVANTAGE_ESTIMATORS",
     "ADVANTAGE_SCALES",
     "IMPORTANCE_SAMPLING_LEVELS",
     "KL_ESTIMATORS",
     "LOSS_AGGREGATIONS",
     "combine_rewards",
     "completion_mask_from_eos",
+    "compute_advantages",
     "compute_group_advantages",
     "compute_kl",
     "compute_policy_loss",

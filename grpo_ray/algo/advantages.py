@@ -1,8 +1,19 @@
-"""Group-relative advantages (GRPO) and the group statistics that go with them.
+"""Advantages from the rewards of G completions per prompt, and the group statistics that go with them.
 
-GRPO (Shao et al. 2024, "DeepSeekMath", arXiv:2402.03300) replaces PPO's learned value baseline with
-the mean reward of G completions sampled for the same prompt: A_i = (r_i - mean(r_group)) / scale.
-The scale is chosen by name from ``ADVANTAGE_SCALES``:
+An advantage estimator, chosen by name from ``ADVANTAGE_ESTIMATORS``, turns the rewards of each group
+into one advantage per completion; none needs a learned value model:
+
+- ``"grpo"``: A_i = (r_i - mean(r_group)) / scale, the scale chosen by ``scale`` (below). GRPO (Shao et
+  al. 2024, "DeepSeekMath", arXiv:2402.03300).
+- ``"rloo"``: A_i = r_i - mean of the *other* G-1 rewards of the group (RLOO, Ahmadian et al. 2024,
+  "Back to Basics", arXiv:2402.14740). Equal to G/(G-1) times GRPO's unscaled advantage, so a std
+  scale on top would only change the step size: it takes ``scale="none"`` only.
+- ``"reinforce_pp_baseline"``: the group mean subtracted, then whitened (mean 0, std 1) over every
+  completion token of the batch (REINFORCE++-baseline, Hu 2025, arXiv:2501.03262). The whitening is
+  its scale, so it takes ``scale="none"`` only.
+
+``compute_advantages`` picks the estimator; ``compute_group_advantages`` is the ``"grpo"`` one.
+For GRPO the scale is chosen by name from ``ADVANTAGE_SCALES``:
 
 - ``"group"``: the group's std, as in the GRPO paper;
 - ``"batch"``: the std of the whole batch, still centred per group, so a group with a tiny spread is
@@ -10,9 +21,15 @@ The scale is chosen by name from ``ADVANTAGE_SCALES``:
 - ``"none"``: no division, the Dr. GRPO recommendation (Liu et al. 2025, "Understanding R1-Zero-Like
   Training", arXiv:2503.20783), because std scaling up-weights prompts that are too easy or too hard.
 
-Std convention: Bessel-corrected (unbiased, divides by n-1), NaN-ignoring, plus 1e-4, exactly as TRL
-1.16 (``trl/trainer/grpo_trainer.py:2763-2788`` with ``nanstd`` from ``trl/trainer/utils.py:1021``).
-For rewards [1, 0, 0, 1] with G=2 each group's std is sqrt(0.5) = 0.7071, not the biased 0.5.
+Std convention for GRPO: Bessel-corrected (unbiased, divides by n-1), NaN-ignoring, plus 1e-4,
+exactly as TRL 1.16 (``trl/trainer/grpo_trainer.py:2763-2788`` with ``nanstd`` from
+``trl/trainer/utils.py:1021``). For rewards [1, 0, 0, 1] with G=2 each group's std is
+sqrt(0.5) = 0.7071, not the biased 0.5. REINFORCE++-baseline's whitening follows verl instead:
+token-weighted, Bessel-corrected over the token count, ``rsqrt(var + 1e-8)``.
+
+NaN rewards (completions no reward function could score) are left out of every baseline and
+statistic and get advantage 0; so does every row of a group with fewer than two scorable rewards,
+which has nothing to compare against.
 
 Layout: rewards are [N] = [B*G] laid out group by group, rows 0..G-1 belonging to prompt 0.
 """
@@ -20,6 +37,7 @@ Layout: rewards are [N] = [B*G] laid out group by group, rows 0..G-1 belonging t
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -63,6 +81,126 @@ def _grouped(rewards: Tensor, group_size: int) -> Tensor:
     return rewards.view(-1, group_size)
 
 
+# (rewards [B, G] with NaN where unscorable, scale name, tokens per completion [B, G] or None)
+#   -> advantages [B, G]; NaN entries become 0 afterwards.
+EstimateFn = Callable[[Tensor, str, "Tensor | None"], Tensor]
+
+
+@dataclass(frozen=True)
+class AdvantageEstimator:
+    """A registered estimator: its function and the ``scale`` values that mean something with it."""
+
+    estimate: EstimateFn
+    scales: tuple[str, ...]  # the first is the default
+    uses_token_counts: bool = False
+
+
+ADVANTAGE_ESTIMATORS: Registry[AdvantageEstimator] = Registry("advantage estimator")
+
+
+def _estimate_grpo(grouped: Tensor, scale: str, token_counts: Tensor | None) -> Tensor:
+    centered = grouped - torch.nanmean(grouped, dim=1, keepdim=True)
+    return ADVANTAGE_SCALES.get(scale)(centered, grouped)
+
+
+def _scorable_counts(grouped: Tensor) -> Tensor:
+    return (~torch.isnan(grouped)).sum(dim=1, keepdim=True)
+
+
+def _estimate_rloo(grouped: Tensor, scale: str, token_counts: Tensor | None) -> Tensor:
+    # Leave-one-out over the scorable siblings only, as TRL 1.16's RLOOTrainer does
+    # (trl/trainer/rloo_trainer.py:1682-1690): (sum of the group - r_i) / (scorable count - 1).
+    count = _scorable_counts(grouped)
+    others = (torch.nansum(grouped, dim=1, keepdim=True) - grouped) / (count - 1).clamp(min=1)
+    return torch.where(count > 1, grouped - others, torch.full_like(grouped, float("nan")))
+
+
+def _estimate_reinforce_pp_baseline(grouped: Tensor, scale: str, token_counts: Tensor | None) -> Tensor:
+    count = _scorable_counts(grouped)
+    centered = grouped - torch.nanmean(grouped, dim=1, keepdim=True)
+    centered = torch.where(count > 1, centered, torch.full_like(centered, float("nan")))
+    # verl whitens the [N, T] tensor of per-token advantages over the response mask, so a completion
+    # weighs by its tokens; without token counts every completion weighs 1.
+    weights = torch.ones_like(centered) if token_counts is None else token_counts.to(centered.dtype)
+    weights = weights.masked_fill(torch.isnan(centered), 0.0)
+    total = weights.sum()
+    if total <= 1:  # verl raises here; with nothing to measure a spread against there is no signal
+        return torch.full_like(centered, float("nan"))
+    values = centered.nan_to_num(0.0)
+    mean = (values * weights).sum() / total
+    # Bessel-corrected over the token count, as verl's masked_var
+    variance = ((values - mean) ** 2 * weights).sum() / (total - 1)
+    return (centered - mean) * torch.rsqrt(variance + 1e-8)
+
+
+ADVANTAGE_ESTIMATORS.register("grpo")(AdvantageEstimator(_estimate_grpo, ("group", "batch", "none")))
+ADVANTAGE_ESTIMATORS.register("rloo")(AdvantageEstimator(_estimate_rloo, ("none",)))
+ADVANTAGE_ESTIMATORS.register("reinforce_pp_baseline")(
+    AdvantageEstimator(_estimate_reinforce_pp_baseline, ("none",), uses_token_counts=True)
+)
+
+
+def compute_advantages(
+    rewards: Tensor,
+    group_size: int,
+    estimator: str = "grpo",
+    scale: str | None = None,
+    token_counts: Tensor | None = None,
+) -> Tensor:
+    """Advantages [N] from rewards [N] = [B*G], by the estimator ``estimator`` (module docstring).
+
+    References, per estimator (each tested against a loop transcription of the reference):
+
+    - ``grpo``: TRL 1.16 ``trl/trainer/grpo_trainer.py:2766-2788, 2810``.
+    - ``rloo``: verl ``compute_rloo_outcome_advantage`` (``verl/trainer/ppo/core_algos.py:476-525`` at
+      b178a3c): ``r_i * n/(n-1) - mean * n/(n-1)``, which is ``r_i - (sum - r_i)/(n-1)``; OpenRLHF
+      ``openrlhf/trainer/ppo_utils/experience_maker.py:264-266`` at 3c3be62; TRL 1.16
+      ``trl/trainer/rloo_trainer.py:1682-1699`` with its default ``normalize_advantages=False``. None of
+      them divides by a std.
+    - ``reinforce_pp_baseline``: verl ``compute_reinforce_plus_plus_baseline_outcome_advantage``
+      (``core_algos.py:422-473``): subtract the group mean, broadcast to tokens, then
+      ``masked_whiten`` over the response mask (``verl/utils/torch_functional.py:304-339``: token mean,
+      Bessel-corrected token variance, ``rsqrt(var + 1e-8)``). OpenRLHF's ``reinforce_baseline``
+      (``experience_maker.py:267-268, 315-328``) whitens the same way with the biased variance.
+
+    Args:
+        rewards: [N] float, group by group; NaN where no reward function could score a completion.
+        group_size: G >= 2.
+        estimator: name in ``ADVANTAGE_ESTIMATORS``: ``"grpo"``, ``"rloo"``, ``"reinforce_pp_baseline"``.
+        scale: for ``"grpo"`` a name in ``ADVANTAGE_SCALES`` (default ``"group"``); the other estimators
+            scale themselves and take only ``"none"`` (the default for them).
+        token_counts: [N] completion tokens per row, used by ``"reinforce_pp_baseline"`` to weigh each
+            completion by its tokens as verl and OpenRLHF do; None weighs every completion 1. Ignored by
+            the other estimators.
+
+    Returns:
+        advantages [N], same dtype as ``rewards``; 0 for NaN rewards and for groups with fewer than two
+        scorable rewards.
+
+    Raises:
+        ValueError: bad layout (see ``compute_group_advantages``), a ``scale`` the estimator does not take,
+            or ``token_counts`` not [N].
+        UnknownNameError: unknown ``estimator`` or ``scale`` (the message lists the known ones).
+    """
+    entry = ADVANTAGE_ESTIMATORS.get(estimator)
+    scale = entry.scales[0] if scale is None else scale
+    ADVANTAGE_SCALES.get(scale)  # an unknown name lists the known ones before the pairing is checked
+    if scale not in entry.scales:
+        raise ValueError(
+            f"scale={scale!r} does not apply to estimator={estimator!r}, which scales its own advantages; "
+            f"use scale={entry.scales[0]!r}"
+        )
+    grouped = _grouped(rewards, group_size)
+    counts = None
+    if token_counts is not None and entry.uses_token_counts:
+        if token_counts.shape != rewards.shape:
+            raise ValueError(f"token_counts must be [N] = [{rewards.numel()}], got shape {tuple(token_counts.shape)}")
+        counts = token_counts.to(rewards.device).view(-1, group_size)
+    advantages = entry.estimate(grouped, scale, counts)
+    # NaN marks no signal (unscorable row, or a group with < 2 scorable rewards): no update.
+    return torch.nan_to_num(advantages, nan=0.0).reshape(-1)
+
+
 def compute_group_advantages(rewards: Tensor, group_size: int, scale: str = "group") -> Tensor:
     """Group-relative advantages, GRPO (Shao et al. 2024) with Dr. GRPO's ``scale="none"`` option.
 
@@ -82,12 +220,7 @@ def compute_group_advantages(rewards: Tensor, group_size: int, scale: str = "gro
         ValueError: group_size < 2, rewards not 1-D, or N not a multiple of G.
         UnknownNameError: unknown ``scale`` (the message lists the known ones).
     """
-    scale_fn = ADVANTAGE_SCALES.get(scale)
-    grouped = _grouped(rewards, group_size)
-    centered = grouped - torch.nanmean(grouped, dim=1, keepdim=True)
-    advantages = scale_fn(centered, grouped)
-    # A group with fewer than two scorable rewards has a NaN std: no signal, so no update.
-    return torch.nan_to_num(advantages, nan=0.0).reshape(-1)
+    return compute_advantages(rewards, group_size, estimator="grpo", scale=scale)
 
 
 def _group_std_is_zero(rewards: Tensor, group_size: int) -> Tensor:
