@@ -24,6 +24,7 @@ from grpo_ray.algo.kl import KL_ESTIMATORS, compute_kl
 from grpo_ray.algo.logprobs import entropy_from_logits, selective_log_softmax
 from grpo_ray.algo.losses import IMPORTANCE_SAMPLING_LEVELS, compute_policy_loss
 from grpo_ray.algo.masks import completion_mask_from_eos, mask_truncated_completions
+from grpo_ray.algo.objectives import POLICY_OBJECTIVES
 from grpo_ray.algo.rewards import combine_rewards, reward_function_stats
 from grpo_ray.algo.stats import masked_mean, nanstd
 
@@ -33,6 +34,7 @@ __all__ = [
     "IMPORTANCE_SAMPLING_LEVELS",
     "KL_ESTIMATORS",
     "LOSS_AGGREGATIONS",
+    "POLICY_OBJECTIVES",
     "combine_rewards",
     "completion_mask_from_eos",
     "compute_advantages",

@@ -30,10 +30,15 @@ whole generation batch, gathered over processes, grpo_trainer.py:2497-2498) divi
 (grpo_trainer.py:3153-3167); here that is the learner's job, so every aggregation returns the loss of
 the rows it was given. Without the global counts each one normalises by this batch alone and equals
 TRL's ``_compute_loss`` before that division.
+
+The right-hand column is a property of each registered entry, ``LOSS_AGGREGATIONS.get(name).split_invariant``:
+a learner that sums micro-batches and ranks reads it to decide how to scale each micro-batch's loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -42,7 +47,7 @@ from torch import Tensor
 from grpo_ray.utils.registry import Registry
 
 
-class LossAggregation(Protocol):
+class AggregateFn(Protocol):
     def __call__(
         self,
         per_token_loss: Tensor,
@@ -54,7 +59,33 @@ class LossAggregation(Protocol):
     ) -> Tensor: ...
 
 
+@dataclass(frozen=True)
+class LossAggregation:
+    """A registered ``loss_type``: called like its function, and carrying how it behaves when split.
+
+    Attributes:
+        aggregate: per-token losses [N, T] (or [N, 1]) and mask [N, T] -> scalar.
+        split_invariant: with the global counts passed, the micro-batch losses of a step *sum* to the
+            full batch's loss, so a learner whose engine averages must multiply each by the number of
+            micro-batches averaged over; False: the loss is local to its batch and is left averaged.
+    """
+
+    aggregate: AggregateFn
+    split_invariant: bool
+
+    def __call__(self, per_token_loss: Tensor, mask: Tensor, **counts) -> Tensor:
+        return self.aggregate(per_token_loss, mask, **counts)
+
+
 LOSS_AGGREGATIONS: Registry[LossAggregation] = Registry("loss_type")
+
+
+def _register(name: str, *, split_invariant: bool) -> Callable[[AggregateFn], AggregateFn]:
+    def add(fn: AggregateFn) -> AggregateFn:
+        LOSS_AGGREGATIONS.register(name)(LossAggregation(fn, split_invariant))
+        return fn
+
+    return add
 
 
 def _count(value: float | Tensor, like: Tensor) -> Tensor:
@@ -62,7 +93,7 @@ def _count(value: float | Tensor, like: Tensor) -> Tensor:
     return torch.as_tensor(value, dtype=like.dtype, device=like.device).clamp(min=1.0)
 
 
-@LOSS_AGGREGATIONS.register("grpo")
+@_register("grpo", split_invariant=True)
 def aggregate_grpo(per_token_loss, mask, *, max_completion_length, global_num_tokens, global_num_sequences):
     """Mean over sequences of masked token means; [N, T] or [N, 1], mask [N, T] -> scalar.
 
@@ -75,7 +106,7 @@ def aggregate_grpo(per_token_loss, mask, *, max_completion_length, global_num_to
     return per_sequence.sum() / _count(global_num_sequences, per_sequence)
 
 
-@LOSS_AGGREGATIONS.register("bnpo")
+@_register("bnpo", split_invariant=False)
 def aggregate_bnpo(per_token_loss, mask, *, max_completion_length, global_num_tokens, global_num_sequences):
     """Sum of masked token losses / active tokens in this batch; -> scalar. Local by definition.
 
@@ -85,7 +116,7 @@ def aggregate_bnpo(per_token_loss, mask, *, max_completion_length, global_num_to
     return (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-@LOSS_AGGREGATIONS.register("dr_grpo")
+@_register("dr_grpo", split_invariant=True)
 def aggregate_dr_grpo(per_token_loss, mask, *, max_completion_length, global_num_tokens, global_num_sequences):
     """Sum of masked token losses / (N * max_completion_length); -> scalar (Liu et al. 2025).
 
@@ -102,7 +133,7 @@ def aggregate_dr_grpo(per_token_loss, mask, *, max_completion_length, global_num
     return total / (_count(num_sequences, total) * max_completion_length)
 
 
-@LOSS_AGGREGATIONS.register("dapo")
+@_register("dapo", split_invariant=True)
 def aggregate_dapo(per_token_loss, mask, *, max_completion_length, global_num_tokens, global_num_sequences):
     """Sum of masked token losses / ``global_num_tokens`` (default: this batch's); -> scalar.
 

@@ -1,6 +1,7 @@
-"""The clipped policy-gradient loss of GRPO and its variants, on plain tensors.
+"""The policy-gradient loss of GRPO and its variants, on plain tensors.
 
-Per token t of sequence i (Shao et al. 2024, "DeepSeekMath", arXiv:2402.03300; PPO's clip):
+Per token t of sequence i, with the default ``policy_objective="clip"`` (Shao et al. 2024,
+"DeepSeekMath", arXiv:2402.03300; PPO's clip):
 
     ratio  = exp(logprobs - old_logprobs)
     loss_t = -min(ratio * A_i, clip(ratio, 1 - epsilon_low, 1 + epsilon_high) * A_i) + beta * KL_t
@@ -8,12 +9,14 @@ Per token t of sequence i (Shao et al. 2024, "DeepSeekMath", arXiv:2402.03300; P
 ``epsilon_high > epsilon_low`` is DAPO's "clip-higher" (Yu et al. 2025, arXiv:2503.14476).
 ``importance_sampling_level="sequence"`` is GSPO (Zheng et al. 2025, "Group Sequence Policy
 Optimization", arXiv:2507.18071): one ratio per sequence, exp of the masked mean token log ratio.
-The per-token losses are then reduced by the ``loss_type`` registry (``aggregation.py``).
+The first term is chosen by the ``policy_objective`` registry (``objectives.py``: clip with optional
+two-sided ``delta``, cispo, sapo); the per-token losses are then reduced by the ``loss_type``
+registry (``aggregation.py``).
 
 Everything matches TRL 1.16 ``GRPOTrainer._compute_loss`` (``trl/trainer/grpo_trainer.py:3020-3290``)
-for the clipped loss types (grpo, bnpo, dr_grpo, dapo), with TRL's optional extras (``delta``
-two-sided clipping, entropy masking, vLLM importance-sampling correction, off-policy masking, KL
-bias correction) left out.
+for its loss types grpo, bnpo, dr_grpo, dapo, cispo and sapo and its ``delta``, with TRL's other
+optional extras (entropy masking, off-policy masking, KL bias correction) left out; its vLLM
+importance-sampling correction is ``token_weights``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from torch import Tensor
 
 from grpo_ray.algo.aggregation import LOSS_AGGREGATIONS
 from grpo_ray.algo.kl import KL_ESTIMATORS
-from grpo_ray.algo.stats import masked_mean, masked_row_mean
+from grpo_ray.algo.objectives import POLICY_OBJECTIVES, ObjectiveOptions, nan_reduce
+from grpo_ray.algo.stats import masked_mean
 from grpo_ray.utils.registry import Registry
 
 # (log_ratio [N, T], mask [N, T]) -> log importance weights, [N, T] (token) or [N, 1] (sequence)
@@ -83,8 +87,13 @@ def compute_policy_loss(
     global_num_tokens: float | Tensor | None = None,
     global_num_sequences: int | None = None,
     token_weights: Tensor | None = None,
+    policy_objective: str = "clip",
+    delta: float | None = None,
+    cispo_max_ratio: float = 5.0,
+    sapo_temperature_pos: float = 1.0,
+    sapo_temperature_neg: float = 1.05,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped surrogate loss (+ beta * KL) aggregated by ``loss_type``; GRPO / DAPO / Dr. GRPO / GSPO.
+    """Policy loss (+ beta * KL) aggregated by ``loss_type``; GRPO / DAPO / Dr. GRPO / GSPO / CISPO / SAPO.
 
     Args:
         logprobs: [N, T] log pi_theta of the sampled tokens, with grad (N = B*G sequences).
@@ -94,7 +103,7 @@ def compute_policy_loss(
         completion_mask: [N, T], 1 for tokens in the loss. Masked positions may hold any value,
             even inf/NaN: they are zeroed before use, so they reach neither loss nor gradient.
         loss_type: name in ``LOSS_AGGREGATIONS``: grpo, bnpo, dr_grpo, dapo (see aggregation.py).
-        epsilon_low, epsilon_high: clip range [1 - epsilon_low, 1 + epsilon_high].
+        epsilon_low, epsilon_high: clip range [1 - epsilon_low, 1 + epsilon_high] (``clip`` only).
         beta: KL penalty coefficient; != 0 needs ``ref_logprobs``.
         ref_logprobs: [N, T] log pi_ref, or None. Given with beta == 0, KL is still logged.
         kl_estimator: name in ``KL_ESTIMATORS``: k1, k2, k3 (Schulman 2020; k3 is TRL's).
@@ -106,22 +115,32 @@ def compute_policy_loss(
             pass both; see aggregation.py for which loss types are split-invariant.
         token_weights: [N, T] no-grad weights on each token's policy term (not the KL term), e.g. the
             truncated importance weights of ``correction.truncated_importance_weights``; None = 1.
+        policy_objective: name in ``POLICY_OBJECTIVES``: clip, cispo, sapo (see objectives.py).
+        delta: ``clip`` only: cap on the unclipped ratio, two-sided clipping (TRL's ``delta``); None = off.
+        cispo_max_ratio: ``cispo`` only: cap on the detached importance weight.
+        sapo_temperature_pos, sapo_temperature_neg: ``sapo`` only: gate temperatures for A > 0 and A <= 0.
 
     Returns:
         (loss, metrics). ``loss`` is a scalar with grad. ``metrics`` are detached scalars for this batch,
-        named like TRL's: ``clip_ratio/{low,high,region}_mean`` (fraction of tokens, or of sequences for
-        GSPO, whose ratio is clipped in the direction that stops the gradient), ``clip_ratio/low_min`` and
-        ``clip_ratio/high_max`` (over per-sequence fractions), ``ratio/mean``, ``ratio/max``, ``kl``
-        (masked mean, when ``ref_logprobs`` is given) and ``num_tokens`` (to weight means across
-        micro-batches).
+        named like TRL's: for ``clip``, ``clip_ratio/{low,high,region}_mean`` (fraction of tokens, or of
+        sequences for GSPO, whose ratio is clipped in the direction that stops the gradient),
+        ``clip_ratio/low_min`` and ``clip_ratio/high_max`` (over per-sequence fractions); for ``cispo``,
+        ``cispo_clip_ratio``; for all, ``ratio/mean``, ``ratio/max``, ``kl`` (masked mean, when
+        ``ref_logprobs`` is given) and ``num_tokens`` (to weight means across micro-batches).
 
     Raises:
-        UnknownNameError: unknown loss_type, kl_estimator or importance_sampling_level.
-        ValueError: shape mismatch, beta != 0 without ref_logprobs, dr_grpo without max_completion_length.
+        UnknownNameError: unknown loss_type, kl_estimator, importance_sampling_level or policy_objective.
+        ValueError: shape mismatch, beta != 0 without ref_logprobs, dr_grpo without max_completion_length,
+            a non-positive delta, cispo_max_ratio or sapo temperature.
     """
     aggregate = LOSS_AGGREGATIONS.get(loss_type)
     estimate_kl = KL_ESTIMATORS.get(kl_estimator)
     log_weights_of = IMPORTANCE_SAMPLING_LEVELS.get(importance_sampling_level)
+    objective = POLICY_OBJECTIVES.get(policy_objective)
+    options = ObjectiveOptions(
+        epsilon_low=epsilon_low, epsilon_high=epsilon_high, delta=delta, cispo_max_ratio=cispo_max_ratio,
+        sapo_temperature_pos=sapo_temperature_pos, sapo_temperature_neg=sapo_temperature_neg,
+    )
     _check_inputs(logprobs, old_logprobs, advantages, completion_mask, ref_logprobs, beta)
 
     keep = completion_mask.bool()
@@ -133,8 +152,7 @@ def compute_policy_loss(
     advantages = advantages.to(logprobs.dtype).unsqueeze(1)
 
     ratio = torch.exp(log_weights_of(logprobs - old_logprobs, mask))  # [N, T] or [N, 1]
-    clipped_ratio = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
-    per_token_loss = -torch.min(ratio * advantages, clipped_ratio * advantages)
+    per_token_loss = objective.loss(ratio, logprobs, advantages, options)
     if token_weights is not None:
         per_token_loss = per_token_loss * token_weights.to(per_token_loss.dtype).masked_fill(~keep, 0.0)
 
@@ -151,42 +169,23 @@ def compute_policy_loss(
         global_num_tokens=global_num_tokens,
         global_num_sequences=global_num_sequences,
     )
-    metrics = _policy_metrics(ratio.detach(), advantages, mask, per_token_kl, epsilon_low, epsilon_high)
+    metrics = {
+        **objective.metrics(ratio.detach(), advantages, mask, options),
+        **_ratio_metrics(ratio.detach(), mask, per_token_kl),
+    }
     return loss, metrics
 
 
 @torch.no_grad()
-def _policy_metrics(
-    ratio: Tensor,
-    advantages: Tensor,
-    mask: Tensor,
-    per_token_kl: Tensor | None,
-    epsilon_low: float,
-    epsilon_high: float,
-) -> dict[str, Tensor]:
-    """TRL 1.16's clip metrics (grpo_trainer.py:3272-3283) plus ratio stats, for one batch."""
-    # Only clipping that zeroes the gradient counts: a low ratio with A > 0 is not clipped by min().
-    is_low = ((ratio < 1 - epsilon_low) & (advantages < 0)).to(mask.dtype)
-    is_high = ((ratio > 1 + epsilon_high) & (advantages > 0)).to(mask.dtype)
-    is_region = torch.maximum(is_low, is_high)
+def _ratio_metrics(ratio: Tensor, mask: Tensor, per_token_kl: Tensor | None) -> dict[str, Tensor]:
+    """Ratio stats, KL and the token count of one batch, whatever the objective."""
     per_position = ratio.shape == mask.shape
     active = mask.bool() if per_position else torch.ones_like(ratio, dtype=torch.bool)
     metrics = {
-        "clip_ratio/low_mean": masked_mean(is_low, mask),
-        "clip_ratio/high_mean": masked_mean(is_high, mask),
-        "clip_ratio/region_mean": masked_mean(is_region, mask),
-        "clip_ratio/low_min": _nan_reduce(masked_row_mean(is_low, mask), torch.min),
-        "clip_ratio/high_max": _nan_reduce(masked_row_mean(is_high, mask), torch.max),
         "ratio/mean": masked_mean(ratio, mask),
-        "ratio/max": _nan_reduce(ratio.masked_fill(~active, float("nan")), torch.max),
+        "ratio/max": nan_reduce(ratio.masked_fill(~active, float("nan")), torch.max),
         "num_tokens": mask.sum(),
     }
     if per_token_kl is not None:
         metrics["kl"] = masked_mean(per_token_kl.detach(), mask)
     return metrics
-
-
-def _nan_reduce(values: Tensor, reduce: Callable[[Tensor], Tensor]) -> Tensor:
-    """min/max over non-NaN entries; NaN when there are none (TRL's ``nanmin``/``nanmax``)."""
-    finite = values[~torch.isnan(values)]
-    return reduce(finite) if finite.numel() else values.new_tensor(float("nan"))

@@ -14,6 +14,9 @@ NOT split-invariant (pinned below so nobody relies on it by accident):
 - grpo / dr_grpo / dapo with their default local counts (TRL's behaviour before its division by the
   accumulation steps): summed, they double-count; averaged, grpo and dr_grpo only agree when every
   micro-batch has the same number of rows, and dapo only when every micro-batch has the same tokens.
+
+Which loss types are split-invariant is a property of each registry entry
+(``LOSS_AGGREGATIONS.get(name).split_invariant``), checked here against the behaviour.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grpo_ray.algo import compute_policy_loss
+from grpo_ray.algo import LOSS_AGGREGATIONS, compute_policy_loss
 from tests.unit.algo.helpers import random_batch
 
 pytestmark = pytest.mark.unit
@@ -102,3 +105,14 @@ def test_local_dapo_averaged_over_micro_batches_differs_when_token_counts_differ
     batch = _batch()
     averaged = sum(_loss(batch.rows(*rows), "dapo") for rows in SPLITS) / 2
     assert not torch.allclose(_grad(averaged, batch), _grad(_loss(batch, "dapo"), batch))
+
+
+@pytest.mark.parametrize("loss_type", sorted(LOSS_AGGREGATIONS))
+def test_registry_split_invariant_flag_says_whether_summed_micro_batches_equal_the_full_batch(loss_type):
+    """Each registered loss type carries ``split_invariant``; learners scale by it, so it must be true."""
+    batch = _batch()
+    counts = {"global_num_tokens": batch.completion_mask.sum(), "global_num_sequences": 8}
+    full_grad = _grad(_loss(batch, loss_type), batch)
+    parts = sum(_loss(batch.rows(*rows), loss_type, **counts) for rows in UNEVEN_SPLITS)
+    summed_equals_full = torch.allclose(_grad(parts, batch), full_grad)
+    assert LOSS_AGGREGATIONS.get(loss_type).split_invariant is summed_equals_full

@@ -1,15 +1,21 @@
 """Parity with TRL 1.16's GRPOTrainer on identical tensors.
 
 ``trl_compute_loss`` and ``trl_advantages`` below transcribe TRL 1.16.0 line for line (minus its
-optional extras: delta clipping, entropy mask, vLLM IS correction, off-policy mask, and the division
-by gradient-accumulation steps, which grpo_ray leaves to the learner). Sources:
+optional extras: entropy mask, vLLM IS correction, off-policy mask, and the division by
+gradient-accumulation steps, which grpo_ray leaves to the learner). Sources:
 
 - ``trl/trainer/grpo_trainer.py:3058-3059``  advantages [N] -> [N, 1]
 - ``trl/trainer/grpo_trainer.py:3083-3095``  log ratio, token/sequence importance weights, coef_1
 - ``trl/trainer/grpo_trainer.py:3098-3102``  k3 KL
-- ``trl/trainer/grpo_trainer.py:3112-3120``  clipped surrogate
-- ``trl/trainer/grpo_trainer.py:3149-3173``  + beta * KL, then grpo / bnpo / dr_grpo / dapo aggregation
-- ``trl/trainer/grpo_trainer.py:3254-3283``  masked_seq_mean, global_masked_mean, clip metrics
+- ``trl/trainer/grpo_trainer.py:3109-3111``  cispo: detached capped ratio * A * logp
+- ``trl/trainer/grpo_trainer.py:3112-3120``  clipped surrogate, with ``delta`` two-sided clipping
+- ``trl/trainer/grpo_trainer.py:3121-3124``  sapo: soft sigmoid gate
+- ``trl/trainer/grpo_trainer.py:3149-3173``  + beta * KL, then grpo/sapo, bnpo, dr_grpo, cispo/dapo aggregation
+- ``trl/trainer/grpo_trainer.py:3254-3286``  masked_seq_mean, global_masked_mean, clip and cispo metrics
+
+TRL's loss types map onto two switches here: ``cispo`` is ``policy_objective="cispo"`` with
+``loss_type="dapo"`` and TRL's ``epsilon_high`` as ``cispo_max_ratio``; ``sapo`` is
+``policy_objective="sapo"`` with ``loss_type="grpo"``; the others are ``policy_objective="clip"``.
 - ``trl/trainer/grpo_trainer.py:2759-2810``  reward combining, baseline, std scaling, NaN -> 0
 
 TRL's helper functions (``nanstd``, ``selective_log_softmax``, ``entropy_from_logits`` in
@@ -62,6 +68,10 @@ def trl_compute_loss(
     num_processes=1,
     current_gradient_accumulation_steps=1,
     steps_per_generation=1,
+    epsilon_high=EPS_HIGH,
+    delta=None,
+    sapo_temperature_pos=1.0,
+    sapo_temperature_neg=1.05,
 ):
     """GRPOTrainer._compute_loss, grpo_trainer.py:3058-3173 (see module docstring), one process."""
     mask = mask.to(per_token_logps.dtype)  # TRL's mask is an int tensor; float keeps clamp(min=1.0) exact
@@ -76,19 +86,29 @@ def trl_compute_loss(
     coef_1 = torch.exp(log_importance_weights)
     if beta != 0.0:
         per_token_kl = torch.exp(ref_per_token_logps - per_token_logps) - (ref_per_token_logps - per_token_logps) - 1
-    coef_2 = torch.clamp(coef_1, 1 - EPS_LOW, 1 + EPS_HIGH)
-    per_token_loss1 = coef_1 * advantages
-    per_token_loss2 = coef_2 * advantages
-    per_token_loss = -torch.min(per_token_loss1, per_token_loss2)
+    if loss_type == "cispo":
+        clamped_ratios = torch.clamp(coef_1, max=epsilon_high).detach()
+        per_token_loss = -clamped_ratios * advantages * per_token_logps
+    elif loss_type in ["grpo", "bnpo", "dr_grpo", "dapo"]:
+        coef_2 = torch.clamp(coef_1, 1 - EPS_LOW, 1 + epsilon_high)
+        if delta is not None:
+            coef_1 = torch.clamp(coef_1, max=delta)
+        per_token_loss1 = coef_1 * advantages
+        per_token_loss2 = coef_2 * advantages
+        per_token_loss = -torch.min(per_token_loss1, per_token_loss2)
+    elif loss_type == "sapo":
+        temperatures = torch.where(advantages > 0, sapo_temperature_pos, sapo_temperature_neg)
+        soft_coef_1 = torch.sigmoid(temperatures * (coef_1 - 1)) * 4 / temperatures
+        per_token_loss = -soft_coef_1 * advantages
     if beta != 0.0:
         per_token_loss = per_token_loss + beta * per_token_kl
-    if loss_type == "grpo":
+    if loss_type in ["grpo", "sapo"]:
         loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
     elif loss_type == "bnpo":
         loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
     elif loss_type == "dr_grpo":
         loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * MAX_LEN)
-    elif loss_type == "dapo":
+    elif loss_type in ["cispo", "dapo"]:
         normalizer = num_items_in_batch.clamp(min=1.0) / num_processes
         normalizer = normalizer * current_gradient_accumulation_steps / steps_per_generation
         loss = (per_token_loss * mask).sum() / normalizer
@@ -109,16 +129,21 @@ def trl_compute_loss(
         finite = x[~torch.isnan(x)]
         return fn(finite).item() if finite.numel() else float("nan")
 
-    is_low_clipped = (coef_1 < 1 - EPS_LOW) & (advantages < 0)
-    is_high_clipped = (coef_1 > 1 + EPS_HIGH) & (advantages > 0)
-    is_region_clipped = is_low_clipped | is_high_clipped
-    metrics = {
-        "clip_ratio/low_mean": global_masked_mean(is_low_clipped.float()),
-        "clip_ratio/high_mean": global_masked_mean(is_high_clipped.float()),
-        "clip_ratio/region_mean": global_masked_mean(is_region_clipped.float()),
-        "clip_ratio/low_min": nan_reduce(masked_seq_mean(is_low_clipped.float()), torch.min),
-        "clip_ratio/high_max": nan_reduce(masked_seq_mean(is_high_clipped.float()), torch.max),
-    }
+    metrics = {}
+    if loss_type in ["grpo", "bnpo", "dr_grpo", "dapo"]:
+        is_low_clipped = (coef_1 < 1 - EPS_LOW) & (advantages < 0)
+        is_high_clipped = (coef_1 > 1 + epsilon_high) & (advantages > 0)
+        is_region_clipped = is_low_clipped | is_high_clipped
+        metrics = {
+            "clip_ratio/low_mean": global_masked_mean(is_low_clipped.float()),
+            "clip_ratio/high_mean": global_masked_mean(is_high_clipped.float()),
+            "clip_ratio/region_mean": global_masked_mean(is_region_clipped.float()),
+            "clip_ratio/low_min": nan_reduce(masked_seq_mean(is_low_clipped.float()), torch.min),
+            "clip_ratio/high_max": nan_reduce(masked_seq_mean(is_high_clipped.float()), torch.max),
+        }
+    elif loss_type == "cispo":
+        is_cispo_clipped = (coef_1 > epsilon_high) & (advantages > 0)
+        metrics["cispo_clip_ratio"] = global_masked_mean(is_cispo_clipped.float())
     if beta != 0.0:
         metrics["kl"] = global_masked_mean(per_token_kl.detach())
     return loss, metrics
@@ -158,6 +183,75 @@ def test_policy_loss_matches_trl(loss_type, level, beta, seed):
     assert set(expected_metrics) <= set(metrics)
     for name, value in expected_metrics.items():
         assert metrics[name].item() == pytest.approx(value, nan_ok=True), name
+
+
+# TRL loss_type -> (policy_objective, loss_type, TRL options, grpo_ray options). The cispo cap and delta
+# sit inside the random batch's ratio range (~0.55 to ~1.8), so they bind on some tokens and not others.
+NEWER_LOSSES = {
+    "cispo": ("cispo", "dapo", {"epsilon_high": 1.3}, {"cispo_max_ratio": 1.3}),
+    "sapo": ("sapo", "grpo", {}, {}),
+    "sapo_temperatures": (
+        "sapo", "grpo", {"sapo_temperature_pos": 0.6, "sapo_temperature_neg": 1.7},
+        {"sapo_temperature_pos": 0.6, "sapo_temperature_neg": 1.7},
+    ),
+    "dapo_delta": ("clip", "dapo", {"delta": 1.4}, {"delta": 1.4}),
+    "grpo_delta": ("clip", "grpo", {"delta": 1.4}, {"delta": 1.4}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEWER_LOSSES))
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_newer_loss_types_match_trl(case, level, beta, seed):
+    objective, loss_type, trl_options, options = NEWER_LOSSES[case]
+    trl_loss_type = case.split("_")[0] if objective == "clip" else objective
+    batch = random_batch(seed=seed, num_sequences=6, num_tokens=7, empty_row=seed == 1)
+    args = (batch.logprobs, batch.old_logprobs, batch.ref_logprobs, batch.advantages, batch.completion_mask)
+    expected, expected_metrics = trl_compute_loss(
+        *args,
+        loss_type=trl_loss_type,
+        importance_sampling_level=level,
+        beta=beta,
+        num_items_in_batch=batch.completion_mask.sum(),
+        **trl_options,
+    )
+    loss, metrics = compute_policy_loss(
+        batch.logprobs,
+        batch.old_logprobs,
+        batch.advantages,
+        batch.completion_mask,
+        loss_type=loss_type,
+        policy_objective=objective,
+        epsilon_low=EPS_LOW,
+        epsilon_high=EPS_HIGH,
+        beta=beta,
+        ref_logprobs=batch.ref_logprobs if beta else None,
+        importance_sampling_level=level,
+        max_completion_length=MAX_LEN,
+        **options,
+    )
+    torch.testing.assert_close(loss, expected)
+    (grad,) = torch.autograd.grad(loss, batch.logprobs)
+    (expected_grad,) = torch.autograd.grad(expected, batch.logprobs)
+    torch.testing.assert_close(grad, expected_grad)
+    assert set(expected_metrics) <= set(metrics)
+    for name, value in expected_metrics.items():
+        assert metrics[name].item() == pytest.approx(value, nan_ok=True), name
+
+
+@pytest.mark.parametrize("case", sorted(NEWER_LOSSES))
+def test_newer_loss_types_differ_from_plain_clip(case):
+    """The options bind on this batch: each newer loss is not the plain clipped loss in disguise."""
+    objective, loss_type, _, options = NEWER_LOSSES[case]
+    batch = random_batch(seed=0, num_sequences=6, num_tokens=7)
+    common = {"loss_type": loss_type, "epsilon_low": EPS_LOW, "epsilon_high": EPS_HIGH}
+    args = (batch.logprobs, batch.old_logprobs, batch.advantages, batch.completion_mask)
+    plain, _ = compute_policy_loss(*args, **common)
+    newer, _ = compute_policy_loss(*args, policy_objective=objective, **common, **options)
+    (plain_grad,) = torch.autograd.grad(plain, batch.logprobs)
+    (newer_grad,) = torch.autograd.grad(newer, batch.logprobs)
+    assert not torch.allclose(plain_grad, newer_grad)
 
 
 def test_dapo_normaliser_maps_to_trls_num_items_in_batch():
@@ -292,18 +386,27 @@ CITED_LINES = {
         3087: "log_importance_weights = (log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)",
         3095: "coef_1 = torch.exp(log_importance_weights)",
         3101: "torch.exp(ref_per_token_logps - per_token_logps) - (ref_per_token_logps - per_token_logps) - 1",
+        3110: "clamped_ratios = torch.clamp(coef_1, max=self.epsilon_high).detach()",
+        3111: "per_token_loss = -clamped_ratios * advantages * per_token_logps",
         3113: "coef_2 = torch.clamp(coef_1, 1 - self.epsilon_low, 1 + self.epsilon_high)",
+        3116: "coef_1 = torch.clamp(coef_1, max=self.args.delta)",
         3120: "per_token_loss = -torch.min(per_token_loss1, per_token_loss2)",
+        3122: "temperatures = torch.where(advantages > 0, self.args.sapo_temperature_pos, self.args.sapo_temperature_neg)",
+        3123: "soft_coef_1 = torch.sigmoid(temperatures * (coef_1 - 1)) * 4 / temperatures",
+        3124: "per_token_loss = -soft_coef_1 * advantages",
         3150: "per_token_loss = per_token_loss + self.beta * per_token_kl",
+        3153: 'if self.loss_type in ["grpo", "sapo"]:',
         3154: "loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()",
         3159: "loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)",
         3164: "loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * self.max_completion_length)",
+        3168: 'elif self.loss_type in ["cispo", "dapo", "vespo"]:',
         3170: 'normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes',
         3173: "loss = (per_token_loss * mask).sum() / normalizer",
         3257: "return (x * mask).sum(-1) / mask.sum(-1)",
         3259: "def global_masked_mean(x):",
         3274: "is_low_clipped = (coef_1 < 1 - self.epsilon_low) & (advantages < 0)",
         3275: "is_high_clipped = (coef_1 > 1 + self.epsilon_high) & (advantages > 0)",
+        3285: "is_cispo_clipped = (coef_1 > self.epsilon_high) & (advantages > 0)",
     },
     "trainer/utils.py": {
         538: "def selective_log_softmax(",
