@@ -59,6 +59,11 @@ class ModelConfig(_Section):
     lora: LoraConfig = Field(default_factory=LoraConfig, description="The LoRA adapter that GRPO trains.")
 
 
+class DemonstrationConfig(_Section):
+    question: str = Field(min_length=1, description="The demonstration's user turn.")
+    answer: str = Field(min_length=1, description="The assistant's reply to it, in the format the rewards ask for.")
+
+
 class DataConfig(_Section):
     source: str = Field(
         "arithmetic",
@@ -75,6 +80,14 @@ class DataConfig(_Section):
     system_prompt: Optional[str] = Field(None, description="System prompt; null uses the tag style's default.")
     tag_style: Literal["reasoning", "thinking"] = Field(
         "reasoning", description="Tags the model must use: <reasoning>/<answer> or <thinking>/<answer>."
+    )
+    demonstrations: list[DemonstrationConfig] = Field(
+        default_factory=list,
+        description="Worked examples put before every question as earlier user/assistant turns (few-shot in chat form).",
+    )
+    assistant_prefix: str = Field(
+        "", description="Text every reply starts with, prefilled: the model continues it (TRL's continue_final_message), "
+        "and rewards and eval score prefix + completion. E.g. '<reasoning>\\n' for a model that ignores the format.",
     )
     max_prompt_tokens: int = Field(256, ge=8, description="Prompts longer than this (in tokens) are dropped.")
     limit: Optional[int] = Field(None, ge=1, description="Use only the first N rows (after shuffling with trainer.seed).")

@@ -33,6 +33,7 @@ from grpo_ray.checkpoint import CheckpointManager, find_latest_checkpoint, read_
 from grpo_ray.cluster import Workers, async_core_contention, init_ray
 from grpo_ray.config import GRPOConfig
 from grpo_ray.data.from_config import load_split
+from grpo_ray.data.prompts import assistant_prefix, question_of, with_assistant_prefix
 from grpo_ray.errors import UserError
 from grpo_ray.evaluation.records import write_eval_json
 from grpo_ray.evaluation.table import metrics_for_rows, score_eval
@@ -303,7 +304,8 @@ class GRPOTrainer:
     def score(self, rows: list[dict[str, Any]], rollouts: RolloutBatch) -> ScoreResult:
         g = rollouts.group_size
         prompts = [row["prompt"] for row in rows for _ in range(g)]
-        completions = [[{"role": "assistant", "content": text}] for text in rollouts.completion_texts]
+        texts = with_assistant_prefix(prompts, rollouts.completion_texts)  # the whole reply: prefix + generated
+        completions = [[{"role": "assistant", "content": text}] for text in texts]
         columns = {k: [row[k] for row in rows for _ in range(g)] for k in rows[0] if k != "prompt"}
         columns["completion_ids"] = rollouts.completion_ids
         parts = split_for_workers(len(completions), g, len(self.workers.rewards))
@@ -387,7 +389,8 @@ class GRPOTrainer:
         for i in range(min(count, len(rollouts))):
             row = rows[i // g]
             entry = {
-                "prompt": row["prompt"][-1]["content"], "completion": rollouts.completion_texts[i],
+                "prompt": question_of(row["prompt"]),
+                "completion": assistant_prefix(row["prompt"]) + rollouts.completion_texts[i],
                 "answer": str(row.get("answer", "")), "reward": float(rewards[i]),
             }
             entry.update({f"rewards/{n}": scores.rewards[i][j] for j, n in enumerate(scores.names)})
@@ -407,7 +410,8 @@ class GRPOTrainer:
         sampling = SamplingConfig(
             n=1, temperature=0.0, max_tokens=self.cfg.eval.max_tokens or self.cfg.rollout.max_completion_tokens,
         )
-        texts = self._generate_sharded([row["prompt"] for row in rows], sampling).completion_texts
+        prompts = [row["prompt"] for row in rows]
+        texts = with_assistant_prefix(prompts, self._generate_sharded(prompts, sampling).completion_texts)
         result = score_eval(rows, texts, self.eval_metrics, tag_style=self.cfg.data.tag_style)
         write_eval_json(self.output_dir / "eval" / f"step-{self.step}.json", self.step, result, rows, texts,
                         tag_style=self.cfg.data.tag_style)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import datasets
 # Importing the built-in modules registers them in DATASETS.
 from grpo_ray.data import arithmetic, gsm8k, medical_o1, pubmedqa  # noqa: F401
 from grpo_ray.data.catalog import DATASETS, BuiltinDataset, LoadRequest, builtin_datasets
-from grpo_ray.data.prompts import attach_prompts, resolve_system_prompt
+from grpo_ray.data.prompts import PromptRecipe, attach_prompts, resolve_system_prompt
 from grpo_ray.data.sources import (
     TABLE_BUILDERS,
     DataSourceError,
@@ -58,6 +59,8 @@ def load_prompt_dataset(
     subset: str | None = None,
     limit: int | None = None,
     seed: int = 0,
+    demonstrations: Sequence[tuple[str, str]] = (),
+    assistant_prefix: str = "",
 ) -> datasets.Dataset:
     """Rows ``{"prompt": [system, user], "answer": str, ...extra columns}`` for GRPO.
 
@@ -71,6 +74,8 @@ def load_prompt_dataset(
     subset: hub config name ("main" for GSM8K); for "arithmetic" "one_step" / "two_step".
     limit: keep this many rows, sampled with ``seed``; for arithmetic "train", how many to make.
     seed: the ``limit`` sample and the arithmetic generator.
+    demonstrations: (question, reply) pairs put before the question as earlier chat turns.
+    assistant_prefix: the start of the reply, prefilled (see ``PromptRecipe``).
 
     Rows with an empty question or answer are dropped with a warning. Errors a user can fix
     raise ``DataSourceError`` with a one-line message.
@@ -90,7 +95,8 @@ def load_prompt_dataset(
     records = drop_incomplete(records, question_key, source)
     records = sample_rows(records, limit, seed)
     system = resolve_system_prompt(system_prompt, tag_style, builtin.instruction if builtin else "")
-    return attach_prompts(records, system, question_key)
+    recipe = PromptRecipe(system, tuple((q, a) for q, a in demonstrations), assistant_prefix)
+    return attach_prompts(records, recipe, question_key)
 
 
 def _load_records(

@@ -12,8 +12,12 @@ from typing import Any
 
 
 def count_prompt_tokens(prompt: Sequence[Mapping[str, str]], tokenizer: Any) -> int:
-    """Tokens in one chat prompt as the policy sees it: chat template plus generation prompt."""
-    ids = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True)
+    """Tokens in one chat prompt as the policy sees it: chat template plus generation prompt (or,
+    for a prompt ending with an assistant prefix, the prefix continued, as the engines encode it)."""
+    partial = bool(prompt) and prompt[-1]["role"] == "assistant"
+    ids = tokenizer.apply_chat_template(
+        list(prompt), add_generation_prompt=not partial, continue_final_message=partial, tokenize=True
+    )
     # transformers >= 5 returns a BatchEncoding here; 4.x returned the list of ids
     if isinstance(ids, Mapping):
         ids = ids["input_ids"]

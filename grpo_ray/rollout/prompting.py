@@ -9,10 +9,19 @@ _SEED_STRIDE = 1_000_003
 
 
 def encode_prompts(tokenizer, prompts: list[list[dict[str, str]]]) -> list[list[int]]:
-    """Apply the model's chat template with the generation prompt: [B][P_b] token ids."""
+    """Apply the model's chat template with the generation prompt: [B][P_b] token ids.
+
+    A prompt that ends with an assistant message (an assistant prefix, see
+    ``grpo_ray.data.prompts.PromptRecipe``) is continued instead: the template renders that
+    message unclosed and adds no new turn (``continue_final_message``), so generation picks up
+    right after the prefix.
+    """
     out = []
     for messages in prompts:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        partial = bool(messages) and messages[-1]["role"] == "assistant"
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=not partial, continue_final_message=partial, tokenize=True
+        )
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # transformers 5 may return an Encoding
             ids = ids["input_ids"]
         out.append(list(ids))

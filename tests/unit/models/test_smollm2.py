@@ -82,3 +82,12 @@ def test_a_second_resolve_reuses_the_folder(smollm2_dir):
     assert again == smollm2_dir
     assert time.perf_counter() - start < 1.0
     assert (smollm2_dir / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_an_assistant_prefix_is_continued_by_its_template(loaded):
+    from grpo_ray.data.prompts import PromptRecipe
+    from grpo_ray.rollout.prompting import encode_prompts
+
+    _, tokenizer = loaded
+    (ids,) = encode_prompts(tokenizer, [PromptRecipe("S", (), "<reasoning>\n").messages("Q")])
+    assert tokenizer.decode(ids).endswith("<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<reasoning>\n")
