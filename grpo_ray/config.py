@@ -22,8 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 AdvantageScale = Literal["group", "batch", "none"]
+AdvantageEstimator = Literal["grpo", "rloo", "reinforce_pp_baseline"]
+PolicyObjective = Literal["clip", "cispo", "sapo"]
 KLEstimator = Literal["k1", "k2", "k3"]
 ImportanceSamplingLevel = Literal["token", "sequence"]
+# The scale_rewards each advantage estimator takes, its default first (grpo_ray.algo.ADVANTAGE_ESTIMATORS'
+# ``scales``): rloo and reinforce_pp_baseline scale themselves, so a std scale on top means nothing.
+ESTIMATOR_SCALES: dict[str, tuple[str, ...]] = {
+    "grpo": ("group", "batch", "none"), "rloo": ("none",), "reinforce_pp_baseline": ("none",),
+}
 MetricSink = Literal["console", "jsonl", "tensorboard", "wandb", "mlflow"]
 
 
@@ -142,7 +149,30 @@ class AlgoConfig(_Section):
     kl_estimator: KLEstimator = Field("k3", description="KL estimator (Schulman's k1, k2, k3).")
     epsilon: float = Field(0.2, gt=0, lt=1, description="Lower clip range: ratios below 1 - epsilon are clipped.")
     epsilon_high: Optional[float] = Field(None, gt=0, description="Upper clip range (DAPO's clip-higher); null means epsilon.")
-    scale_rewards: AdvantageScale = Field("group", description="Divide advantages by the group std, the batch std, or not at all.")
+    scale_rewards: AdvantageScale = Field(
+        "group", description="Divide advantages by the group std, the batch std, or not at all (advantage_estimator=grpo; "
+        "the others take only none)."
+    )
+    advantage_estimator: AdvantageEstimator = Field(
+        "grpo", description="Advantages from each group's rewards: grpo (group-mean baseline, then scale_rewards), rloo "
+        "(leave-one-out baseline; RLOO, Ahmadian et al. 2024) or reinforce_pp_baseline (group-mean baseline, then "
+        "whitened over the batch's completion tokens; REINFORCE++, Hu 2025).",
+    )
+    policy_objective: PolicyObjective = Field(
+        "clip", description="Per-token objective: clip (PPO's clipped ratio), cispo (a capped, detached importance weight "
+        "times the log-prob, so clipped tokens keep their gradient; MiniMax-M1) or sapo (a sigmoid gate instead of the "
+        "clip; SAPO). TRL's loss_type=cispo is cispo with loss_type=dapo, its sapo is sapo with loss_type=grpo.",
+    )
+    delta: Optional[float] = Field(
+        None, gt=1, description="Two-sided clipping (INTELLECT-2, TRL's delta), policy_objective=clip: cap the unclipped "
+        "ratio at delta, bounding the loss of negative-advantage tokens whose ratio ran away; null: off.",
+    )
+    cispo_max_ratio: float = Field(
+        5.0, ge=1, description="policy_objective=cispo: cap on the importance weight (ScaleRL's eps_max; what TRL's "
+        "epsilon_high means under loss_type=cispo).",
+    )
+    sapo_temperature_pos: float = Field(1.0, gt=0, description="policy_objective=sapo: gate temperature for tokens with positive advantage.")
+    sapo_temperature_neg: float = Field(1.05, gt=0, description="policy_objective=sapo: gate temperature for tokens with advantage <= 0.")
     num_iterations: int = Field(1, ge=1, description="Policy updates per generated batch (PPO epochs, TRL's mu).")
     importance_sampling_level: ImportanceSamplingLevel = Field(
         "token", description="Importance ratio per token (GRPO) or per sequence (GSPO)."
@@ -284,6 +314,41 @@ def _rule_epsilon_high(c: GRPOConfig) -> Optional[str]:
     return None
 
 
+def _rule_advantage_scale(c: GRPOConfig) -> Optional[str]:
+    a = c.algo
+    allowed = ESTIMATOR_SCALES[a.advantage_estimator]
+    if a.scale_rewards not in allowed:
+        return (
+            f"algo.scale_rewards={a.scale_rewards!r}: advantage_estimator={a.advantage_estimator!r} scales its own "
+            f"advantages, so a std scale on top would only change the step size; set algo.scale_rewards={allowed[0]}"
+        )
+    return None
+
+
+def _rule_objective_options(c: GRPOConfig) -> Optional[str]:
+    a = c.algo
+    if a.delta is not None and a.policy_objective != "clip":
+        return (
+            f"algo.delta={a.delta}: two-sided clipping caps the clip objective's ratio, and "
+            f"policy_objective={a.policy_objective!r} has none; unset algo.delta or use policy_objective=clip"
+        )
+    if a.delta is not None and a.delta < 1 + a.resolved_epsilon_high:
+        return (
+            f"algo.delta={a.delta}: below 1 + epsilon_high ({1 + a.resolved_epsilon_high:g}) it would also clip "
+            f"positive-advantage tokens inside the clip range; raise it above {1 + a.resolved_epsilon_high:g} or unset it"
+        )
+    if a.epsilon_high is not None and a.policy_objective != "clip":
+        instead = {
+            "cispo": "its weight cap is algo.cispo_max_ratio (TRL's epsilon_high under loss_type=cispo)",
+            "sapo": "its gate is set by algo.sapo_temperature_pos and algo.sapo_temperature_neg",
+        }[a.policy_objective]
+        return (
+            f"algo.epsilon_high={a.epsilon_high}: policy_objective={a.policy_objective!r} has no clip range; "
+            f"{instead}; unset algo.epsilon_high"
+        )
+    return None
+
+
 def _rule_4bit(c: GRPOConfig) -> Optional[str]:
     if c.model.load_in_4bit and c.learner.zero_stage == 3:
         return "model.load_in_4bit=true: NF4 weights cannot be sharded by ZeRO-3; use learner.zero_stage 0 or 2"
@@ -310,7 +375,10 @@ def _rule_tensor_parallel(c: GRPOConfig) -> Optional[str]:
     return None
 
 
-_RULES = [_rule_group_size, _rule_batch_splits, _rule_epsilon_high, _rule_4bit, _rule_tensor_parallel, _rule_rewards_resolve]
+_RULES = [
+    _rule_group_size, _rule_batch_splits, _rule_epsilon_high, _rule_advantage_scale, _rule_objective_options,
+    _rule_4bit, _rule_tensor_parallel, _rule_rewards_resolve,
+]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,15 @@ import typing
 import pytest
 
 from grpo_ray import algo
-from grpo_ray.config import AdvantageScale, ImportanceSamplingLevel, KLEstimator, LossType
+from grpo_ray.config import (
+    ESTIMATOR_SCALES,
+    AdvantageEstimator,
+    AdvantageScale,
+    ImportanceSamplingLevel,
+    KLEstimator,
+    LossType,
+    PolicyObjective,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -23,11 +31,20 @@ pytestmark = pytest.mark.unit
         (AdvantageScale, algo.ADVANTAGE_SCALES),
         (KLEstimator, algo.KL_ESTIMATORS),
         (ImportanceSamplingLevel, algo.IMPORTANCE_SAMPLING_LEVELS),
+        (AdvantageEstimator, algo.ADVANTAGE_ESTIMATORS),
+        (PolicyObjective, algo.POLICY_OBJECTIVES),
     ],
-    ids=["loss_type", "scale_rewards", "kl_estimator", "importance_sampling_level"],
+    ids=["loss_type", "scale_rewards", "kl_estimator", "importance_sampling_level", "advantage_estimator",
+         "policy_objective"],
 )
 def test_config_choices_match_algo_registries(literal, registry):
     assert sorted(typing.get_args(literal)) == registry.names()
+
+
+def test_config_estimator_scales_match_the_registry():
+    """The config rule on scale_rewards and compute_advantages accept the same pairs."""
+    registered = {name: algo.ADVANTAGE_ESTIMATORS.get(name).scales for name in algo.ADVANTAGE_ESTIMATORS}
+    assert ESTIMATOR_SCALES == registered
 
 
 def test_data_config_reaches_the_loader(shared_data):
