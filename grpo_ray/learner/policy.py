@@ -5,11 +5,11 @@ disabled (``disable_adapter()``), not a second copy in memory. DeepSpeed runs Ze
 on CPU and NCCL on GPUs; this class only differs between them in the backend and device it picks.
 
 Gradient bookkeeping: DeepSpeed averages gradients over accumulation steps and ranks, but the
-split-invariant loss types (grpo, dr_grpo, dapo) are written as sums over rows normalised by the
-*global* count (``grpo_ray.algo.aggregation``). Each micro-batch loss is therefore multiplied by
-accumulation steps x world size before ``backward``, so the step's gradient equals the gradient of the
-loss on the whole global batch, however it is split. ``bnpo`` is local by definition and keeps
-DeepSpeed's averaging, as in TRL.
+split-invariant loss types (grpo, dr_grpo, dapo: ``LOSS_AGGREGATIONS.get(name).split_invariant``) are
+written as sums over rows normalised by the *global* count (``grpo_ray.algo.aggregation``). Each
+micro-batch loss is therefore multiplied by accumulation steps x world size before ``backward``, so the
+step's gradient equals the gradient of the loss on the whole global batch, however it is split.
+``bnpo`` is local by definition and keeps DeepSpeed's averaging, as in TRL (``loss_scales``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,30 @@ from typing import Optional
 
 import torch
 
-from grpo_ray.algo import compute_policy_loss, entropy_from_logits, selective_log_softmax, truncated_importance_weights
+from grpo_ray.algo import (
+    LOSS_AGGREGATIONS,
+    compute_policy_loss,
+    entropy_from_logits,
+    selective_log_softmax,
+    truncated_importance_weights,
+)
 from grpo_ray.config import AlgoConfig, LearnerConfig, ModelConfig
 from grpo_ray.learner.batch import PaddedBatch, TrainShard, pad_completion_values, pad_rows, unique_prompts
 from grpo_ray.learner.model import build_policy_model
 from grpo_ray.rollout.adapters import AdapterPayload, peft_config_dict, write_adapter_folder
 
-_SPLIT_INVARIANT = {"grpo", "dr_grpo", "dapo"}
+
+def loss_scales(loss_type: str, grad_accum: int, world_size: int) -> tuple[float, float]:
+    """(backward multiplier, reported-loss factor) for each micro-batch loss of ``loss_type``.
+
+    A split-invariant loss type (its registry entry says so) sums to the global batch's loss over the
+    micro-batches and ranks of a step, so each micro-batch loss is multiplied by grad_accum x world_size
+    to undo DeepSpeed's averaging, and the summed loss is reported x world_size so that the mean over
+    ranks is the global loss. A local one (bnpo) keeps the averaging and reports the micro-batch mean.
+    """
+    if LOSS_AGGREGATIONS.get(loss_type).split_invariant:
+        return float(grad_accum * world_size), float(world_size)
+    return 1.0, 1.0 / grad_accum
 
 
 class PolicyLearner:
@@ -185,7 +202,7 @@ class PolicyLearner:
                              f"{self.grad_accum} micro-batches of {self.cfg.micro_batch_size}")
         ref = self._no_grad_logprobs(micro, reference=True) if a.beta != 0.0 else [None] * gas
         old = self._no_grad_logprobs(micro, reference=False) if a.num_iterations > 1 else [None] * gas
-        scale = gas * self.world_size if a.loss_type in _SPLIT_INVARIANT else 1.0
+        scale, loss_factor = loss_scales(a.loss_type, gas, self.world_size)
         totals: dict[str, float] = {}
         for _ in range(a.num_iterations):
             for i, (mb, adv, sampled) in enumerate(micro):
@@ -200,6 +217,8 @@ class PolicyLearner:
                     loss_type=a.loss_type, epsilon_low=a.epsilon, epsilon_high=a.resolved_epsilon_high,
                     beta=a.beta, ref_logprobs=ref[i], kl_estimator=a.kl_estimator,
                     importance_sampling_level=a.importance_sampling_level,
+                    policy_objective=a.policy_objective, delta=a.delta, cispo_max_ratio=a.cispo_max_ratio,
+                    sapo_temperature_pos=a.sapo_temperature_pos, sapo_temperature_neg=a.sapo_temperature_neg,
                     max_completion_length=self.max_completion_tokens,
                     global_num_tokens=shard.global_num_tokens, global_num_sequences=shard.global_num_sequences,
                 )
@@ -209,9 +228,7 @@ class PolicyLearner:
                 self.engine.step()  # an optimizer step only at the accumulation boundary
                 _accumulate(totals, loss, {**metrics, **sampler_metrics}, entropy, mb.completion_mask)
         self.steps_done += 1
-        # loss reported so that the mean over ranks is the global batch's loss
-        loss_factor = self.world_size if a.loss_type in _SPLIT_INVARIANT else 1.0 / gas
-        result = _finish(totals, a.num_iterations, loss_factor)
+        result = _finish(totals, a.num_iterations, loss_factor)  # the mean over ranks is the global loss
         result["grad_norm"] = grad_norm if grad_norm is not None else float(self.engine.get_global_grad_norm() or 0.0)
         result["learning_rate"] = float(self.engine.lr_scheduler.get_last_lr()[0])
         result["timing/learner_step"] = time.perf_counter() - start
