@@ -32,6 +32,7 @@ ESTIMATOR_SCALES: dict[str, tuple[str, ...]] = {
     "grpo": ("group", "batch", "none"), "rloo": ("none",), "reinforce_pp_baseline": ("none",),
 }
 MetricSink = Literal["console", "jsonl", "tensorboard", "wandb", "mlflow"]
+RewardIsolation = Literal["auto", "process", "thread"]  # grpo_ray.rewards.scorer.ISOLATIONS
 
 
 class ConfigError(ValueError):
@@ -134,13 +135,42 @@ def _default_rewards() -> list[RewardFunctionConfig]:
     return [RewardFunctionConfig(name=n) for n in names]
 
 
+class JudgeConfig(_Section):
+    model: str = Field(
+        "builtin:smollm2-135m-instruct",
+        description="The judge's causal LM: a hub id, a local folder or a builtin: model; it answers yes or no.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Judge weight dtype; 'auto' is bfloat16 on GPUs and float32 on CPU."
+    )
+    batch_size: int = Field(16, ge=1, description="Completions per judge forward pass.")
+    max_tokens: int = Field(1024, ge=16, description="Longest judge prompt in tokens; longer ones lose their start.")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs of the judge actor.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs of the judge actor (0 on CPU machines).")
+    max_restarts: int = Field(3, ge=0, description="Times Ray restarts a judge actor that died (its model loads again).")
+
+
 class RewardConfig(_Section):
     functions: list[RewardFunctionConfig] = Field(
         default_factory=_default_rewards, min_length=1, description="Reward functions, summed with their weights."
     )
     timeout_s: float = Field(30.0, gt=0, description="A reward function slower than this on a batch counts as not applicable.")
-    num_workers: int = Field(1, ge=1, description="Reward actors (CPU only).")
+    isolation: RewardIsolation = Field(
+        "auto", description="Where reward functions run. 'process': each in a long-lived process of its own, killed "
+        "and replaced when it misses reward.timeout_s, so a hung or busy-looping function really stops (costs a pickle "
+        "of the batch per function). 'thread': on threads of the reward actor (cheapest; a timed-out function runs on "
+        "and keeps its core). 'auto': built-ins known to be pure and fast on threads, user code (module:function, "
+        "file.py:function) and model-based built-ins in processes.",
+    )
+    warmup_timeout_s: float = Field(
+        600.0, gt=0, description="Longest a reward function's warmup() (e.g. a model load) may take in each process "
+        "that runs it; it runs before the first batch, outside reward.timeout_s.",
+    )
+    num_workers: int = Field(1, ge=1, description="Reward actors; the completions of a step are shared among them.")
+    num_cpus_per_worker: float = Field(0.5, ge=0, description="CPUs per reward actor.")
+    num_gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per reward actor, for model-based reward functions that run in it (0 on CPU machines).")
     resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each reward actor needs, e.g. {node_a: 1} to place it on nodes started with --resources '{\"node_a\": 8}'.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The LM judge actor, started when reward.functions names lm_judge.")
 
 
 class AlgoConfig(_Section):

@@ -36,7 +36,7 @@ def _match_gold(completions, answer, tag_style, name: str, read) -> list[float |
     return rewards
 
 
-@REWARDS.register("correctness")
+@REWARDS.register("correctness", in_process=True)
 def correctness_reward(
     prompts: Sequence[Any] | None,
     completions: Sequence[Completion],
@@ -59,7 +59,7 @@ def correctness_reward(
     return _match_gold(completions, answer, tag_style, "correctness", lambda extracted: extracted)
 
 
-@REWARDS.register("soft_correctness")
+@REWARDS.register("soft_correctness", in_process=True)
 def soft_correctness_reward(
     prompts: Sequence[Any] | None,
     completions: Sequence[Completion],
@@ -83,7 +83,7 @@ def soft_correctness_reward(
     return _match_gold(completions, answer, tag_style, "soft_correctness", first_number)
 
 
-@REWARDS.register("integer")
+@REWARDS.register("integer", in_process=True)
 def integer_reward(
     prompts: Sequence[Any] | None,
     completions: Sequence[Completion],

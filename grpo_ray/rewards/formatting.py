@@ -33,7 +33,7 @@ def _soft_pattern(style: TagStyle) -> re.Pattern[str]:
     return re.compile(rf"{r_open}.*?{r_close}\s*{a_open}.*?{a_close}", re.DOTALL)
 
 
-@REWARDS.register("strict_format")
+@REWARDS.register("strict_format", in_process=True)
 def strict_format_reward(
     prompts: Sequence[Any] | None,
     completions: Sequence[Completion],
@@ -55,7 +55,7 @@ def strict_format_reward(
     return [0.5 if pattern.match(completion_text(c)) else 0.0 for c in completions]
 
 
-@REWARDS.register("soft_format")
+@REWARDS.register("soft_format", in_process=True)
 def soft_format_reward(
     prompts: Sequence[Any] | None,
     completions: Sequence[Completion],
@@ -106,7 +106,7 @@ def count_xml(text: str, tag_style: str | TagStyle = "reasoning") -> float:
     return count
 
 
-@REWARDS.register("xml_count")
+@REWARDS.register("xml_count", in_process=True)
 def xml_count_reward(
     prompts: Sequence[Any] | None,
     completions: Sequence[Completion],
@@ -131,7 +131,7 @@ def _after_answer_pattern(style: TagStyle) -> re.Pattern[str]:
     return re.compile(rf"{re.escape(style.answer_close)}\s*(.*)$", re.DOTALL)
 
 
-@REWARDS.register("text_after_answer")
+@REWARDS.register("text_after_answer", in_process=True)
 def text_after_answer_reward(
     prompts: Sequence[Any] | None,
     completions: Sequence[Completion],

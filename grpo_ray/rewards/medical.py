@@ -32,7 +32,7 @@ def pubmedqa_label(text: str) -> str | None:
     return words[0] if words and words[0] in PUBMEDQA_LABELS else None
 
 
-@REWARDS.register("pubmedqa_correctness")
+@REWARDS.register("pubmedqa_correctness", in_process=True)
 def pubmedqa_correctness_reward(
     prompts: Sequence[Any] | None,
     completions: Sequence[Completion],
@@ -144,3 +144,11 @@ def semantic_similarity_reward(
     for (i, _, _), a, r in zip(pairs, answers, refs):
         rewards[i] = min(1.0, max(0.0, float((a * r).sum())))
     return rewards
+
+
+def _load_embedder_once(model_path: str | None = None, device: str | None = None, **kwargs: Any) -> None:
+    """Warm-up: load the embedder before the first timed batch (it takes seconds; a batch, milliseconds)."""
+    load_embedder(model_path or default_embedder_path(), device)
+
+
+semantic_similarity_reward.warmup = _load_embedder_once  # type: ignore[attr-defined]

@@ -7,7 +7,12 @@ A reward spec in the config is one of:
 - ``"path/to/file.py:function"``, relative to the working directory or absolute.
 
 Every function follows TRL's convention, ``fn(prompts, completions, **kwargs) -> list[float |
-None]`` with dataset columns as kwargs, so a reward written for TRL works here unchanged.
+None]`` with dataset columns as kwargs, so a reward written for TRL works here unchanged. A function
+may also carry ``fn.warmup(**settings)``, which the reward worker calls once per process before the
+first timed call (a model load is then not counted against ``reward.timeout_s``).
+
+Built-ins are registered with :class:`RewardTraits` saying where they may run: pure, fast ones on a
+thread of the reward worker, the rest (and all user code) in a process the worker can kill.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import importlib.util
 import inspect
 import math
 import os
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Mapping, Sequence
@@ -28,7 +35,55 @@ from grpo_ray.utils.registry import Registry
 
 RewardFn = Callable[..., Sequence[Any]]
 
-REWARDS: Registry[RewardFn] = Registry("reward function")
+
+@dataclass(frozen=True)
+class RewardTraits:
+    """What the reward worker may assume about a registered function.
+
+    Attributes:
+        in_process: pure, fast and trusted: under ``reward.isolation=auto`` it runs on a thread of
+            the reward worker instead of in a killable process (a process costs a pickle round trip
+            per batch, which is most of the time of a regex over 64 completions).
+        judge: scores through the run's ``JudgeWorker`` actor, whose handle the cluster passes as
+            ``judge=``; it always runs in the worker (a child process holds no Ray connection) and
+            only waits there.
+    """
+
+    in_process: bool = False
+    judge: bool = False
+
+
+class RewardRegistry(Registry[RewardFn]):
+    """The reward-function registry: names, plus each entry's :class:`RewardTraits`."""
+
+    def __init__(self) -> None:
+        super().__init__("reward function")
+        self._traits: dict[str, RewardTraits] = {}
+
+    def register(self, name: str, *, in_process: bool = False, judge: bool = False) -> Callable[[RewardFn], RewardFn]:
+        add = super().register(name)
+
+        def add_with_traits(fn: RewardFn) -> RewardFn:
+            self._traits[name] = RewardTraits(in_process=in_process, judge=judge)
+            return add(fn)
+
+        return add_with_traits
+
+    def traits(self, spec: str | RewardFn) -> RewardTraits:
+        """The traits of a built-in, by name or by the function itself; user code has none.
+
+        >>> REWARDS.traits("correctness").in_process, REWARDS.traits(lambda p, c: [0.0] * len(c)).in_process
+        (True, False)
+        """
+        if isinstance(spec, str):
+            return self._traits.get(spec, RewardTraits())
+        for name, traits in self._traits.items():
+            if self.get(name) is spec:
+                return traits
+        return RewardTraits()
+
+
+REWARDS = RewardRegistry()
 
 
 class RewardSpecError(ValueError):
@@ -131,11 +186,77 @@ def resolve_reward(spec: str | RewardFn) -> RewardFn:
     return fn
 
 
+def display_name(spec: str) -> str:
+    """A metric-friendly name for a reward spec: no slashes, no folders.
+
+    Built-in names stay; ``path/to/file.py:fn`` becomes ``file.fn`` and ``package.module:fn``
+    ``module.fn``, so metric keys read ``rewards/file.fn/mean`` and a dashboard can group them.
+
+    >>> display_name("correctness"), display_name("/home/user/my_rewards.py:brevity")
+    ('correctness', 'my_rewards.brevity')
+    >>> display_name("grpo_ray.rewards.formatting:xml_count_reward"), display_name(r"C:\\r\\my rewards.py:f")
+    ('formatting.xml_count_reward', 'my_rewards.f')
+    """
+    spec = spec.strip()
+    if ":" in spec:
+        where, _, attr = spec.rpartition(":")
+        where = where.replace("\\", "/").rstrip("/")
+        stem = where.rsplit("/", 1)[-1]
+        stem = stem[: -len(".py")] if stem.endswith(".py") else stem.rsplit(".", 1)[-1]
+        spec = f"{stem}.{attr}" if stem else attr
+    return re.sub(r"[\s/\\:]+", "_", spec) or "reward"
+
+
 def reward_name(fn: RewardFn) -> str:
     """A readable name for a reward function (partials and callable objects included)."""
     while isinstance(fn, functools.partial):
         fn = fn.func
     return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def accepts_kwarg(fn: Callable[..., Any], kwarg: str) -> bool:
+    """Whether ``fn`` takes ``kwarg`` by name (or has ``**kwargs``); True when it has no signature.
+
+    >>> accepts_kwarg(lambda prompts, completions, **kw: [], "tag_style"), accepts_kwarg(lambda x: x, "tag_style")
+    (True, False)
+    """
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # some builtins and C callables have no signature: assume yes
+        return True
+    return any(p.name == kwarg or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def warmup_of(fn: RewardFn) -> Callable[..., Any] | None:
+    """``fn.warmup`` if it has one (a partial keeps its function's), else None."""
+    warm, inner = getattr(fn, "warmup", None), fn
+    while warm is None and isinstance(inner, functools.partial):
+        inner = inner.func
+        warm = getattr(inner, "warmup", None)
+    if warm is not None and not callable(warm):
+        raise TypeError(f"reward function {reward_name(fn)!r}: its warmup attribute is a {type(warm).__name__}, not callable")
+    return warm
+
+
+def warm_up(fn: RewardFn, settings: Mapping[str, Any]) -> bool:
+    """Call ``fn.warmup`` (if it has one) with the settings it accepts; True if it had one.
+
+    ``settings`` are the function's own keyword arguments (its ``kwargs`` in the config and
+    ``tag_style``), never dataset columns: a warm-up loads what every batch will need (a model, a
+    tokenizer, a connection), once per process, before the first timed call.
+
+    >>> def reward(prompts, completions, model="m", **kw):
+    ...     return [0.0] * len(completions)
+    >>> reward.warmup = lambda model="m": print("loading", model)
+    >>> warm_up(reward, {"model": "tiny", "tag_style": "reasoning"})
+    loading tiny
+    True
+    """
+    warm = warmup_of(fn)
+    if warm is None:
+        return False
+    warm(**{k: v for k, v in settings.items() if accepts_kwarg(warm, k)})
+    return True
 
 
 def _to_reward(value: Any, name: str, index: int) -> float | None:
