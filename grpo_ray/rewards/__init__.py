@@ -16,6 +16,7 @@ soft_format           {0, 0.5}               reasoning block then answer block
 xml_count             (-inf, 0.5]            0.125 per tag, -0.001 per trailing character
 text_after_answer     {-0.5, 0}              nothing but whitespace after ``</answer>``
 length_penalty        {penalty, 0}           under ``max_tokens`` tokens (penalty -0.5)
+soft_overlong         [-factor, 0]           DAPO's ramp over the last ``soft_punish_cache`` tokens
 min_reasoning_length  {0, 0.5}               reasoning of at least ``min_words`` words
 pubmedqa_correctness  {0, 1} or None         yes/no/maybe label == gold label
 semantic_similarity   [0, 1] or None         embedding cosine with a reference text
@@ -54,7 +55,7 @@ from grpo_ray.rewards.formatting import (
     text_after_answer_reward,
     xml_count_reward,
 )
-from grpo_ray.rewards.length import length_penalty_reward, min_reasoning_length_reward
+from grpo_ray.rewards.length import length_penalty_reward, min_reasoning_length_reward, soft_overlong_reward
 from grpo_ray.rewards.medical import pubmedqa_correctness_reward, semantic_similarity_reward
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "score_completions",
     "semantic_similarity_reward",
     "soft_correctness_reward",
+    "soft_overlong_reward",
     "soft_format_reward",
     "split_for_workers",
     "strict_format_reward",

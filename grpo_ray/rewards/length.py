@@ -1,7 +1,8 @@
-"""Length rewards: a penalty for long completions and a bonus for reasoning that shows its work.
+"""Length rewards: penalties for long completions and a bonus for reasoning that shows its work.
 
-Both come from the NF4 notebook: "penalize the completion if [it] is longer than 100 tokens" and
-"the reasoning meets a certain length requirement (to avoid shortcuts)".
+``length_penalty`` is a step at ``max_tokens``; ``soft_overlong`` is DAPO's ramp over the last tokens
+before the generation limit; ``min_reasoning_length`` pays for reasoning long enough to rule out
+shortcuts.
 """
 
 from __future__ import annotations
@@ -104,4 +105,59 @@ def min_reasoning_length_reward(
     for c in completions:
         reasoning = extract_reasoning(completion_text(c), style)
         rewards.append(0.5 if reasoning is not None and len(reasoning.split()) >= min_words else 0.0)
+    return rewards
+
+
+@REWARDS.register("soft_overlong", in_process=True)
+def soft_overlong_reward(
+    prompts: Sequence[Any] | None,
+    completions: Sequence[Completion],
+    max_completion_len: int | None = None,
+    soft_punish_cache: int | None = None,
+    penalty_factor: float = 1.0,
+    completion_ids: Sequence[Sequence[int]] | None = None,
+    **kwargs: Any,
+) -> list[float]:
+    """DAPO's soft overlong punishment (Yu et al. 2025, arXiv:2503.14476, Eq. 13), for n completion tokens:
+
+        0                                              n <= L_max - L_cache
+        ((L_max - L_cache) - n) / L_cache * factor     L_max - L_cache < n <= L_max
+        -factor                                        n > L_max
+
+    with L_max = ``max_completion_len``, L_cache = ``soft_punish_cache`` and factor = ``penalty_factor``.
+    A linear ramp from 0 to -factor over the last L_cache tokens, so a long answer is nudged shorter
+    before it is cut off. n is ``len(completion_ids[i])``, the sampled tokens the driver passes.
+
+    Same as TRL's ``get_soft_overlong_punishment(max_completion_len, soft_punish_cache)``
+    (``trl/rewards/other_rewards.py:83-138``) with factor 1, and as verl's DAPO ``overlong_buffer``
+    (``verl/workers/reward_manager/dapo.py:116-122``, ``len`` = L_cache, ``penalty_factor``) up to L_max,
+    beyond which verl's ramp would keep falling (its generations never get there) and this stays at
+    -factor. Set L_max to ``rollout.max_completion_tokens``; soft_punish_cache 0 gives the hard -factor
+    above L_max only.
+
+    >>> ids = [[7] * 80, [7] * 90, [7] * 100, [7] * 101]
+    >>> soft_overlong_reward(None, ["", "", "", ""], completion_ids=ids, max_completion_len=100, soft_punish_cache=20)
+    [0.0, -0.5, -1.0, -1.0]
+    """
+    if max_completion_len is None or soft_punish_cache is None:
+        raise ValueError(
+            "reward 'soft_overlong' needs kwargs max_completion_len (L_max, e.g. rollout.max_completion_tokens) and "
+            "soft_punish_cache (L_cache, the ramp's length), e.g. {max_completion_len: 256, soft_punish_cache: 64}"
+        )
+    if not 0 <= soft_punish_cache <= max_completion_len:
+        raise ValueError(
+            f"reward 'soft_overlong': soft_punish_cache={soft_punish_cache} must be in [0, max_completion_len="
+            f"{max_completion_len}]; it is the stretch before L_max over which the penalty ramps"
+        )
+    ids = column(completion_ids, "completion_ids", len(completions), "soft_overlong")
+    expected_len = max_completion_len - soft_punish_cache
+    rewards = []
+    for row in ids:
+        n = len(row)
+        if n <= expected_len:
+            rewards.append(0.0)
+        elif n <= max_completion_len:
+            rewards.append((expected_len - n) / soft_punish_cache * penalty_factor)
+        else:
+            rewards.append(-float(penalty_factor))
     return rewards

@@ -24,6 +24,7 @@ BUILTIN = {
     "xml_count",
     "text_after_answer",
     "length_penalty",
+    "soft_overlong",
     "min_reasoning_length",
     "pubmedqa_correctness",
     "semantic_similarity",
@@ -257,6 +258,8 @@ def test_every_builtin_follows_the_convention(name: str, style: str) -> None:
     kwargs = {"tag_style": style, "an_unknown_kwarg": 1, "log_extra": print, "log_metric": print}
     if name == "semantic_similarity":
         kwargs["reference_column"] = "reference"
+    if name == "soft_overlong":  # L_max has no sensible default: it is the run's generation limit
+        kwargs.update(max_completion_len=2, soft_punish_cache=1)
     out = REWARDS.get(name)(prompts=["q", "q"], completions=completions, trainer_state=object(), **COLUMNS, **kwargs)
     assert isinstance(out, list) and len(out) == 2
     assert all(v is None or type(v) is float for v in out)
