@@ -20,6 +20,7 @@ soft_overlong         [-factor, 0]           DAPO's ramp over the last ``soft_pu
 min_reasoning_length  {0, 0.5}               reasoning of at least ``min_words`` words
 pubmedqa_correctness  {0, 1} or None         yes/no/maybe label == gold label
 semantic_similarity   [0, 1] or None         embedding cosine with a reference text
+lm_judge              [0, 1]                 an LM judge's P(yes) that the final answer is correct
 ====================  =====================  ==================================================
 
 Importing this package is cheap: the embedder and tokenizers load on first use.
@@ -57,6 +58,7 @@ from grpo_ray.rewards.formatting import (
 )
 from grpo_ray.rewards.length import length_penalty_reward, min_reasoning_length_reward, soft_overlong_reward
 from grpo_ray.rewards.medical import pubmedqa_correctness_reward, semantic_similarity_reward
+from grpo_ray.rewards.judge import lm_judge_reward
 
 __all__ = [
     "REWARDS",
@@ -72,6 +74,7 @@ __all__ = [
     "first_number",
     "integer_reward",
     "length_penalty_reward",
+    "lm_judge_reward",
     "merge_score_results",
     "min_reasoning_length_reward",
     "normalize_gold",

@@ -17,6 +17,8 @@ MODULES = [
     "grpo_ray.rewards.correctness",
     "grpo_ray.rewards.length",
     "grpo_ray.rewards.medical",
+    "grpo_ray.rewards.judge",
+    "grpo_ray.rewards.isolation",
     "grpo_ray.rewards.registry",
     "grpo_ray.rewards.scorer",
 ]

@@ -28,6 +28,7 @@ BUILTIN = {
     "min_reasoning_length",
     "pubmedqa_correctness",
     "semantic_similarity",
+    "lm_judge",
 }
 
 USER_REWARDS = textwrap.dedent(
@@ -258,6 +259,8 @@ def test_every_builtin_follows_the_convention(name: str, style: str) -> None:
     kwargs = {"tag_style": style, "an_unknown_kwarg": 1, "log_extra": print, "log_metric": print}
     if name == "semantic_similarity":
         kwargs["reference_column"] = "reference"
+    if name == "lm_judge":  # the cluster passes the run's judge actor; any object with p_yes will do
+        kwargs["judge"] = type("Judge", (), {"p_yes": lambda self, texts: [0.5] * len(texts)})()
     if name == "soft_overlong":  # L_max has no sensible default: it is the run's generation limit
         kwargs.update(max_completion_len=2, soft_punish_cache=1)
     out = REWARDS.get(name)(prompts=["q", "q"], completions=completions, trainer_state=object(), **COLUMNS, **kwargs)
