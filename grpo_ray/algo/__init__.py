@@ -6,8 +6,14 @@ driver, the learner actors and the unit tests can all call it directly
 (``tests/unit/algo/test_boundary.py`` keeps it that way).
 
 Variants are chosen by name from registries, and an unknown name lists the known ones:
-``ADVANTAGE_SCALES`` (group / batch / none), ``LOSS_AGGREGATIONS`` (grpo / bnpo / dr_grpo / dapo),
-``KL_ESTIMATORS`` (k1 / k2 / k3) and ``IMPORTANCE_SAMPLING_LEVELS`` (token / sequence).
+
+- ``ADVANTAGE_ESTIMATORS`` (grpo / rloo / reinforce_pp_baseline), each entry saying which
+  ``ADVANTAGE_SCALES`` (group / batch / none) it takes; ``compute_advantages`` picks one;
+- ``POLICY_OBJECTIVES`` (clip, with optional two-sided ``delta`` / cispo / sapo): each token's loss
+  from its importance ratio and advantage;
+- ``LOSS_AGGREGATIONS`` (grpo / bnpo / dr_grpo / dapo): per-token losses to one scalar, each entry
+  saying whether it is ``split_invariant``;
+- ``KL_ESTIMATORS`` (k1 / k2 / k3) and ``IMPORTANCE_SAMPLING_LEVELS`` (token / sequence).
 """
 
 from grpo_ray.algo.advantages import (
