@@ -9,14 +9,15 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from grpo_ray.data.prompts import question_of
 from grpo_ray.evaluation.table import EvalResult
 from grpo_ray.rewards.parsing import extract_xml_answer
 
 
 def _question(row: Mapping[str, Any]) -> str:
     prompt = row.get("prompt")
-    if isinstance(prompt, list) and prompt:
-        return str(prompt[-1].get("content", ""))
+    if isinstance(prompt, list) and any(m.get("role") == "user" for m in prompt):
+        return str(question_of(prompt))  # not prompt[-1]: that may be an assistant prefix
     return str(row.get("question", prompt or ""))
 
 
