@@ -7,12 +7,14 @@ The question is built here, in the reward worker; the model runs in the run's ``
 ``judge=``. One batch is one actor call; the actor batches the forward passes itself. Importing this
 module loads neither torch nor ray.
 
-The template is the function's ``template`` kwarg, with ``{question}`` (the prompt's last user
-message), ``{completion}`` and ``{answer}`` (the ``answer`` column, empty when there is none)::
+The judge's prompt is the function's ``judge_prompt`` kwarg, a template with ``{question}`` (the
+prompt's last user message), ``{completion}`` and ``{answer}`` (the ``answer`` column, empty when there
+is none). Its kwargs are named ``judge_*`` because dataset columns arrive as kwargs too (the arithmetic
+set has a ``template`` column)::
 
     reward:
       functions:
-        - {name: lm_judge, weight: 1.0, kwargs: {template: "Q: {question}\\nA: {completion}\\nCorrect? yes or no"}}
+        - {name: lm_judge, weight: 1.0, kwargs: {judge_prompt: "Q: {question}\\nA: {completion}\\nCorrect? yes or no"}}
       judge: {model: builtin:smollm2-135m-instruct, num_cpus: 1}
 """
 
@@ -51,11 +53,11 @@ def check_template(template: str) -> None:
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as e:
-        raise ValueError(f"reward 'lm_judge': template {template[:60]!r} is not a format string ({e})") from None
+        raise ValueError(f"reward 'lm_judge': judge_prompt {template[:60]!r} is not a format string ({e})") from None
     unknown = sorted(fields - set(PLACEHOLDERS))
     if unknown:
         raise ValueError(
-            f"reward 'lm_judge': template placeholders {unknown} are unknown; use {{question}}, {{completion}} and "
+            f"reward 'lm_judge': judge_prompt placeholders {unknown} are unknown; use {{question}}, {{completion}} and "
             f"{{answer}} (write {{{{ and }}}} for literal braces)"
         )
 
@@ -107,16 +109,16 @@ def lm_judge_reward(
     prompts: Sequence[Any],
     completions: Sequence[Completion],
     judge: Any = None,
-    template: str = DEFAULT_TEMPLATE,
+    judge_prompt: str = DEFAULT_TEMPLATE,
     answer: Sequence[Any] | None = None,
-    timeout_s: float = 300.0,
+    judge_timeout_s: float = 300.0,
     **kwargs: Any,
 ) -> list[float]:
     """The judge's P(yes) that each completion's final answer is correct, in [0, 1].
 
     ``judge`` is the run's ``JudgeWorker`` handle (the cluster passes it) or any object with
-    ``p_yes(texts) -> list[float]``; ``timeout_s`` bounds the wait for the actor, so a call that
-    outlives ``reward.timeout_s`` still ends.
+    ``p_yes(texts) -> list[float]``; ``judge_timeout_s`` bounds the wait for the actor, so a call that
+    outlives ``reward.timeout_s`` still ends; ``judge_prompt`` is the question's template.
 
     >>> class Judge:  # a stand-in: the real one runs a causal LM
     ...     def p_yes(self, texts):
@@ -129,18 +131,18 @@ def lm_judge_reward(
             "reward 'lm_judge' needs the run's judge actor as judge=...; the cluster passes it when "
             "reward.functions names lm_judge (a module:function wrapper of it gets none)"
         )
-    texts = judge_questions(prompts, completions, answer, template)
+    texts = judge_questions(prompts, completions, answer, judge_prompt)
     call = judge.p_yes
     if hasattr(call, "remote"):  # a Ray actor handle
         import ray
 
-        return list(ray.get(call.remote(texts), timeout=timeout_s))
+        return list(ray.get(call.remote(texts), timeout=judge_timeout_s))
     return list(call(texts))
 
 
-def _wait_for_judge(judge: Any = None, template: str = DEFAULT_TEMPLATE, timeout_s: float = 300.0) -> None:
+def _wait_for_judge(judge: Any = None, judge_prompt: str = DEFAULT_TEMPLATE, judge_timeout_s: float = 300.0) -> None:
     """Warm-up: the judge's model has loaded (its first call would otherwise wait for it)."""
-    check_template(template)
+    check_template(judge_prompt)
     if judge is not None and hasattr(judge.p_yes, "remote"):
         import ray
 

@@ -34,7 +34,7 @@ def test_ready_names_what_it_runs(judge: LMJudge) -> None:
 
 
 def test_attach_judge_gives_the_handle_to_judge_rewards_only() -> None:
-    specs = resolve_specs([{"name": "lm_judge", "kwargs": {"template": "{completion}"}}, {"name": "correctness"}])
+    specs = resolve_specs([{"name": "lm_judge", "kwargs": {"judge_prompt": "{completion}"}}, {"name": "correctness"}])
     judged, plain = attach_judge(specs, "HANDLE")
-    assert judged["kwargs"] == {"template": "{completion}", "judge": "HANDLE"}
+    assert judged["kwargs"] == {"judge_prompt": "{completion}", "judge": "HANDLE"}
     assert "judge" not in (plain.get("kwargs") or {})

@@ -59,3 +59,14 @@ def test_it_is_registered_to_run_beside_its_judge() -> None:
     assert traits.judge and not traits.in_process
     assert uses_judge(["correctness", "lm_judge"]) and not uses_judge(["correctness", "xml_count"])
     assert uses_judge(["grpo_ray.rewards.judge:lm_judge_reward"])  # by module path too
+
+
+def test_dataset_columns_do_not_clash_with_its_settings() -> None:
+    # the arithmetic set has a "template" column: dataset columns arrive as kwargs beside the settings
+    class Judge:
+        def p_yes(self, texts):
+            return [0.5 if t.startswith("Q: 2+2?") else 0.0 for t in texts]
+
+    out = lm_judge_reward(["2+2?"], ["4"], judge=Judge(), judge_prompt="Q: {question} A: {completion}",
+                          template=["sub_add"], answer=["4"], timeout_s=[1])
+    assert out == [0.5]
