@@ -17,7 +17,8 @@ that no step was lost or done twice. A typical driver::
                 ...
             step += 1
             log.log(step, {**train_metrics, **timer.pop()})
-            if log.wants_completions(step):
+            every = cfg.trainer.log_completions_every
+            if every and step % every == 0:
                 log.log_completions(step, rows)
 """
 
@@ -54,8 +55,8 @@ class MetricLogger:
     """Sends each step's metrics and occasional completion tables to every sink in ``trainer.sinks``.
 
     Args:
-        trainer: the trainer section: ``sinks``, ``output_dir`` (file sinks write inside it),
-            ``steps`` (for the progress bar and ETA) and ``log_completions_every``.
+        trainer: the trainer section: ``sinks``, ``output_dir`` (file sinks write inside it) and
+            ``steps`` (for the progress bar and ETA).
         start_step: the last step already done: 0 for a fresh run, k when resuming after step k.
             Files keep what they hold for steps <= k and drop the rest (a fresh run starts them empty).
         run_config: the resolved config, given to trackers that record it (W&B, MLflow).
@@ -72,9 +73,7 @@ class MetricLogger:
         run_config: Optional[dict[str, Any]] = None,
         stream: Optional[TextIO] = None,
     ) -> None:
-        self.output_dir = Path(trainer.output_dir)
-        self.log_completions_every = trainer.log_completions_every
-        ctx = SinkContext(self.output_dir, trainer.steps, start_step, run_config, stream)
+        ctx = SinkContext(Path(trainer.output_dir), trainer.steps, start_step, run_config, stream)
         self.sinks: dict[str, MetricSink] = {}
         try:
             for name in dict.fromkeys(trainer.sinks):  # a sink listed twice would double every line
@@ -89,10 +88,6 @@ class MetricLogger:
         clean = {str(k): _python_scalar(v) for k, v in metrics.items()}
         for sink in self.sinks.values():
             sink.log(step, clean)
-
-    def wants_completions(self, step: int) -> bool:
-        """Whether ``step`` is one to log a completions table at (every ``log_completions_every`` steps)."""
-        return self.log_completions_every > 0 and step % self.log_completions_every == 0
 
     def log_completions(self, step: int, rows: Sequence[Row]) -> None:
         """A table of sample completions.
