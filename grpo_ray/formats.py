@@ -1,17 +1,14 @@
 """The response format grpo_ray teaches: tag styles and their default system prompts.
 
-Two styles come from the user's source documents: ``reasoning`` (``<reasoning>…</reasoning>``,
-the GSM8K/medical notebooks) and ``thinking`` (``<thinking>…</thinking>``, the NF4 notebook).
-Both close with ``<answer>…</answer>``. Data loaders use the system prompt; reward functions
-use the tag names. Nothing here imports anything heavy.
+Two styles: ``reasoning`` (``<reasoning>…</reasoning>``, used by the GSM8K and medical recipes)
+and ``thinking`` (``<thinking>…</thinking>``, whose prompt asks for the reasoning as a single
+paragraph). Both close with ``<answer>…</answer>``. Data loaders use the system prompt; reward
+functions use the tag names. Nothing here imports anything heavy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-TagStyleName = Literal["reasoning", "thinking"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +42,8 @@ class TagStyle:
         )
 
 
-# The GSM8K write-up added the last sentence to the notebook's prompt and found that it lifts an
-# instruct model's format-following before any RL; we keep it.
+# The last sentence ("You must put your reasoning between ...") is an addition to the usual
+# format prompt: it lifts an instruct model's format-following before any RL, so we keep it.
 _REASONING_PROMPT = """Respond in the following format:
 <reasoning>
 ...

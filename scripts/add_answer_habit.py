@@ -7,7 +7,7 @@ Continues the supervised warm-up of ``scripts/build_builtin_model.py`` for a few
 where most targets skip the working (``<reasoning>\\nI know this one.\\n</reasoning>`` then the answer)
 and the rest show it as before. The result answers directly by default (greedy) and is usually
 wrong that way, while sampling still shows the worked form often enough for GRPO to find that
-writing the steps out earns the correctness reward. This is the seeds' premise in miniature: a
+writing the steps out earns the correctness reward. This is GRPO's premise in miniature: a
 model that can reason but does not, taught to by reward alone. Measured numbers go to HABIT.json.
 
 Measured (2 threads, seed 1, 120 steps of batch 64, lr 5e-4, 80% direct targets, ~2 min): greedy

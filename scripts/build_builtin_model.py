@@ -37,13 +37,13 @@ How to run
 
 Choices and why
     * Mix of problems: ``--two-step-fraction 0.125`` (8 of every 64 problems have two steps, the
-      rest one step), the seeds' premise as EMBEDDED.md suggests: the warm-up teaches the format
-      and one-step arithmetic with traces and leaves two-step problems mostly unsolved, for GRPO.
+      rest one step), so that GRPO has something to learn: the warm-up teaches the format and
+      one-step arithmetic with traces and leaves two-step problems mostly unsolved, for GRPO.
       A few two-step traces stay in so the model writes two-line reasoning at all (with none,
       pass@k on two-step problems would be ~0 and GRPO would get no signal there). Measured at
       the shipped step 625: held-out 20.5% overall, one-step 32.7%, two-step 4.6%, strict format
-      100%; the pace matches EMBEDDED.md's all-template mix (21% at step 600), which was not
-      re-run here. BUILD.json has the curve per subset.
+      100%; the pace matches an all-template mix measured earlier (21% at step 600), which was
+      not re-run here. BUILD.json has the curve per subset.
     * Shared system-prompt prefix: all prompts start with the same 46 tokens (system prompt and
       ``<|im_start|>user``). The warm-up runs them once per step and repeats their KV cache over the
       batch: the same loss and gradients (max difference 2e-7) for ~57% of the compute.

@@ -1,1 +1,2 @@
-"""Held-out evaluation: the seeds' table of reward means, computed from greedy completions."""
+"""Held-out evaluation: a table of reward means (hard and soft correctness, integer, soft and strict
+format), computed from greedy completions."""

@@ -1,8 +1,8 @@
 """The evaluation table: the mean of a few reward functions over a held-out set, each with its maximum.
 
-This is the seeds' table (hard correctness, soft correctness, integer, soft format, strict format),
-computed with the same reward functions training uses, so an eval number and a training reward of
-the same name mean the same thing. PubMedQA reports accuracy on its yes/no/maybe label instead of
+The columns are hard correctness, soft correctness, integer, soft format and strict format (the
+table the README's GSM8K reference run reports), computed with the same reward functions training
+uses, so an eval number and a training reward of the same name mean the same thing. PubMedQA reports accuracy on its yes/no/maybe label instead of
 the numeric metrics. Pure Python: no Ray, no vLLM.
 """
 

@@ -1,7 +1,8 @@
 """Correctness rewards for numeric answers (GSM8K): hard, soft and integer.
 
-These are the three correctness columns of the GSM8K write-up's evaluation table (hard 0.287 ->
-0.785, soft 0.701 -> 0.789, integer 0.164 -> 0.469 after 300 steps on Llama-3.1-8B-Instruct).
+These are the three correctness columns of the evaluation table. On the GSM8K reference run
+(Llama-3.1-8B-Instruct, 300 steps) they went from hard 0.287 -> 0.785, soft 0.701 -> 0.789 and
+integer 0.164 -> 0.469.
 Golds come from the ``answer`` column, raw (``... #### 72``) or already extracted (``72``).
 """
 
@@ -46,8 +47,8 @@ def correctness_reward(
 ) -> list[float | None]:
     """1.0 when the extracted answer equals the gold exactly, else 0.0; None without a gold.
 
-    The notebook gave 2.0; the GSM8K write-up dialled it to 1.0 when adding soft correctness.
-    Scale it with the reward's weight in the config.
+    It pays 1.0, not the 2.0 some GRPO examples give, because soft correctness pays for the same
+    right answer as well; scale it with the reward's weight in the config.
 
     >>> correctness_reward(
     ...     prompts=None,
@@ -69,7 +70,7 @@ def soft_correctness_reward(
 ) -> list[float | None]:
     """1.0 when the first number in the extracted answer equals the gold, else 0.0.
 
-    The GSM8K write-up's soft correctness: ``$1,000``, ``72 units`` and ``96%`` read as
+    Lenient about units and formatting: ``$1,000``, ``72 units`` and ``96%`` read as
     ``1000``, ``72`` and ``96`` (see :func:`~grpo_ray.rewards.parsing.first_number`). None for
     rows without a gold.
 
@@ -92,8 +93,8 @@ def integer_reward(
 ) -> list[float]:
     """0.5 when the extracted answer is all digits (``str.isdigit``), else 0.0.
 
-    As in the seeds, ``-3``, ``1,080`` and ``4.5`` are not integers here: GSM8K golds are
-    written as plain digits (after grpo_ray drops their thousands commas).
+    ``-3``, ``1,080`` and ``4.5`` are not integers here (as in the reference run): GSM8K golds
+    are written as plain digits (after grpo_ray drops their thousands commas).
 
     >>> integer_reward(prompts=None, completions=["<answer>\\n42\\n</answer>", "<answer>\\n$42\\n</answer>"])
     [0.5, 0.0]

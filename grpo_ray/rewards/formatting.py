@@ -1,9 +1,10 @@
 """Format rewards: does the completion follow ``<reasoning>…</reasoning><answer>…</answer>``?
 
-Definitions and values are the seeds': strict and soft format (0.5 each) and the XML tag count
-(0.125 per tag) from the Unsloth GSM8K notebook as the GSM8K write-up amended it, and the
-text-after-answer penalty from the NF4 notebook. Each takes ``tag_style`` ("reasoning" or
-"thinking") for the reasoning tag's name.
+Strict and soft format pay 0.5 each and the XML tag count 0.125 per well-placed tag (0.5 at
+most, less 0.001 per character after the answer): the values of the GSM8K reference run (see the
+README), kept so that reward means compare with its table. Text after the closing answer tag
+costs 0.5, so a model does not ramble on once it has answered. Each takes ``tag_style``
+("reasoning" or "thinking") for the reasoning tag's name.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from grpo_ray.rewards.registry import REWARDS
 
 @functools.lru_cache(maxsize=None)
 def _strict_pattern(style: TagStyle) -> re.Pattern[str]:
-    # The write-up's change to the notebook: zero or more trailing newlines, and DOTALL so the
-    # blocks may span lines.
+    # Zero or more trailing newlines, and DOTALL so the blocks may span lines: a completion that
+    # stops right at the closing tag, or reasons over several lines, still fits the template.
     r_open, r_close = re.escape(style.reasoning_open), re.escape(style.reasoning_close)
     a_open, a_close = re.escape(style.answer_open), re.escape(style.answer_close)
     return re.compile(rf"^{r_open}\n.*?\n{r_close}\n{a_open}\n.*?\n{a_close}\n*$", re.DOTALL)
@@ -65,7 +66,7 @@ def soft_format_reward(
     """0.5 when the completion starts with a reasoning block followed by an answer block.
 
     Whitespace between the blocks and text after the answer are allowed; text before the
-    reasoning tag is not (``re.match``, as in the seeds).
+    reasoning tag is not (``re.match``, anchored at the start).
 
     >>> soft_format_reward(
     ...     prompts=None,
@@ -79,12 +80,12 @@ def soft_format_reward(
 
 
 def count_xml(text: str, tag_style: str | TagStyle = "reasoning") -> float:
-    """The seeds' ``count_xml``: 0.125 per well-placed tag, less 0.001 per trailing character.
+    """0.125 per well-placed tag, less 0.001 per trailing character.
 
-    Kept exactly as the notebook computes it, quirks included: the ``<answer>`` tag's penalty
-    counts the characters after ``\\n</answer>\\n``, which is the *whole text* when that string
-    is absent; the ``</answer>`` tag's penalty counts the characters after ``\\n</answer>``
-    less one, so a text ending right at the tag gains 0.001.
+    Computed exactly as the reference run's ``count_xml`` did, so its means compare, quirks
+    included: the ``<answer>`` tag's penalty counts the characters after ``\\n</answer>\\n``,
+    which is the *whole text* when that string is absent; the ``</answer>`` tag's penalty counts
+    the characters after ``\\n</answer>`` less one, so a text ending right at the tag gains 0.001.
 
     >>> count_xml("<reasoning>\\nr\\n</reasoning>\\n<answer>\\n4\\n</answer>\\n")
     0.5
@@ -125,7 +126,7 @@ def xml_count_reward(
     return [count_xml(completion_text(c), style) for c in completions]
 
 
-# The NF4 notebook's pattern: whatever follows the first closing answer tag.
+# Whatever follows the first closing answer tag.
 @functools.lru_cache(maxsize=None)
 def _after_answer_pattern(style: TagStyle) -> re.Pattern[str]:
     return re.compile(rf"{re.escape(style.answer_close)}\s*(.*)$", re.DOTALL)

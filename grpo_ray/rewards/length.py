@@ -69,8 +69,8 @@ def length_penalty_reward(
 ) -> list[float]:
     """0.0 for a completion under ``max_tokens`` tokens, else ``penalty`` (-0.5).
 
-    Tokens are counted by :func:`count_tokens`. (The notebook's ``len(tokenizer(text))`` counts
-    the keys of the tokenizer's output, not tokens; this counts tokens.)
+    Tokens are counted by :func:`count_tokens`. (``len(tokenizer(text))`` would count the keys
+    of the tokenizer's output, ``input_ids`` and ``attention_mask``, not tokens.)
 
     >>> length_penalty_reward(prompts=None, completions=["x", "y"], completion_ids=[[1] * 99, [1] * 100])
     [0.0, -0.5]

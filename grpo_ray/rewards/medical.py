@@ -1,7 +1,7 @@
 """Medical rewards: PubMedQA's yes/no/maybe label and semantic closeness to a reference answer.
 
-The medical notebook (seed 001) rewards "semantic correctness, perplexity and tag presence";
-tag presence is the format rewards, perplexity is left out, and semantic correctness is
+A medical reasoning reward may combine semantic correctness, perplexity and tag presence: here
+tag presence is the format rewards, perplexity is not implemented, and semantic correctness is
 :func:`semantic_similarity_reward`. The embedder is imported and loaded lazily, once per process
 (per reward worker), so importing this module stays cheap.
 """

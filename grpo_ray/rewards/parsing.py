@@ -2,8 +2,8 @@
 
 A completion arrives either as a string or as chat messages (``[{"role": "assistant",
 "content": ...}]``), as TRL passes them; :func:`completion_text` turns both into the text the
-rewards look at. Answer extraction follows the Unsloth GSM8K notebook the seeds quote, so reward
-numbers stay comparable with the write-ups'.
+rewards look at. Answer extraction reads answers as the GSM8K reference run's rewards did (see
+the README), so reward numbers stay comparable with its table.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ Completion = Union[str, Sequence[Message]]
 
 # A digit-group comma, as in "1,080" (GSM8K golds have 93 of them across train and test).
 _DIGIT_GROUP_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-# The GSM8K write-up's soft-correctness pattern, plus an optional leading minus (see first_number).
+# Soft correctness's number: an optional $, digits with thousands commas, an optional %, and an
+# optional leading minus (see first_number).
 _FIRST_NUMBER = re.compile(r"(-?)[$]?(\d+(?:,\d+)*)%?")
 
 
@@ -45,15 +46,15 @@ def completion_text(completion: Completion) -> str:
 
     For messages, the last message whose role is ``assistant`` is used (with tool calls a
     completion may hold several turns; the last one carries the answer). Messages without any
-    ``assistant`` role, such as the seeds' ``[{"content": text}]``, give their first message, as
-    the seeds' ``completion[0]["content"]`` does.
+    ``assistant`` role, such as ``[{"content": text}]``, give their first message's content
+    (``completion[0]["content"]``, how reward functions written for TRL often read them).
 
     >>> completion_text("<answer>\\n4\\n</answer>")
     '<answer>\\n4\\n</answer>'
     >>> completion_text([{"role": "assistant", "content": "4"}])
     '4'
-    >>> completion_text([{"content": "seed style"}])
-    'seed style'
+    >>> completion_text([{"content": "no roles"}])
+    'no roles'
     """
     if isinstance(completion, str):
         return completion
@@ -71,8 +72,8 @@ def completion_text(completion: Completion) -> str:
 def extract_xml_answer(text: str, tag_style: str | TagStyle = "reasoning") -> str:
     """The text after the last ``<answer>`` and before the next ``</answer>``, stripped.
 
-    As in the seeds: a missing opening tag means the text from the start, a missing closing tag
-    the text to the end, so a completion with no tags at all is its own answer.
+    A missing opening tag means the text from the start, a missing closing tag the text to the
+    end, so a completion with no tags at all is its own answer (the reference run's reading).
 
     >>> extract_xml_answer("<reasoning>\\n6*7\\n</reasoning>\\n<answer>\\n42\\n</answer>\\n")
     '42'
@@ -114,9 +115,9 @@ def remove_digit_group_commas(text: str) -> str:
 def extract_hash_answer(text: str) -> str | None:
     """A GSM8K gold: the text after ``####``, stripped, with thousands commas removed.
 
-    The seeds use ``text.split("####")[1].strip()``. GSM8K does have golds such as ``1,080``
-    (79 in train, 14 in test), which a model answering ``1080`` could then never match, so
-    grpo_ray also drops digit-group commas. None when there is no ``####``.
+    ``text.split("####")[1].strip()`` alone would keep golds such as ``1,080`` (79 in GSM8K
+    train, 14 in test), which a model answering ``1080`` could then never match, so digit-group
+    commas are dropped too. None when there is no ``####``.
 
     >>> extract_hash_answer("3 + 4 = <<3+4=7>>7 apples.\\n#### 7")
     '7'
@@ -149,11 +150,12 @@ def normalize_gold(gold: Any) -> str | None:
 
 
 def first_number(answer: str) -> str:
-    """The first number in an answer, the way the GSM8K write-up's soft correctness reads it.
+    """The first number in an answer, as soft correctness reads it.
 
-    ``$``, thousands commas and ``%`` are dropped; ``"0"`` when there is no number. One change
-    from the write-up: a leading ``-`` is kept. Its pattern could never equal a negative gold
-    (GSM8K test has some, e.g. ``-10``) and read ``-10`` as ``10``, matching a gold of ``10``.
+    ``$``, thousands commas and ``%`` are dropped; ``"0"`` when there is no number. A leading
+    ``-`` is kept: the reference run's pattern, ``[$]?(\\d+(?:,\\d+)*)%?``, could never equal a
+    negative gold (GSM8K test has some, e.g. ``-10``) and read ``-10`` as ``10``, matching a
+    gold of ``10``.
 
     >>> first_number("$1,000"), first_number("72 units"), first_number("96%"), first_number("-$3")
     ('1000', '72', '96', '-3')

@@ -48,10 +48,10 @@ def test_soft_correctness(render, style: str) -> None:
         ("$27", "27", 1.0),
         ("The answer is 27 dollars, not 28", "27", 1.0),  # the first number counts
         ("28, not 27", "27", 0.0),
-        ("4.5", "4", 1.0),  # the write-up's pattern stops at the decimal point
+        ("4.5", "4", 1.0),  # the number pattern stops at the decimal point
         ("-10", "-10", 1.0),  # the sign is kept ...
         ("-10", "10", 0.0),  # ... both ways
-        ("no idea", "0", 1.0),  # no number reads as "0", as in the write-up
+        ("no idea", "0", 1.0),  # no number reads as "0"
         ("no idea", "7", 0.0),
         ("7", None, None),
     ]

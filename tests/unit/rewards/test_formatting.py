@@ -16,9 +16,10 @@ from tests.unit.rewards.helpers import restyle
 pytestmark = pytest.mark.unit
 
 
-# --- seed references, transcribed from the documents in shared/seeds ---------------------------
-def seed_count_xml(text: str, tag: str = "reasoning") -> float:  # seed 001 (Unsloth notebook)
-    # The seed hard-codes "reasoning"; `tag` renames it for the thinking style, nothing else.
+# --- references: each reward as first written, in plain code ---------------------------------
+# One literal pattern each and no tag-style machinery, so the library's versions are checked against them.
+def reference_count_xml(text: str, tag: str = "reasoning") -> float:
+    # The reference hard-codes "reasoning"; `tag` renames it for the thinking style, nothing else.
     count = 0.0
     if text.count(f"<{tag}>\n") == 1:
         count += 0.125
@@ -33,17 +34,17 @@ def seed_count_xml(text: str, tag: str = "reasoning") -> float:  # seed 001 (Uns
     return count
 
 
-def seed_strict_format(text: str) -> float:  # seed 002, the write-up's amended pattern
+def reference_strict_format(text: str) -> float:  # any number of trailing newlines; blocks span lines
     pattern = r"^<reasoning>\n.*?\n</reasoning>\n<answer>\n.*?\n</answer>\n*$"
     return 0.5 if re.match(pattern, text, re.DOTALL) else 0.0
 
 
-def seed_soft_format(text: str) -> float:  # seed 001 pattern, with the write-up's re.DOTALL
+def reference_soft_format(text: str) -> float:  # anchored at the start (re.match); blocks span lines
     pattern = r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>"
     return 0.5 if re.match(pattern, text, re.DOTALL) else 0.0
 
 
-def seed_text_after_answer(text: str) -> float:  # seed 004's "xmlcount_reward_func"
+def reference_text_after_answer(text: str) -> float:  # -0.5 unless only whitespace follows </answer>
     match = re.compile(r"</answer>\s*(.*)$", re.DOTALL).search(text)
     if not match:
         return -0.5
@@ -76,17 +77,17 @@ TRICKY = [
 
 
 @pytest.mark.parametrize("text", TRICKY)
-def test_count_xml_equals_seed(text: str, style: str) -> None:
+def test_count_xml_equals_reference(text: str, style: str) -> None:
     styled = restyle(text, style)
-    assert count_xml(styled, style) == seed_count_xml(styled, style)
+    assert count_xml(styled, style) == reference_count_xml(styled, style)
 
 
 @pytest.mark.parametrize("text", TRICKY)
-def test_format_rewards_equal_seed(text: str, style: str) -> None:
+def test_format_rewards_equal_reference(text: str, style: str) -> None:
     styled = restyle(text, style)
-    assert strict_format_reward(None, [styled], tag_style=style) == [seed_strict_format(text)]
-    assert soft_format_reward(None, [styled], tag_style=style) == [seed_soft_format(text)]
-    assert text_after_answer_reward(None, [styled], tag_style=style) == [seed_text_after_answer(text)]
+    assert strict_format_reward(None, [styled], tag_style=style) == [reference_strict_format(text)]
+    assert soft_format_reward(None, [styled], tag_style=style) == [reference_soft_format(text)]
+    assert text_after_answer_reward(None, [styled], tag_style=style) == [reference_text_after_answer(text)]
 
 
 @pytest.mark.parametrize(

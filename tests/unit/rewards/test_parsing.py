@@ -18,15 +18,15 @@ from tests.unit.rewards.helpers import restyle
 pytestmark = pytest.mark.unit
 
 
-# --- seed references, transcribed from the documents in shared/seeds ---------------------------
-def seed_extract_xml_answer(text: str) -> str:  # seed 001 / 002
+# --- references: answer reading as the reference run's rewards did it, in plain code ----------
+def reference_extract_xml_answer(text: str) -> str:
     answer = text.split("<answer>")[-1]
     answer = answer.split("</answer>")[0]
     return answer.strip()
 
 
-def seed_extract_final_answer(text: str) -> str:  # seed 002, soft correctness
-    answer = seed_extract_xml_answer(text)
+def reference_extract_final_answer(text: str) -> str:  # soft correctness's number, without a sign
+    answer = reference_extract_xml_answer(text)
     matched = re.search(r"[$]?(\d+(?:,\d+)*)%?", answer)
     if matched:
         return matched.group(1).replace(", ", "").replace(",", "")
@@ -53,13 +53,13 @@ TRICKY_ANSWERS = [
 
 
 @pytest.mark.parametrize("text", TRICKY_ANSWERS)
-def test_extract_xml_answer_matches_seed(text: str, style: str) -> None:
-    assert extract_xml_answer(restyle(text, style), style) == seed_extract_xml_answer(text)
+def test_extract_xml_answer_matches_reference(text: str, style: str) -> None:
+    assert extract_xml_answer(restyle(text, style), style) == reference_extract_xml_answer(text)
 
 
 @pytest.mark.parametrize("text", TRICKY_ANSWERS)
-def test_first_number_matches_seed_for_non_negative_answers(text: str) -> None:
-    assert first_number(extract_xml_answer(text)) == seed_extract_final_answer(text)
+def test_first_number_matches_reference_for_non_negative_answers(text: str) -> None:
+    assert first_number(extract_xml_answer(text)) == reference_extract_final_answer(text)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_first_number_matches_seed_for_non_negative_answers(text: str) -> None:
         ("72 units", "72"),
         ("96%", "96"),
         ("$27", "27"),
-        ("-10", "-10"),  # grpo_ray keeps the sign; the seed read 10
+        ("-10", "-10"),  # grpo_ray keeps the sign; the reference reads 10
         ("-$3", "-3"),
         ("5-3", "5"),
         ("", "0"),
@@ -107,7 +107,7 @@ def test_extract_reasoning(style: str) -> None:
         ([{"role": "assistant", "content": "a"}], "a"),
         ([{"role": "assistant", "content": "a"}, {"role": "tool", "content": "t"},
           {"role": "assistant", "content": "b"}], "b"),  # last assistant turn
-        ([{"content": "seed style"}], "seed style"),  # no roles: the first message, as the seeds
+        ([{"content": "no roles"}], "no roles"),  # no roles: the first message, completion[0]["content"]
         ([{"role": "assistant", "content": None}], ""),
         ([{"role": "assistant", "content": [{"type": "text", "text": "x"}, {"type": "text", "text": "y"}]}], "xy"),
         ({"role": "assistant", "content": "single"}, "single"),
@@ -125,7 +125,7 @@ def test_completion_text(completion: object, expected: str) -> None:
         ("#### 1,080", "1080"),
         ("####  -10 ", "-10"),
         ("no marker", None),
-        ("a #### 5 #### 6", "5"),  # the seed takes the part after the first marker
+        ("a #### 5 #### 6", "5"),  # the part after the first marker, as text.split("####")[1] gives
     ],
 )
 def test_extract_hash_answer(text: str, expected: str | None) -> None:
