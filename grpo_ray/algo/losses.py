@@ -14,9 +14,13 @@ two-sided ``delta``, cispo, sapo); the per-token losses are then reduced by the 
 registry (``aggregation.py``).
 
 Everything matches TRL 1.16 ``GRPOTrainer._compute_loss`` (``trl/trainer/grpo_trainer.py:3020-3290``)
-for its loss types grpo, bnpo, dr_grpo, dapo, cispo and sapo and its ``delta``, with TRL's other
-optional extras (entropy masking, off-policy masking, KL bias correction) left out; its vLLM
-importance-sampling correction is ``token_weights``.
+for its loss types grpo, bnpo, dr_grpo, dapo, cispo and sapo and its ``delta``. TRL's vLLM
+importance-sampling correction in its ``token_truncate`` mode is ``token_weights`` here (from
+``correction.truncated_importance_weights``; TRL's default mode, ``sequence_mask``, is not
+implemented). Left out: entropy masking (``top_entropy_quantile``), off-policy sequence masking
+(``off_policy_mask_threshold``), the luspo and vespo loss types, and the KL bias correction
+(``use_bias_correction_kl``, on by default in TRL, multiplies the KL term by the ratio), so with
+``beta != 0`` this loss is TRL's with ``use_bias_correction_kl=False``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ray import tune
 
@@ -47,8 +47,11 @@ def make_scheduler(spec: SweepConfig, max_steps: int):
     return FIFOScheduler()
 
 
-def make_search_alg(spec: SweepConfig) -> Optional[Any]:
-    """None lets Tune use its own random/grid variant generator (seeded through the param space)."""
+def make_search_alg(spec: SweepConfig) -> Any:
+    """Tune's search algorithm, at most ``max_concurrent_trials`` trials at a time, seeded with
+    ``search.seed`` so a sweep draws the same trials each time: for random and grid Tune's own
+    variant generator (``random_state``; grid lists expand in :func:`param_space`), for optuna
+    ``OptunaSearch``."""
     if spec.search.algorithm != "optuna":
         from ray.tune.search import BasicVariantGenerator
 
