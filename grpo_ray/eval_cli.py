@@ -11,7 +11,7 @@ from grpo_ray.utils.text import clip_line
 
 
 def add_eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a model (and adapter) on a held-out set: the seeds' table",
+    p = sub.add_parser("eval", help="evaluate a model (and adapter) on a held-out set: a table of reward means",
                        description="Greedy completions for a held-out split, scored as hard/soft correctness, "
                        "integer, soft/strict format (PubMedQA: yes/no/maybe accuracy), each with its maximum.")
     p.add_argument("--model", required=True, help="base model: builtin:NAME, a local folder or a hub id")

@@ -1,5 +1,6 @@
 """``grpo-ray eval``: greedy completions for a held-out set from the base model and/or an adapter,
-scored as the seeds' table, written as JSON, markdown and one JSONL line per completion."""
+scored as the evaluation table (``table.py``), written as JSON, markdown and one JSONL line per
+completion."""
 
 from __future__ import annotations
 
