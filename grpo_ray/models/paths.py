@@ -1,8 +1,12 @@
-"""Resolving ``model.name_or_path``: built-in models shipped in the package, local folders, hub ids."""
+"""Resolving ``model.name_or_path``: built-in models shipped in the package, local folders, hub ids;
+and adapters: built-in ones, PEFT folders, checkpoints, output dirs and folders that name their adapter."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Optional
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
@@ -36,6 +40,50 @@ def resolve_model_path(name_or_path: str) -> str:
 
 ADAPTER_DIR = Path(__file__).resolve().parent.parent / "assets" / "adapters"
 _ADAPTER_CONFIG = "adapter_config.json"
+# A folder that names its adapter: {"adapter": PATH}, PATH relative to the folder or absolute. A sweep
+# writes one naming its best trial's adapter, so --adapter SWEEP_DIR works without this module
+# knowing what a sweep writes.
+ADAPTER_POINTER = "adapter.json"
+
+
+def is_adapter_folder(path: Path) -> bool:
+    """A PEFT adapter folder: one holding ``adapter_config.json``."""
+    return (Path(path) / _ADAPTER_CONFIG).is_file()
+
+
+def write_adapter_pointer(folder: Path, adapter: Optional[Path]) -> Optional[Path]:
+    """Make ``folder`` name ``adapter`` in ``adapter.json``; None removes the file (nothing to name).
+
+    A path inside ``folder`` is written relative to it, so the folder can be moved or copied whole.
+    """
+    folder, pointer = Path(folder), Path(folder) / ADAPTER_POINTER
+    if adapter is None:
+        pointer.unlink(missing_ok=True)
+        return None
+    target = Path(adapter).resolve()
+    try:
+        named = target.relative_to(folder.resolve()).as_posix()
+    except ValueError:  # outside the folder
+        named = str(target)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = pointer.with_name(pointer.name + ".tmp")
+    tmp.write_text(json.dumps({"adapter": named}) + "\n", encoding="utf-8")
+    os.replace(tmp, pointer)  # atomic: a reader sees the old pointer or the new one
+    return pointer
+
+
+def _follow_pointer(spec: str, pointer: Path) -> Path:
+    try:
+        named = json.loads(pointer.read_text(encoding="utf-8"))["adapter"]
+        target = pointer.parent / Path(named).expanduser()  # an absolute path replaces the folder
+    except (ValueError, KeyError, TypeError):
+        raise FileNotFoundError(f'adapter {spec!r}: {pointer} must hold {{"adapter": PATH}}') from None
+    if not is_adapter_folder(target):
+        raise FileNotFoundError(
+            f"adapter {spec!r}: {pointer} names {str(target)!r}, which is not a PEFT adapter folder "
+            f"({_ADAPTER_CONFIG} missing)"
+        )
+    return target
 
 
 def builtin_adapters() -> list[str]:
@@ -46,8 +94,8 @@ def builtin_adapters() -> list[str]:
 
 def resolve_adapter_path(spec: str) -> Path:
     """An adapter given as ``builtin:NAME``, a PEFT folder, a checkpoint (``step-N/``, holding
-    ``adapter/``), a sweep dir (its best trial's adapter) or a training output dir (its latest
-    complete checkpoint's adapter).
+    ``adapter/``), a folder that names its adapter in ``adapter.json`` (a sweep dir names its best
+    trial's) or a training output dir (its latest complete checkpoint's adapter).
 
     Raises FileNotFoundError with one line saying what was looked for.
     """
@@ -67,17 +115,12 @@ def resolve_adapter_path(spec: str) -> Path:
         return path
     if (path / "adapter" / _ADAPTER_CONFIG).is_file():
         return path / "adapter"
-    best = path / "best_trial.json"  # a sweep dir: its best trial's adapter
-    if best.is_file():
-        import json
-
-        adapter = json.loads(best.read_text()).get("adapter")
-        if adapter and (Path(adapter) / _ADAPTER_CONFIG).is_file():
-            return Path(adapter)
+    if (path / ADAPTER_POINTER).is_file():
+        return _follow_pointer(spec, path / ADAPTER_POINTER)
     ckpt = find_latest_checkpoint(path)
     if ckpt is not None and (ckpt / "adapter" / _ADAPTER_CONFIG).is_file():
         return ckpt / "adapter"
     raise FileNotFoundError(
-        f"adapter {spec!r}: not a PEFT adapter folder ({_ADAPTER_CONFIG} missing), a checkpoint, "
-        "or an output dir with a complete checkpoint"
+        f"adapter {spec!r}: not a PEFT adapter folder ({_ADAPTER_CONFIG} missing), a folder naming its "
+        f"adapter in {ADAPTER_POINTER}, a checkpoint, or an output dir with a complete checkpoint"
     )

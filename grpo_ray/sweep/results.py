@@ -1,5 +1,6 @@
 """What a sweep leaves in its folder: the results table (CSV and markdown), the best trial's config as
-a ready train YAML, its adapter path, and a PNG with every trial's curves.
+a ready train YAML, its adapter path (``best_trial.json``, and ``adapter.json``, which makes the
+sweep dir usable as ``--adapter``), and a PNG with every trial's curves.
 
 Everything here works on :class:`TrialRecord` lists, so it is independent of Tune's result objects
 (:func:`records_from_results` converts those).
@@ -17,6 +18,7 @@ import yaml
 
 from grpo_ray.checkpoint import find_latest_checkpoint
 from grpo_ray.evaluation.records import write_json_atomic
+from grpo_ray.models.paths import is_adapter_folder, write_adapter_pointer
 
 COMPLETED, STOPPED, ERROR, UNFINISHED = "completed", "stopped early", "error", "unfinished"
 
@@ -47,8 +49,9 @@ class TrialRecord:
         return (max(v) if mode == "max" else min(v)) if v else math.nan
 
     def adapter(self) -> Optional[Path]:
+        """The latest complete checkpoint's LoRA adapter; None without one (or for a full fine-tune)."""
         ckpt = find_latest_checkpoint(self.run_dir) if self.run_dir.is_dir() else None
-        return ckpt / "adapter" if ckpt is not None else None
+        return ckpt / "adapter" if ckpt is not None and is_adapter_folder(ckpt / "adapter") else None
 
 
 def _finite(v: Any) -> bool:
@@ -111,7 +114,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def write_best(best: TrialRecord, sweep_dir: Path, metric: str) -> Path:
-    """``best_config.yaml``: the best trial's train config, writing to its own fresh output dir."""
+    """``best_config.yaml``: the best trial's train config, writing to its own fresh output dir;
+    ``best_trial.json``: its trial, values and metric; ``adapter.json``: its adapter, so that
+    ``--adapter SWEEP_DIR`` finds it (removed when it has none)."""
     config = dict(best.config)
     config["trainer"] = {**config.get("trainer", {}), "output_dir": str(sweep_dir / "best_run"), "resume": None}
     path = sweep_dir / "best_config.yaml"
@@ -122,6 +127,7 @@ def write_best(best: TrialRecord, sweep_dir: Path, metric: str) -> Path:
         "trial": best.trial_id, "params": best.params, "metric": metric, "final": best.final(metric),
         "adapter": str(best.adapter()) if best.adapter() else None, "config": str(path),
     })
+    write_adapter_pointer(sweep_dir, best.adapter())
     return path
 
 

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from grpo_ray.checkpoint import CheckpointManager
-from grpo_ray.models.paths import resolve_adapter_path
+from grpo_ray.models.paths import ADAPTER_POINTER, resolve_adapter_path, write_adapter_pointer
 
 pytestmark = pytest.mark.unit
 
@@ -40,9 +43,31 @@ def test_bad_adapters_get_one_line(tmp_path) -> None:
         assert "\n" not in str(err.value)
 
 
-def test_sweep_dir_gives_its_best_trials_adapter(tmp_path) -> None:
-    import json
+def test_a_folder_that_names_its_adapter(tmp_path) -> None:
+    inside = _adapter(tmp_path / "sweep" / "trial_b" / "run" / "checkpoints" / "step-000004" / "adapter")
+    pointer = write_adapter_pointer(tmp_path / "sweep", inside)
+    assert json.loads(pointer.read_text()) == {"adapter": "trial_b/run/checkpoints/step-000004/adapter"}
+    assert resolve_adapter_path(str(tmp_path / "sweep")) == inside
+    shutil.copytree(tmp_path / "sweep", tmp_path / "moved")  # relative, so a copied folder names its own copy
+    moved = tmp_path / "moved" / "trial_b" / "run" / "checkpoints" / "step-000004" / "adapter"
+    assert resolve_adapter_path(str(tmp_path / "moved")) == moved
 
-    best = _adapter(tmp_path / "sweep" / "trial_b" / "run" / "checkpoints" / "step-000004" / "adapter")
-    (tmp_path / "sweep" / "best_trial.json").write_text(json.dumps({"adapter": str(best)}))
-    assert resolve_adapter_path(str(tmp_path / "sweep")) == best
+    outside = _adapter(tmp_path / "elsewhere")
+    write_adapter_pointer(tmp_path / "named", outside)
+    assert json.loads((tmp_path / "named" / ADAPTER_POINTER).read_text()) == {"adapter": str(outside.resolve())}
+    assert resolve_adapter_path(str(tmp_path / "named")) == outside.resolve()
+
+    write_adapter_pointer(tmp_path / "named", None)  # nothing to name: the pointer goes
+    assert not (tmp_path / "named" / ADAPTER_POINTER).exists()
+
+
+def test_a_broken_pointer_is_one_line_naming_it(tmp_path) -> None:
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / ADAPTER_POINTER).write_text(json.dumps({"adapter": "trial/adapter"}))
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / ADAPTER_POINTER).write_text("{not json")
+    for folder, message in [("gone", "names .*trial/adapter.*not a PEFT adapter folder"),
+                            ("garbled", 'must hold {"adapter": PATH}')]:
+        with pytest.raises(FileNotFoundError, match=message) as err:
+            resolve_adapter_path(str(tmp_path / folder))
+        assert "\n" not in str(err.value) and ADAPTER_POINTER in str(err.value)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
 import yaml
 
+from grpo_ray.checkpoint import CheckpointManager
+from grpo_ray.models.paths import resolve_adapter_path
 from grpo_ray.sweep.results import (
     COMPLETED, ERROR, STOPPED, TrialRecord, best_trial, status_of, table_rows, write_best, write_tables,
 )
@@ -45,3 +48,23 @@ def test_tables_and_best_config(tmp_path) -> None:
     cfg = yaml.safe_load(path.read_text())
     assert cfg["learner"]["lr"] == 1e-3 and cfg["trainer"]["output_dir"] == str(tmp_path / "best_run")
     assert cfg["trainer"]["resume"] is None
+
+
+def test_best_trials_adapter_is_what_the_sweep_dir_names(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    manager = CheckpointManager(sweep / "trial_a" / "run")
+    for step in (2, 4):  # the latest complete checkpoint's adapter is the trial's
+        staging = manager.begin(step)
+        (staging / "adapter").mkdir()
+        (staging / "adapter" / "adapter_config.json").write_text("{}")
+        manager.commit(step, staging)
+    a = record("a", 1e-3, [0.1, 0.6], COMPLETED, sweep / "trial_a" / "run")
+    write_best(a, sweep, "reward")
+    adapter = sweep / "trial_a" / "run" / "checkpoints" / "step-000004" / "adapter"
+    assert resolve_adapter_path(str(sweep)) == adapter  # --adapter SWEEP_DIR in eval, generate, serve
+    assert json.loads((sweep / "best_trial.json").read_text())["adapter"] == str(adapter)
+
+    full = record("f", 1e-3, [0.7], COMPLETED, tmp_path / "no_run")  # a trial without an adapter
+    write_best(full, sweep, "reward")
+    assert not (sweep / "adapter.json").exists()  # the earlier best's pointer is not left behind
+    assert json.loads((sweep / "best_trial.json").read_text())["adapter"] is None
