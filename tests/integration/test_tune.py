@@ -122,16 +122,34 @@ def test_asha_stops_the_lr0_trial_and_the_table_matches_the_trials(sweep):
 
 
 def test_best_config_trains_with_grpo_ray_train(sweep):
+    from grpo_ray.models.paths import resolve_adapter_path
+
     tmp, sweep_dir, _ = sweep
     best = json.loads((sweep_dir / "best_trial.json").read_text())
     assert best["params"]["learner.lr"] > 0
     assert Path(best["adapter"], "adapter_model.safetensors").is_file()
+    # the sweep dir names that adapter (adapter.json), so --adapter SWEEP_DIR takes it
+    assert resolve_adapter_path(str(sweep_dir)).resolve() == Path(best["adapter"]).resolve()
     cfg = yaml.safe_load((sweep_dir / "best_config.yaml").read_text())
     assert cfg["learner"]["lr"] == best["params"]["learner.lr"] and cfg["trainer"]["steps"] == STEPS
     done = grpo_ray("train", "--config", str(sweep_dir / "best_config.yaml"), "trainer.steps=2", "eval.enabled=false", cwd=tmp)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "done: 2 steps" in done.stdout
     assert (sweep_dir / "best_run" / "checkpoints" / "step-000002" / "COMPLETE").is_file()
+
+
+def test_the_same_command_on_a_finished_sweep_writes_its_summary_again(sweep):
+    """How a sweep dir written before adapter.json existed gets one: nothing is trained again."""
+    from grpo_ray.models.paths import resolve_adapter_path
+
+    tmp, sweep_dir, _ = sweep
+    best = json.loads((sweep_dir / "best_trial.json").read_text())
+    (sweep_dir / "adapter.json").unlink()
+    done = grpo_ray("tune", "--config", str(tmp / "sweep.yaml"), cwd=tmp)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "resuming the sweep" in done.stderr
+    assert resolve_adapter_path(str(sweep_dir)).resolve() == Path(best["adapter"]).resolve()
+    assert json.loads((sweep_dir / "best_trial.json").read_text())["final"] == best["final"]
 
 
 def test_invalid_search_space_is_rejected_before_any_trial(tmp_path):
