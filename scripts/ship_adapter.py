@@ -30,7 +30,7 @@ def main() -> int:
 
     sys.path.insert(0, str(REPO))
     from grpo_ray.checkpoint import find_latest_checkpoint
-    from grpo_ray.rollout.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+    from grpo_ray.models.adapter_io import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
     run = Path(args.run)
     ckpt = find_latest_checkpoint(run)

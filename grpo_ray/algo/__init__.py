@@ -29,7 +29,7 @@ from grpo_ray.algo.correction import truncated_importance_weights
 from grpo_ray.algo.kl import KL_ESTIMATORS, compute_kl
 from grpo_ray.algo.logprobs import entropy_from_logits, selective_log_softmax
 from grpo_ray.algo.losses import IMPORTANCE_SAMPLING_LEVELS, compute_policy_loss
-from grpo_ray.algo.masks import completion_mask_from_eos, mask_truncated_completions
+from grpo_ray.algo.masks import completion_mask_from_eos, mask_truncated_completions, pad_completion_values
 from grpo_ray.algo.objectives import POLICY_OBJECTIVES
 from grpo_ray.algo.rewards import combine_rewards, reward_function_stats
 from grpo_ray.algo.stats import masked_mean, nanstd
@@ -50,6 +50,7 @@ __all__ = [
     "entropy_from_logits",
     "frac_reward_zero_std",
     "mask_truncated_completions",
+    "pad_completion_values",
     "masked_mean",
     "truncated_importance_weights",
     "nanstd",

@@ -60,3 +60,19 @@ def mask_truncated_completions(completion_mask: Tensor, is_truncated: Tensor) ->
         )
     keep = (~is_truncated.bool()).unsqueeze(1)
     return completion_mask * keep.to(completion_mask.dtype)
+
+
+def pad_completion_values(values: list[list[float]], width: int) -> Tensor:
+    """[N][T_i] per-token values (sampling logprobs, a loss mask) -> [N, width] float32, 0 past each
+    row's end (rows longer than ``width`` are cut).
+
+    >>> pad_completion_values([[1.0, 2.0], [3.0]], 3)
+    tensor([[1., 2., 0.],
+            [3., 0., 0.]])
+    """
+    out = torch.zeros((len(values), width), dtype=torch.float32)
+    for i, row in enumerate(values):
+        row = row[:width]
+        if row:
+            out[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
+    return out

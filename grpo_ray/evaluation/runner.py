@@ -31,11 +31,16 @@ class EvalRequest:
     answer_column: Optional[str] = None
     system_prompt: Optional[str] = None
     tag_style: str = "reasoning"
+    demonstrations: tuple[tuple[str, str], ...] = ()
+    assistant_prefix: str = ""
     max_tokens: int = 256
     engine: str = "vllm"
     dtype: str = "auto"
     output: Optional[str] = None
     seed: int = 0
+    max_model_len: Optional[int] = None  # None: the longest prompt plus max_tokens
+    gpu_memory_utilization: float = 0.85
+    tensor_parallel_size: int = 1
 
 
 @dataclass
@@ -59,18 +64,20 @@ def _load_rows(req: EvalRequest) -> list[dict[str, Any]]:
         return list(load_prompt_dataset(
             req.dataset, split=req.split, data_dir=req.data_dir, question_column=req.question_column,
             answer_column=req.answer_column, system_prompt=req.system_prompt, tag_style=req.tag_style,
-            subset=req.subset, limit=req.limit, seed=req.seed,
+            subset=req.subset, limit=req.limit, seed=req.seed, demonstrations=req.demonstrations,
+            assistant_prefix=req.assistant_prefix,
         ))
     except DataSourceError as err:
         raise UserError(str(err)) from None
 
 
 def _fit_to_context(rows, prompt_lengths, max_tokens: int, context: Optional[int]):
-    """Rows whose prompt leaves room for ``max_tokens`` in the model's context, and max_model_len."""
+    """Rows whose prompt leaves room for ``max_tokens`` in ``context`` (the model's, or --max-model-len),
+    and the engine's max_model_len: what the longest of them needs, no more."""
     if context is None:
         return rows, max(prompt_lengths) + max_tokens
     if max_tokens >= context:
-        raise UserError(f"--max-tokens={max_tokens} leaves no room for a prompt in the model's {context}-token context")
+        raise UserError(f"--max-tokens={max_tokens} leaves no room for a prompt in a {context}-token context")
     kept = [r for r, n in zip(rows, prompt_lengths) if n + max_tokens <= context]
     if not kept:
         raise UserError(f"every prompt is too long for the model's {context}-token context with --max-tokens={max_tokens}")
@@ -85,35 +92,38 @@ def run_eval(req: EvalRequest) -> EvalReport:
     """Evaluate base and/or adapter on ``req.dataset``; write results under ``req.output``."""
     from transformers import AutoTokenizer
 
-    from grpo_ray.inference import Generator, adapter_rank, load_adapter_payload, model_context_length
+    from grpo_ray.data.prompts import with_assistant_prefix
+    from grpo_ray.inference import Generator, load_adapter, model_context_length
     from grpo_ray.models.paths import resolve_model_path
     from grpo_ray.rollout.prompting import encode_prompts
-    from grpo_ray.rollout.types import GenerationRequest, SamplingConfig
+    from grpo_ray.wire import GenerationRequest, SamplingConfig
 
     if not req.adapter and not req.compare_base:
         req.compare_base = True  # nothing but the base to evaluate
-    payload = load_adapter_payload(req.adapter)  # fail on a bad adapter before loading anything big
+    adapter = load_adapter(req.adapter)  # fail on a bad adapter before loading anything big
     rows = _load_rows(req)
     if not rows:
         raise UserError(f"dataset {req.dataset!r} split {req.split!r} has no rows")
     model_path = resolve_model_path(req.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     lengths = [len(ids) for ids in encode_prompts(tokenizer, [r["prompt"] for r in rows])]
-    rows, max_model_len = _fit_to_context(rows, lengths, req.max_tokens, model_context_length(model_path))
+    rows, max_model_len = _fit_to_context(rows, lengths, req.max_tokens, req.max_model_len or model_context_length(model_path))
     metrics = metrics_for_rows(rows)
 
     gen = Generator(req.model, max_model_len=max_model_len, engine=req.engine, dtype=req.dtype,
-                    lora_rank=adapter_rank(payload))
-    request = GenerationRequest([r["prompt"] for r in rows], SamplingConfig(n=1, temperature=0.0, max_tokens=req.max_tokens))
-    labels = (["base"] if req.compare_base else []) + (["tuned"] if payload is not None else [])
+                    adapter_config=adapter.peft_config if adapter else None,
+                    gpu_memory_utilization=req.gpu_memory_utilization, tensor_parallel_size=req.tensor_parallel_size)
+    prompts = [r["prompt"] for r in rows]
+    request = GenerationRequest(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=req.max_tokens))
+    labels = (["base"] if req.compare_base else []) + (["tuned"] if adapter is not None else [])
     texts, results, seconds = {}, {}, {}
     for label in labels:  # base first: before any adapter is applied
         if label == "tuned":
-            gen.load_adapter(payload)
+            gen.apply_lora(adapter)
         start = time.perf_counter()
         batch = gen.generate(request, progress=True)
         seconds[label] = time.perf_counter() - start
-        texts[label] = batch.completion_texts
+        texts[label] = with_assistant_prefix(prompts, batch.completion_texts)  # the whole reply, as training scores it
         results[label] = score_eval(rows, texts[label], metrics, tag_style=req.tag_style)
 
     out = Path(req.output or _default_output(req))

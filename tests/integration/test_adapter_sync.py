@@ -33,12 +33,12 @@ class StandInLearner:
         self.updates += 1
         return {"loss": 0.0}
 
-    def adapter_payload(self, version: int):
+    def export_weights(self, version: int):
         import torch
 
-        from grpo_ray.rollout.adapters import AdapterPayload
+        from grpo_ray.wire import LoraAdapter
 
-        return AdapterPayload(version, {"m.lora_A.weight": torch.full((1, 2), float(self.updates))}, {"r": 1})
+        return LoraAdapter(version, {"m.lora_A.weight": torch.full((1, 2), float(self.updates))}, {"r": 1})
 
 
 @ray.remote
@@ -46,8 +46,9 @@ class StandInRollout:
     def __init__(self) -> None:
         self.loads: list[tuple[int, float, float]] = []
 
-    def load_adapter(self, payload) -> float:
-        self.loads.append((payload.version, float(payload.tensors["m.lora_A.weight"][0, 0]), time.time()))
+    def load_weights(self, handle) -> float:
+        update = ray.get(handle.ref)  # the handle's ref reaches the worker unresolved
+        self.loads.append((update.version, float(update.tensors["m.lora_A.weight"][0, 0]), time.time()))
         return 0.25
 
     def loaded(self) -> list:
@@ -55,11 +56,11 @@ class StandInRollout:
 
 
 def test_rollout_loads_the_updated_adapter_before_the_driver_waits() -> None:
-    from grpo_ray.actors.sync import AdapterSync
+    from grpo_ray.actors.sync import WeightHandoff
 
     learner, rollouts = StandInLearner.remote(), [StandInRollout.remote(), StandInRollout.remote()]
     update = learner.train_step.remote(1.0)
-    handoff = AdapterSync([learner], rollouts, version=1)  # what the driver does right after submitting
+    handoff = WeightHandoff([learner], rollouts, version=1)  # what the driver does right after submitting
     ray.get(update)
     deadline = time.time() + 10
     while not all(ray.get([r.loaded.remote() for r in rollouts])) and time.time() < deadline:
@@ -69,15 +70,15 @@ def test_rollout_loads_the_updated_adapter_before_the_driver_waits() -> None:
     assert [[(v, value) for v, value, _ in w] for w in loads] == [[(1, 1.0)], [(1, 1.0)]]
     metrics, resent = handoff.wait()
     assert metrics == {"sync/load_seconds_max": 0.25} and resent == 0
-    assert ray.get(handoff.ref).version == 1
+    assert ray.get(handoff.handle.ref).version == 1
     assert [len(ray.get(r.loaded.remote())) for r in rollouts] == [1, 1]  # wait() did not load again
 
 
 def test_publish_only_leaves_the_rollout_workers_alone() -> None:
-    from grpo_ray.actors.sync import AdapterSync
+    from grpo_ray.actors.sync import WeightHandoff
 
     learner, rollout = StandInLearner.remote(), StandInRollout.remote()
-    handoff = AdapterSync([learner], [rollout], version=3, load=False)  # async: the workers are generating
+    handoff = WeightHandoff([learner], [rollout], version=3, load=False)  # async: the workers are generating
     assert handoff.wait() == ({}, 0)
-    assert ray.get(handoff.ref).version == 3
+    assert ray.get(handoff.handle.ref).version == 3
     assert ray.get(rollout.loaded.remote()) == []

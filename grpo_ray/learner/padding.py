@@ -7,11 +7,11 @@ row sees the same positions as the unpadded sequence the rollout engine scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
 
 
 @dataclass
@@ -52,16 +52,6 @@ def pad_rows(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_i
     )
 
 
-def pad_completion_values(values: list[list[float]], width: int) -> Tensor:
-    """[N][T_i] per-token values (e.g. sampling logprobs) -> [N, width], 0 past each row's end."""
-    out = torch.zeros((len(values), width), dtype=torch.float32)
-    for i, row in enumerate(values):
-        row = row[:width]
-        if row:
-            out[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
-    return out
-
-
 def unique_prompts(mb: PaddedBatch) -> tuple[Tensor, Tensor]:
     """Indices of the distinct prompt rows of a micro-batch and, per row, which of them it repeats:
     ``first`` [U], ``inverse`` [N] with ``input_ids[first[inverse], :P] == input_ids[:, :P]``."""
@@ -70,49 +60,3 @@ def unique_prompts(mb: PaddedBatch) -> tuple[Tensor, Tensor]:
     first = torch.full((int(inverse.max()) + 1,), len(inverse), dtype=torch.long, device=inverse.device)
     first = first.scatter_reduce(0, inverse, torch.arange(len(inverse), device=inverse.device), reduce="amin")
     return first, inverse
-
-
-@dataclass
-class TrainShard:
-    """One learner's rows of a step, laid out as in the rollout (row i*G+j)."""
-
-    prompt_ids: list[list[int]]
-    completion_ids: list[list[int]]
-    advantages: list[float]
-    row_in_loss: list[bool]  # False for rows excluded (truncated and masked, or a dropped zero-std group)
-    global_num_tokens: float  # active completion tokens over every learner's shard
-    global_num_sequences: int  # rows in the loss over every learner's shard
-    sampling_logprobs: Optional[list[list[float]]] = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def contiguous_slices(n: int, parts: int) -> list[slice]:
-    """``n`` items in ``parts`` contiguous, near-equal slices (the first ones one longer)."""
-    size, extra = divmod(n, parts)
-    out, start = [], 0
-    for i in range(parts):
-        end = start + size + (1 if i < extra else 0)
-        out.append(slice(start, end))
-        start = end
-    return out
-
-
-def split_into_shards(
-    prompt_ids: list[list[int]],
-    completion_ids: list[list[int]],
-    advantages: list[float],
-    row_in_loss: list[bool],
-    num_learners: int,
-    sampling_logprobs: Optional[list[list[float]]] = None,
-) -> list[TrainShard]:
-    """Split a step's N rows evenly over the learners; the global counts make the loss split-invariant."""
-    global_tokens = float(sum(len(c) for c, keep in zip(completion_ids, row_in_loss) if keep))
-    global_sequences = int(sum(row_in_loss))
-    return [
-        TrainShard(
-            prompt_ids=prompt_ids[s], completion_ids=completion_ids[s], advantages=advantages[s],
-            row_in_loss=row_in_loss[s], global_num_tokens=global_tokens, global_num_sequences=global_sequences,
-            sampling_logprobs=sampling_logprobs[s] if sampling_logprobs is not None else None,
-        )
-        for s in contiguous_slices(len(completion_ids), num_learners)
-    ]

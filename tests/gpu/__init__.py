@@ -1,0 +1,1 @@
+"""GPU smoke tests (pytest -m gpu): skipped where there is no CUDA device."""

@@ -1,0 +1,38 @@
+"""The NF4-rounded checkpoint the vLLM engine serves holds exactly the numbers the NF4 learner computes
+with: its logprobs equal the 4-bit model's training forward, and differ from the unrounded base's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.unit
+bnb = pytest.importorskip("bitsandbytes")
+
+
+def test_rounded_base_equals_the_nf4_training_forward(tmp_path, monkeypatch) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from grpo_ray.models.nf4 import nf4_config, nf4_rounded_checkpoint, rounded_checkpoint_dir
+    from grpo_ray.models.paths import resolve_model_path
+
+    monkeypatch.setenv("GRPO_RAY_CACHE", str(tmp_path))
+    path = resolve_model_path("builtin:arithmetic-base")
+    rounded = nf4_rounded_checkpoint(path, dtype="float32", device="cpu")
+    assert rounded == rounded_checkpoint_dir(path, dtype="float32", device="cpu")  # the launch plan names it
+    assert nf4_rounded_checkpoint(path, dtype="float32", device="cpu") == rounded  # made once
+
+    served = AutoModelForCausalLM.from_pretrained(str(rounded), dtype=torch.float32)
+    quantized = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, quantization_config=nf4_config(torch.float32),
+                                                     device_map={"": "cpu"})
+    original = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    for p in quantized.parameters():
+        p.requires_grad_(False)
+    quantized.model.embed_tokens.weight.requires_grad_(True)  # a training forward: dequantize, then matmul
+    ids = torch.randint(3, 400, (2, 20), generator=torch.Generator().manual_seed(0))
+    nf4 = torch.log_softmax(quantized(ids).logits, -1)
+    with torch.no_grad():
+        same = torch.log_softmax(served(ids).logits, -1)
+        unrounded = torch.log_softmax(original(ids).logits, -1)
+    assert float((same - nf4).abs().max()) == 0.0
+    assert float((unrounded - nf4).abs().max()) > 0.1

@@ -1,0 +1,77 @@
+"""The weight-sync strategies on their own: what the learner side exports and what the rollout side hands
+its engine. The learner and engine here are stand-ins (the strategies are what is tested; the real
+ones are driven by tests/integration/test_engine.py and test_vllm_merge.py)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from grpo_ray.sync import WEIGHT_SYNCS, sync_kind
+from grpo_ray.sync.strategies import FullSync
+from grpo_ray.wire import FullWeights, LoraAdapter
+
+pytestmark = pytest.mark.unit
+
+
+class Learner:
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.state = {f"w{i}": torch.full((4, 4), float(i)) for i in range(5)}  # 64 bytes each
+
+    def lora_tensors(self):
+        return {"a.lora_A.weight": torch.ones(2, 4)}
+
+    def lora_config_dict(self):
+        return {"r": 2}
+
+    def full_state(self):
+        yield from self.state.items()
+
+
+class Engine:
+    version = -1
+
+    def __init__(self) -> None:
+        self.loaded, self.adapters = [], []
+
+    def apply_lora(self, adapter):
+        self.adapters.append(adapter.version)
+
+    def load_weights(self, buckets):
+        for bucket in buckets:  # consumed one at a time
+            self.loaded.append(sorted(bucket))
+
+
+def test_the_kind_follows_lora() -> None:
+    assert (sync_kind(True), sync_kind(False)) == ("lora", "full")
+    assert WEIGHT_SYNCS.names() == ["full", "lora"]
+
+
+def test_lora_rank0_exports_the_adapter_and_the_engine_holds_its_version() -> None:
+    sync = WEIGHT_SYNCS.get("lora")()
+    assert sync.export(Learner(1), 3, put=None) is None
+    update = sync.export(Learner(0), 3, put=None)
+    assert isinstance(update, LoraAdapter) and update.version == 3 and update.peft_config == {"r": 2}
+    engine = Engine()
+    sync.apply(engine, update, fetch=None)
+    assert engine.adapters == [3] and engine.version == 3
+
+
+def test_full_weights_go_in_buckets_through_the_store_and_arrive_in_order() -> None:
+    store = []
+
+    def put(obj):
+        store.append(pickle.dumps(obj, protocol=5))  # what the object store does to a bucket
+        return len(store) - 1
+
+    sync = FullSync(bucket_bytes=150)  # two 64-byte tensors per bucket
+    assert sync.export(Learner(1), 7, put) is None and store == []  # other ranks only join the gather
+    update = sync.export(Learner(0), 7, put)
+    assert isinstance(update, FullWeights) and update.version == 7 and update.total_bytes == 5 * 64
+    assert len(update.buckets) == 3
+    engine = Engine()
+    sync.apply(engine, update, fetch=lambda ref: pickle.loads(store[ref]))
+    assert engine.loaded == [["w0", "w1"], ["w2", "w3"], ["w4"]] and engine.version == 7
