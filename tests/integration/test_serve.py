@@ -16,15 +16,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+from .serve_battery import SHORTFALLS, Mutation, battery, problem
+
 pytestmark = pytest.mark.integration
 
 BASE, TUNED, NOISE = "arithmetic-base", "arithmetic-tuned", "noise"
+MODELS = {BASE, TUNED, NOISE}
 
 
 def free_port() -> int:
@@ -107,7 +111,7 @@ def test_the_server_printed_its_url_and_a_curl_example(server):
 
 def test_models_lists_the_base_and_each_adapter(client):
     ids = {m.id for m in client.models.list().data}
-    assert ids == {BASE, TUNED, NOISE}
+    assert ids == MODELS
 
 
 def test_chat_answer_matches_transformers_with_the_adapter(client, questions):
@@ -193,16 +197,58 @@ def test_client_errors_answer_4xx_with_openais_error_body(server, what, route, b
     assert {"message", "type", "param", "code"} <= set(error) and error["message"], (what, r.text[:300])
 
 
-def test_32_concurrent_requests_are_all_answered_and_health_stays_ok(server, client, questions):
+def _answer(http: httpx.Client, url: str, m: Mutation) -> tuple[int, str]:
+    r = http.request(m.method, url + m.route, content=m.body, headers=m.headers)
+    return r.status_code, r.text
+
+
+def _ask_concurrently(client, questions, count: int) -> list:
+    """``count`` valid requests at once: chat (streamed every fourth) and completions, over the three models."""
     def ask(i):
         model = (BASE, TUNED, NOISE)[i % 3]
-        return client.chat.completions.create(model=model, messages=questions[i % len(questions)], max_tokens=32, temperature=0.7)
+        if i % 5 == 4:
+            return client.completions.create(model=model, prompt="<reasoning>\n", max_tokens=16, temperature=0.7, seed=i)
+        kwargs = dict(model=model, messages=questions[i % len(questions)], max_tokens=16, temperature=0.7)
+        if i % 4 == 3:
+            return list(client.chat.completions.create(**kwargs, stream=True))
+        return client.chat.completions.create(**kwargs)
 
-    with ThreadPoolExecutor(32) as pool:
-        replies = list(pool.map(ask, range(32)))
-    assert len(replies) == 32 and all(r.choices[0].message.content for r in replies)
-    assert httpx.get(f"{server[0]}/health", timeout=10).status_code == 200
-    assert {m.id for m in client.models.list().data} == {BASE, TUNED, NOISE}
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(ask, range(count)))
+
+
+def test_malformed_request_battery_then_64_concurrent_requests(server, client, questions):
+    """Hundreds of requests OpenAI refuses (serve_battery.py): each gets a 4xx with OpenAI's error
+    body naming the parameter, none a 5xx or a 200; then the server is healthy and answers 64
+    concurrent valid requests, reasoning/answer fields included."""
+    from grpo_ray.serve.validation import MAX_BODY_BYTES
+
+    url = server[0]
+    mutations = battery(TUNED, random_count=200, seed=20261201, max_body_bytes=MAX_BODY_BYTES)
+    assert len(mutations) > 700
+    with httpx.Client(timeout=120) as http, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda m: _answer(http, url, m), mutations))
+    short = [(m.name, *why) for m, (status, text) in zip(mutations, answers) if (why := problem(m, status, text))]
+    statuses = Counter(status for status, _ in answers)
+    kinds = Counter(kind for _, kind, _ in short)
+    summary = (f"{len(short)} of {len(mutations)} malformed requests fell short of OpenAI's contract "
+               f"({', '.join(f'{kinds[k]} {k}' for k in SHORTFALLS if kinds[k])}); statuses {dict(sorted(statuses.items()))}")
+    print(summary)
+    assert not short, summary + ":\n" + "\n".join(f"{name}: {why}" for name, _, why in short[:60])
+
+    assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+    replies = _ask_concurrently(client, questions, 64)
+    assert len(replies) == 64
+    for reply in replies:  # every kind finished, with the answer field beside the text
+        if isinstance(reply, list):  # a stream: its final chunk carries the fields
+            final = [c.choices[0] for c in reply if c.choices and c.choices[0].finish_reason]
+            assert len(final) == 1 and "answer" in final[0].delta.model_extra
+        elif hasattr(reply.choices[0], "message"):
+            assert reply.choices[0].finish_reason and "answer" in reply.choices[0].message.model_extra
+        else:
+            assert reply.choices[0].finish_reason and "answer" in reply.choices[0].model_extra
+    assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+    assert {m.id for m in client.models.list().data} == MODELS
 
 
 def test_bad_adapter_is_one_line_before_ray_starts(tmp_path):
