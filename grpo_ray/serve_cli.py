@@ -44,6 +44,10 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--tag-style", choices=["reasoning", "thinking"], default="reasoning")
     p.add_argument("--no-split-reasoning", action="store_true",
                    help="do not add the 'reasoning' and 'answer' fields next to each choice's content")
+    p.add_argument("--no-run-prompt", action="store_true",
+                   help="send chat requests as they come; by default a request to a model or adapter whose training "
+                        "run is known (its config.yaml) gets the run's system prompt, demonstrations and assistant "
+                        "prefix where it has none of its own")
     p.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
     p.set_defaults(func=_cmd_serve)
 
@@ -71,7 +75,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         options = ServeOptions.from_dict({
             "model": args.model, "model_name": args.name, "adapters": args.adapter,
             "max_model_len": args.max_model_len or default_max_model_len(resolve_model_path(args.model), SERVE_MAX_MODEL_LEN),
-            "split_reasoning": not args.no_split_reasoning,
+            "split_reasoning": not args.no_split_reasoning, "run_prompt": not args.no_run_prompt,
             "tag_style": args.tag_style, "num_gpus": args.num_gpus, "num_cpus": args.num_cpus,
             "gpu_memory_utilization": args.gpu_memory_utilization, "tensor_parallel_size": args.tensor_parallel_size,
         })
@@ -138,11 +142,18 @@ def print_ready(url: str, options) -> None:
 
     names = [options.model_name, *(a.name for a in options.adapters)]
     model = names[-1]
-    # the system prompt the model was trained with, so the example shows the reasoning format
-    messages = [{"role": "system", "content": get_tag_style(options.tag_style).system_prompt},
-                {"role": "user", "content": "Iris has 20 apples, gives away 17, then gets 60 more. How many apples does Iris have now?"}]
+    prompted = {p.model for p in options.prompts}
+    # the system prompt the model was trained with, so the example shows the reasoning format (the
+    # server adds it itself to a model whose training run it knows)
+    question = "Iris has 20 apples, gives away 17, then gets 60 more. How many apples does Iris have now?"
+    system = [] if model in prompted else [{"role": "system", "content": get_tag_style(options.tag_style).system_prompt}]
+    messages = [*system, {"role": "user", "content": question}]
     body = json.dumps({"model": model, "messages": messages, "max_tokens": 96, "temperature": 0})
     print(f"\nserving on {url}/v1  (models: {', '.join(names)})", flush=True)
+    if options.prompts:
+        print("\nchat requests asked as in training (--no-run-prompt to send them as they come):")
+        for p in options.prompts:
+            print(f"  {p.describe()}")
     print(f"\n  curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\\n    -d '{body}'")
     print(f"\n  from openai import OpenAI\n  client = OpenAI(base_url='{url}/v1', api_key='unused')\n"
           f"  client.chat.completions.create(model='{model}', messages=[...])")

@@ -5,11 +5,11 @@ Why this shape: ``ray.serve.llm`` loads LoRA adapters dynamically only from clou
 local adapters as static ``--lora-modules`` and brings the whole protocol: ``/v1/chat/completions``
 (with SSE streaming), ``/v1/completions``, ``/v1/models`` (the base model and each adapter),
 ``/health``. Each replica builds that app from vLLM's own argument parser
-(:func:`grpo_ray.serve.options.vllm_server_args`), wraps it in three ASGI layers and hands it to Serve
+(:func:`grpo_ray.serve.options.vllm_server_args`), wraps it in four ASGI layers and hands it to Serve
 (``__serve_build_asgi_app__``), which routes HTTP to it and scales replicas. The layers: OpenAI's
 error body on every error (:mod:`.errors`), requests checked as strictly as OpenAI checks them before
-vLLM sees them (:mod:`.validation`; vLLM's own check coerces and defaults), and the reasoning/answer
-fields (:mod:`.reasoning`).
+vLLM sees them (:mod:`.validation`; vLLM's own check coerces and defaults), the reasoning/answer
+fields (:mod:`.reasoning`), and each tuned model's training prompt recipe (:mod:`.prompts`).
 
 For ``serve deploy`` on a cluster, :func:`app_builder` is the import path
 (``grpo_ray.serve.app:app_builder``); see ``examples/serve/serve_config.yaml``.
@@ -77,12 +77,16 @@ def wrap_vllm_app(app, o: ServeOptions, *, validate: bool = True):
     """vLLM's app in grpo_ray's layers. Wrapped from outside, since vLLM's app has built its
     middleware stack by now; outermost first: every error leaves in OpenAI's shape; requests
     OpenAI would refuse stop before vLLM (``validate=False`` leaves that out, only to measure what
-    it catches: bench/serve_strictness.py); successful completions gain the reasoning/answer fields."""
+    it catches: bench/serve_strictness.py); successful completions gain the reasoning/answer fields;
+    chat requests to a tuned model get its training run's prompt recipe, and its replies the
+    assistant prefix back in front (so the reasoning/answer fields see the whole reply)."""
     from grpo_ray.serve.errors import OpenAIErrorMiddleware
+    from grpo_ray.serve.prompts import RunPromptMiddleware
     from grpo_ray.serve.reasoning import ReasoningFieldsMiddleware
     from grpo_ray.serve.validation import RequestValidationMiddleware
 
-    inner = ReasoningFieldsMiddleware(app, tag_style=o.tag_style) if o.split_reasoning else app
+    inner = RunPromptMiddleware(app, {p.model: p.recipe for p in o.prompts}) if o.prompts else app
+    inner = ReasoningFieldsMiddleware(inner, tag_style=o.tag_style) if o.split_reasoning else inner
     if validate:
         inner = RequestValidationMiddleware(inner, served_models=_served_models(app.state))
     return OpenAIErrorMiddleware(inner)

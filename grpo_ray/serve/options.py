@@ -7,10 +7,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from grpo_ray.errors import UserError
 from grpo_ray.models.paths import BUILTIN_PREFIX, resolve_adapter_path, resolve_model_path
+
+if TYPE_CHECKING:
+    from grpo_ray.serve.prompts import ServedPrompt
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 
@@ -39,6 +42,8 @@ class ServeOptions:
     max_loras: int = 4
     trust_remote_code: bool = False
     extra_vllm_args: tuple[str, ...] = field(default_factory=tuple)
+    run_prompt: bool = True  # chat requests get each training run's prompt recipe (serve/prompts.py)
+    prompts: tuple["ServedPrompt", ...] = ()  # found from the run of each model and adapter when run_prompt
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -59,7 +64,19 @@ class ServeOptions:
         model = raw.pop("model")
         raw["extra_vllm_args"] = tuple(raw.get("extra_vllm_args", ()))
         name = raw.pop("model_name", None) or default_model_name(model)
-        return cls(model=resolve_model_path(model), model_name=name, adapters=resolved, **raw)
+        path = resolve_model_path(model)
+        raw["prompts"] = _served_prompts(raw.pop("prompts", None), raw.get("run_prompt", True),
+                                         {name: path, **{a.name: a.path for a in resolved}})
+        return cls(model=path, model_name=name, adapters=resolved, **raw)
+
+
+def _served_prompts(given, run_prompt: bool, models: dict[str, str]) -> tuple["ServedPrompt", ...]:
+    """``given`` (to_dict output) as it was, else each model's run's prompt recipe when ``run_prompt``."""
+    from grpo_ray.serve.prompts import ServedPrompt, find_served_prompts
+
+    if given is not None:
+        return tuple(p if isinstance(p, ServedPrompt) else ServedPrompt.from_dict(p) for p in given)
+    return find_served_prompts(models) if run_prompt else ()
 
 
 def default_model_name(model: str) -> str:

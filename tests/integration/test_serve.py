@@ -1,8 +1,10 @@
 """``grpo-ray serve`` as a user runs it, tested over HTTP on 127.0.0.1 with the official ``openai``
 client and raw requests.
 
-One server for the module: the built-in base model with two adapters, the shipped
-``arithmetic-tuned`` and ``noise`` (rank 8, random A and B, made here: only its outputs must differ).
+One server for the module: the built-in base model with three adapters, the shipped
+``arithmetic-tuned``, ``noise`` (rank 8, random A and B, made here: only its outputs must differ) and
+``prefixed`` (the shipped adapter again, as a training run's checkpoint whose config.yaml has
+demonstrations and an assistant prefix, so chat requests to it are asked as in training).
 The served adapter's greedy answer is checked against transformers + PEFT computing the same thing.
 """
 
@@ -27,8 +29,10 @@ from .serve_battery import SHORTFALLS, Mutation, battery, problem
 
 pytestmark = pytest.mark.integration
 
-BASE, TUNED, NOISE = "arithmetic-base", "arithmetic-tuned", "noise"
-MODELS = {BASE, TUNED, NOISE}
+BASE, TUNED, NOISE, PREFIXED = "arithmetic-base", "arithmetic-tuned", "noise", "prefixed"
+MODELS = {BASE, TUNED, NOISE, PREFIXED}
+PREFIX = "<reasoning>\n"
+DEMOS = [{"question": "What is 7 + 5?", "answer": "<reasoning>\n7 + 5 = 12\n</reasoning>\n<answer>\n12\n</answer>"}]
 
 
 def free_port() -> int:
@@ -55,15 +59,35 @@ def make_noise_adapter(out: Path) -> Path:
     return out
 
 
+def make_run_checkpoint(out: Path) -> Path:
+    """A training output dir as grpo_ray.checkpoint lays it out, holding the shipped adapter and a
+    config.yaml whose data section has demonstrations and an assistant prefix."""
+    from grpo_ray.config import DataConfig, GRPOConfig
+    from grpo_ray.models.paths import resolve_adapter_path
+
+    ckpt = out / "checkpoints" / "step-000001"
+    shutil.copytree(resolve_adapter_path(f"builtin:{TUNED}"), ckpt / "adapter")
+    data = DataConfig(source="arithmetic", assistant_prefix=PREFIX, demonstrations=DEMOS)
+    (ckpt / "config.yaml").write_text(GRPOConfig(data=data).to_yaml())
+    (ckpt / "COMPLETE").write_text("1")
+    (out / "checkpoints" / "latest").write_text(ckpt.name)
+    return out
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def run_out(tmp_path_factory):
+    return make_run_checkpoint(tmp_path_factory.mktemp("run") / "out")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, run_out):
     tmp = tmp_path_factory.mktemp("serve")
     noise = make_noise_adapter(tmp / "noise")
     port = free_port()
     log = open(tmp / "serve.log", "w")
     proc = subprocess.Popen(
         [grpo_ray_exe(), "serve", "--model", f"builtin:{BASE}", "--adapter", f"builtin:{TUNED}",
-         "--adapter", f"{NOISE}={noise}", "--port", str(port)],
+         "--adapter", f"{NOISE}={noise}", "--adapter", f"{PREFIXED}={run_out}", "--port", str(port)],
         cwd=tmp, stdout=subprocess.PIPE, stderr=log, text=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -203,9 +227,9 @@ def _answer(http: httpx.Client, url: str, m: Mutation) -> tuple[int, str]:
 
 
 def _ask_concurrently(client, questions, count: int) -> list:
-    """``count`` valid requests at once: chat (streamed every fourth) and completions, over the three models."""
+    """``count`` valid requests at once: chat (streamed every fourth) and completions, over the four models."""
     def ask(i):
-        model = (BASE, TUNED, NOISE)[i % 3]
+        model = (BASE, TUNED, NOISE, PREFIXED)[i % 4]
         if i % 5 == 4:
             return client.completions.create(model=model, prompt="<reasoning>\n", max_tokens=16, temperature=0.7, seed=i)
         kwargs = dict(model=model, messages=questions[i % len(questions)], max_tokens=16, temperature=0.7)
@@ -249,6 +273,58 @@ def test_malformed_request_battery_then_64_concurrent_requests(server, client, q
             assert reply.choices[0].finish_reason and "answer" in reply.choices[0].model_extra
     assert httpx.get(f"{url}/health", timeout=10).status_code == 200
     assert {m.id for m in client.models.list().data} == MODELS
+
+
+def _engine_text(client, model, ids, max_tokens) -> str:
+    """What the engine generates greedily after exactly these prompt token ids (no chat template)."""
+    return client.completions.create(model=model, prompt=ids, max_tokens=max_tokens, temperature=0).choices[0].text
+
+
+def test_a_tuned_run_is_asked_as_in_training(server, client, questions, run_out):
+    """A chat request to the run's adapter gets the run's system prompt, demonstration and assistant
+    prefix: the greedy reply is the prefix plus what the engine writes after the prompt training
+    built (encode_prompts on recipe.messages(question)), streamed or not, with the reasoning/answer
+    fields of the whole reply; a client's own system prompt or trailing assistant message is kept."""
+    from transformers import AutoTokenizer
+
+    from grpo_ray.data.prompts import question_of
+    from grpo_ray.models.paths import resolve_adapter_path, resolve_model_path
+    from grpo_ray.models.run_prompt import run_prompt
+    from grpo_ray.rollout.prompting import encode_prompts
+    from grpo_ray.serve.reasoning import split_reasoning
+
+    printed = server[2]
+    ckpt = resolve_adapter_path(str(run_out))
+    assert f"{PREFIXED} <- {ckpt.parent / 'config.yaml'}" in printed and "1 demonstration(s)" in printed
+    assert f"{TUNED} <- " not in printed  # the shipped adapter has no run beside it
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(f"builtin:{BASE}"))
+    recipe = run_prompt(str(ckpt)).recipe()
+    assert recipe.assistant_prefix == PREFIX and len(recipe.demonstrations) == 1 and recipe.system_prompt
+    for q in questions[:2]:
+        question = question_of(q)
+        ids = encode_prompts(tok, [recipe.messages(question)])[0]
+        expected = PREFIX + _engine_text(client, PREFIXED, ids, 48)
+        user = [{"role": "user", "content": question}]
+        reply = client.chat.completions.create(model=PREFIXED, messages=user, max_tokens=48, temperature=0)
+        message = reply.choices[0].message
+        assert message.content == expected and reply.usage.prompt_tokens == len(ids)
+        fields = split_reasoning(expected)
+        assert {k: message.model_extra[k] for k in fields} == fields
+        stream = list(client.chat.completions.create(model=PREFIXED, messages=user, max_tokens=48, temperature=0,
+                                                     stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected
+        final = [c.choices[0] for c in stream if c.choices and c.choices[0].finish_reason]
+        assert final[0].delta.model_extra["reasoning"] == fields["reasoning"]
+
+    own_system = [{"role": "system", "content": "Reply with the number only."}, *user]
+    ids = encode_prompts(tok, [[own_system[0], *recipe.messages(question)[1:]]])[0]
+    reply = client.chat.completions.create(model=PREFIXED, messages=own_system, max_tokens=32, temperature=0)
+    assert reply.choices[0].message.content == PREFIX + _engine_text(client, PREFIXED, ids, 32)
+    own_start = [*user, {"role": "assistant", "content": "<reasoning>\nFirst,"}]  # continued, as vLLM does it
+    ids = encode_prompts(tok, [[*recipe.messages(question)[:-1], own_start[-1]]])[0]
+    reply = client.chat.completions.create(model=PREFIXED, messages=own_start, max_tokens=32, temperature=0,
+                                           extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    assert reply.choices[0].message.content == _engine_text(client, PREFIXED, ids, 32)  # only the continuation
 
 
 def test_bad_adapter_is_one_line_before_ray_starts(tmp_path):

@@ -67,3 +67,21 @@ def test_the_serve_deploy_example_names_real_things() -> None:
     assert app["deployments"][0]["name"] == DEPLOYMENT and "autoscaling_config" in app["deployments"][0]
     known = {f.name for f in dataclasses.fields(ServeOptions)} | {"adapters", "replicas", "autoscaling"}
     assert set(app["args"]) <= known
+
+
+def test_run_prompts_are_found_before_ray_starts_and_reach_the_replica(tmp_path) -> None:
+    """Each adapter's training run (the config.yaml beside its checkpoint) gives its served name a
+    prompt recipe; the replica gets them through to_dict; run_prompt=False finds none."""
+    from grpo_ray.config import DataConfig, GRPOConfig
+
+    ckpt = tmp_path / "out" / "checkpoints" / "step-000001"
+    _adapter(ckpt / "adapter")
+    data = DataConfig(assistant_prefix="<reasoning>\n", demonstrations=[{"question": "q", "answer": "a"}])
+    (ckpt / "config.yaml").write_text(GRPOConfig(data=data).to_yaml())
+    (ckpt / "COMPLETE").write_text("1")
+    raw = {"model": "builtin:arithmetic-base", "adapters": [f"run={tmp_path / 'out'}", "builtin:arithmetic-tuned"]}
+    opts = ServeOptions.from_dict(raw)
+    assert [(p.model, p.recipe.assistant_prefix, p.recipe.demonstrations) for p in opts.prompts] == \
+        [("run", "<reasoning>\n", (("q", "a"),))]
+    assert ServeOptions.from_dict(opts.to_dict()) == opts
+    assert ServeOptions.from_dict({**raw, "run_prompt": False}).prompts == ()

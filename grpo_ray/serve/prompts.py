@@ -1,0 +1,235 @@
+"""Chat requests to a tuned model, asked the way its training run asked.
+
+A model trained with a system prompt, worked demonstrations or an assistant prefix (``data.*`` of
+the run's ``config.yaml``, read by :func:`grpo_ray.models.run_prompt.run_prompt`) answers a bare
+question as if untrained. For each served name whose run is known, :class:`RunPromptMiddleware`
+rewrites a ``/v1/chat/completions`` request as :meth:`PromptRecipe.messages` would have built it:
+
+1. the run's system prompt first, unless the request has a system (or developer) message;
+2. the demonstration turns right after the leading system messages;
+3. the assistant prefix as a final assistant message, continued by vLLM
+   (``continue_final_message: true, add_generation_prompt: false``), unless the request already
+   ends with an assistant message or sets either field itself. vLLM returns only what follows the
+   prefix, so the prefix is put back in front of each choice's content (non-streamed:
+   ``message.content``; streamed: the first content delta of each choice), and clients and the
+   reasoning/answer fields see the whole reply. With ``echo`` vLLM repeats it itself.
+
+``/v1/completions`` takes raw text and is left alone. No Ray or vLLM import here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from grpo_ray.data.prompts import PromptRecipe
+
+ROUTE = "/v1/chat/completions"
+SYSTEM_ROLES = ("system", "developer")
+
+
+@dataclass(frozen=True)
+class ServedPrompt:
+    """The prompt recipe requests to the served name ``model`` get, from the run at ``source``."""
+
+    model: str
+    recipe: PromptRecipe
+    source: str  # the run's config.yaml
+
+    def describe(self) -> str:
+        r = self.recipe
+        parts = [f"system prompt ({len(r.system_prompt)} chars)" if r.system_prompt else "no system prompt"]
+        if r.demonstrations:
+            parts.append(f"{len(r.demonstrations)} demonstration(s)")
+        if r.assistant_prefix:
+            parts.append(f"assistant prefix {r.assistant_prefix!r}")
+        return f"{self.model} <- {self.source}: {', '.join(parts)}"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "ServedPrompt":
+        r = raw["recipe"]
+        recipe = PromptRecipe(r["system_prompt"], tuple(tuple(d) for d in r["demonstrations"]), r["assistant_prefix"])
+        return cls(raw["model"], recipe, raw["source"])
+
+
+def find_served_prompts(models: dict[str, str]) -> tuple[ServedPrompt, ...]:
+    """A :class:`ServedPrompt` for each served name in ``models`` (name -> local folder of the model
+    or adapter) whose training run's ``config.yaml`` is found beside it."""
+    from grpo_ray.models.run_prompt import run_prompt
+
+    out = []
+    for name, path in models.items():
+        found = run_prompt(path)
+        if found is not None:
+            out.append(ServedPrompt(name, found.recipe(_instruction(found.source)), str(found.source)))
+    return tuple(out)
+
+
+def _instruction(config_path: Optional[str]) -> str:
+    """The instruction line a built-in dataset adds to the default system prompt (PubMedQA's), as
+    the training run's data loader added it."""
+    from grpo_ray.config import read_yaml
+    from grpo_ray.data.loader import DATASETS  # the loader's import registers the built-ins
+
+    source = (read_yaml(config_path).get("data") or {}).get("source") if config_path else None
+    return DATASETS.get(source).instruction if isinstance(source, str) and source in DATASETS else ""
+
+
+def apply_recipe(payload: dict[str, Any], recipe: PromptRecipe) -> tuple[dict[str, Any], str]:
+    """``payload`` (a chat request) with ``recipe``'s system prompt, demonstrations and assistant
+    prefix added where the client left them out, and the text to put before each reply ("" for none).
+
+    >>> body, prefix = apply_recipe({"messages": [{"role": "user", "content": "2+2?"}]},
+    ...                             PromptRecipe("S", (("1+1?", "2"),), "<r>"))
+    >>> [m["content"] for m in body["messages"]], prefix, body["continue_final_message"]
+    (['S', '1+1?', '2', '2+2?', '<r>'], '<r>', True)
+    """
+    messages = list(payload["messages"])
+    last = messages[-1] if messages else None
+    ends_with_assistant = isinstance(last, dict) and last.get("role") == "assistant"  # the client's own prefix
+    has_system = any(isinstance(m, dict) and m.get("role") in SYSTEM_ROLES for m in messages)
+    if recipe.system_prompt and not has_system:
+        messages.insert(0, {"role": "system", "content": recipe.system_prompt})
+    at = next((i for i, m in enumerate(messages) if not (isinstance(m, dict) and m.get("role") in SYSTEM_ROLES)),
+              len(messages))
+    shots = [turn for question, reply in recipe.demonstrations
+             for turn in ({"role": "user", "content": question}, {"role": "assistant", "content": reply})]
+    messages[at:at] = shots
+    out, prefix = {**payload, "messages": messages}, ""
+    sets_it_itself = "continue_final_message" in payload or "add_generation_prompt" in payload
+    if recipe.assistant_prefix and not ends_with_assistant and not sets_it_itself:
+        messages.append({"role": "assistant", "content": recipe.assistant_prefix})
+        out.update(continue_final_message=True, add_generation_prompt=False)
+        prefix = "" if payload.get("echo") else recipe.assistant_prefix  # vLLM's echo repeats it
+    return out, prefix
+
+
+def prefix_json(payload: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A chat completion with ``prefix`` before each choice's content."""
+    for choice in payload.get("choices") or []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            message["content"] = prefix + message["content"]
+    return payload
+
+
+class PrefixStream:
+    """Server-sent chat chunks in, the same out, with ``prefix`` before each choice's first content delta."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.done, self.pending = prefix, set(), b""
+
+    def feed(self, data: bytes, *, last: bool) -> bytes:
+        self.pending += data
+        *events, self.pending = self.pending.split(b"\n\n")
+        out = b"".join(self._event(e) + b"\n\n" for e in events)
+        if last and self.pending:
+            out, self.pending = out + self._event(self.pending), b""
+        return out
+
+    def _event(self, event: bytes) -> bytes:
+        if not event.startswith(b"data: ") or event.strip() == b"data: [DONE]":
+            return event
+        try:
+            chunk = json.loads(event[len(b"data: "):])
+        except ValueError:
+            return event
+        changed = False
+        for choice in chunk.get("choices") or []:
+            delta, i = choice.get("delta") or {}, choice.get("index", 0)
+            if i not in self.done and isinstance(delta.get("content"), str):
+                delta["content"] = self.prefix + delta["content"]
+                self.done.add(i)
+                changed = True
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() if changed else event
+
+
+class RunPromptMiddleware:
+    """ASGI middleware: chat requests to a name in ``prompts`` (served name -> recipe) are rewritten
+    by :func:`apply_recipe`, and their replies get the assistant prefix back in front."""
+
+    def __init__(self, app, prompts: dict[str, PromptRecipe]) -> None:
+        self.app, self.prompts = app, prompts
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") != "http" or scope.get("method") != "POST" or scope.get("path") != ROUTE:
+            return await self.app(scope, receive, send)
+        body = await _read_body(receive)
+        if body is None:  # the client left
+            return
+        payload = _json_object(body)
+        recipe = self.prompts.get(payload.get("model")) if isinstance(payload, dict) else None
+        prefix = ""
+        if recipe is not None and isinstance(payload.get("messages"), list):
+            payload, prefix = apply_recipe(payload, recipe)
+            body = json.dumps(payload).encode()
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"content-length"]
+            scope = {**scope, "headers": headers + [(b"content-length", str(len(body)).encode())]}
+        replay = _replay(body, receive)
+        return await self.app(scope, replay, _prefixing_send(send, prefix) if prefix else send)
+
+
+def _json_object(body: bytes) -> Optional[dict[str, Any]]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+async def _read_body(receive) -> Optional[bytes]:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replay():  # the body once, then the client's own messages (its disconnect)
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _prefixing_send(send, prefix: str):
+    state: dict[str, Any] = {"mode": None, "start": None, "body": b""}
+
+    async def wrapped_send(message):
+        if message["type"] == "http.response.start":
+            ctype = dict(message.get("headers") or []).get(b"content-type", b"")
+            if message["status"] == 200 and ctype.startswith(b"text/event-stream"):
+                state["mode"] = PrefixStream(prefix)
+            elif message["status"] == 200 and ctype.startswith(b"application/json"):
+                state["mode"], state["start"] = "json", message  # sent once the new length is known
+                return
+            return await send(message)
+        mode = state["mode"]
+        if message["type"] != "http.response.body" or mode is None:
+            return await send(message)
+        more = message.get("more_body", False)
+        if isinstance(mode, PrefixStream):
+            return await send({**message, "body": mode.feed(message.get("body", b""), last=not more)})
+        state["body"] += message.get("body", b"")
+        if more:
+            return
+        body = state["body"]
+        payload = _json_object(body)
+        if payload is not None:
+            body = json.dumps(prefix_json(payload, prefix)).encode()
+        start = state["start"]
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return wrapped_send
