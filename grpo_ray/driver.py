@@ -339,6 +339,10 @@ class GRPOTrainer:
         log.warning("learner rank(s) %s died during step %d (%s); starting the learner group again", dead,
                     self.step + 1, str(err).splitlines()[0][:160])
         self.faults["learner"] += 1
+        # A rank that survived its failed update may still export its half-updated weights under the
+        # step's version number, and a rollout worker may load them: the restored learners' versions are
+        # a new line, which every worker loads again.
+        self.lineage = uuid.uuid4().hex[:12]
         self.workers.start_learners(self.cfg)
         try:
             self.snapshots.restore(self.workers.learners)

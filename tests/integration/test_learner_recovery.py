@@ -52,6 +52,21 @@ def steps_logged(out) -> list[int]:
     return [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@ray.remote
+class _Owner:
+    def put(self, n):
+        return [ray.put(b"x") for _ in range(n)]
+
+
+def lost_objects(n: int) -> list:
+    """Refs whose owner is dead: reading them raises OwnerDiedError, as a lost node's objects do."""
+    owner = _Owner.remote()
+    refs = ray.get(owner.put.remote(n))
+    ray.kill(owner, no_restart=True)
+    time.sleep(1.0)
+    return refs
+
+
 def run(cluster, cfg, *, kill_in_step=None, rank=0, lose_snapshot=False):
     """Train ``cfg``; with ``kill_in_step``, SIGKILL learner ``rank`` while that step's update runs."""
     trainer = GRPOTrainer(cfg).setup(workers=cluster)
@@ -60,10 +75,8 @@ def run(cluster, cfg, *, kill_in_step=None, rank=0, lose_snapshot=False):
     def update(rollouts, batch):
         if kill_in_step is not None and trainer.step + 1 == kill_in_step and not trainer.faults["learner"]:
             pid = ray.get(trainer.workers.learners[rank].__ray_call__.remote(lambda self: os.getpid()))
-            if lose_snapshot:  # what losing the node the snapshot lived on does to it
-                from ray._private.internal_api import free
-
-                free(trainer.snapshots._files)
+            if lose_snapshot:  # the snapshot's objects become unreadable, as when their node is lost
+                trainer.snapshots._files = lost_objects(len(trainer.snapshots._files))
             threading.Thread(target=lambda: (time.sleep(0.05), os.kill(pid, signal.SIGKILL)), daemon=True).start()
         return original(rollouts, batch)
 
