@@ -86,8 +86,9 @@ def test_a_child_in_the_actors_process_group_dies_with_it(worker) -> None:
 
 
 def test_a_detached_child_is_killed_by_the_restarted_actor(worker) -> None:
-    stray = _spawn(worker, detach=True, record=False)  # not recorded: only Ray could clean it up, and cannot
     child = _spawn(worker, detach=True, record=True)
+    # started after the record was written, so not in it: only Ray could clean it up, and cannot
+    stray = _spawn(worker, detach=True, record=False)
     try:
         plan = _kill_and_wait_for_restart(worker)
         assert child in plan["reaped"] and _gone_within(child, 5)
