@@ -14,6 +14,13 @@ and the mean reward and correctness over the last steps of each run, so speed is
 learning. A benchmark, not a test: the numbers depend on the machine.
 
     .venv/bin/python bench/compare_trl.py [--steps 12] [--engine vllm|hf]
+    .venv/bin/python bench/compare_trl.py --task smollm2-gsm8k --steps 4 --runs sync full
+
+``--task smollm2-gsm8k`` is the same comparison on a real pretrained model: SmolLM2-135M-Instruct on
+GSM8K with examples/smollm2_gsm8k_cpu.yaml's prompt recipe (a demonstration turn and the
+"<reasoning>\n" assistant prefix, rendered into TRL's prompts as text), B=4 x G=4, 128 tokens, LoRA r16.
+Both sides take the task from the same config: data, G, B, lengths, temperature, LoRA, lr, rewards
+and their weights.
 
 Drift-proofing on a shared machine: grpo_ray's synchronous steps alternate with TRL's, and P2's
 actor and bare-engine batches alternate (the bare engine is the rollout actor's own engine, called
@@ -70,17 +77,30 @@ def async_cores() -> list[str]:
     return ["rollout.num_cpus_per_worker=1", f"learner.num_cpus_per_learner={max(1, (os.cpu_count() or 2) - 1)}"]
 
 
-def grpo_ray_trainer(steps: int, out: Path, *overrides: str):
+# Each task: its config and what the comparison changes in it (the same for both sides).
+TASKS = {
+    "builtin": ("tiny_cpu.yaml", ["learner.micro_batch_size=64"]),
+    "smollm2-gsm8k": ("smollm2_gsm8k_cpu.yaml", ["rollout.group_size=4", "trainer.prompts_per_step=4",
+                                                "learner.micro_batch_size=16"]),
+}
+
+
+def task_config(task: str, steps: int, out: Path, *overrides: str):
     from grpo_ray.config import load_config
+
+    name, changes = TASKS[task]
+    return load_config(REPO / "examples" / name, [f"trainer.steps={steps}", f"trainer.output_dir={out}", *COMMON,
+                                                  *changes, *placement_overrides(), *overrides])
+
+
+def grpo_ray_trainer(task: str, steps: int, out: Path, *overrides: str):
     from grpo_ray.driver import GRPOTrainer
 
-    cfg = load_config(REPO / "examples" / "tiny_cpu.yaml",
-                      [f"trainer.steps={steps}", f"trainer.output_dir={out}", *COMMON, *placement_overrides(), *overrides])
-    return GRPOTrainer(cfg).setup()
+    return GRPOTrainer(task_config(task, steps, out, *overrides)).setup()
 
 
-def run_grpo_ray(steps: int, out: Path, *overrides: str):
-    trainer = grpo_ray_trainer(steps, out, *overrides)
+def run_grpo_ray(task: str, steps: int, out: Path, *overrides: str):
+    trainer = grpo_ray_trainer(task, steps, out, *overrides)
     history = trainer.train()
     trainer.shutdown()
     return history
@@ -132,32 +152,55 @@ def _bare_generate(worker, prompts, sampling) -> tuple[int, float]:
     return sum(len(c.token_ids) for o in outputs for c in o.outputs), time.perf_counter() - start
 
 
-def run_trl(steps: int, out: Path, between_steps=None):
-    """TRL's GRPOTrainer on the same task; ``between_steps()`` runs after each of its timed steps."""
+def run_trl(cfg, steps: int, out: Path, between_steps=None):
+    """TRL's GRPOTrainer on ``cfg``'s task; ``between_steps()`` runs after each of its timed steps."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from grpo_ray.config import DataConfig
     from grpo_ray.data.from_config import load_split
     from grpo_ray.models.paths import resolve_model_path
     from grpo_ray.rewards import resolve_reward
 
-    rows = load_split(DataConfig(source="arithmetic"), seed=0)
-    data = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
-    path = resolve_model_path("builtin:arithmetic-base")
+    path = resolve_model_path(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    rewards = [resolve_reward(n) for n in ["correctness", "integer", "strict_format", "soft_format", "xml_count"]]
+    rows = load_split(cfg.data, seed=cfg.trainer.seed)
+    prefix = cfg.data.assistant_prefix
+    if prefix:
+        # TRL opens a new assistant turn after a chat prompt; an assistant prefix is the open turn itself,
+        # so those prompts go to TRL as the text grpo_ray's engine renders
+        def prompt(messages):
+            return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+    else:
+        def prompt(messages):
+            return messages
+    data = Dataset.from_list([{"prompt": prompt(r["prompt"]), "answer": r["answer"]} for r in rows])
+
+    def with_prefix(fn):
+        """grpo_ray's rewards see the assistant prefix as part of the completion; TRL's completion
+        starts after it."""
+        def reward(prompts, completions, **kw):
+            return fn(prompts, [prefix + c for c in completions], **kw)
+        reward.__name__ = fn.__name__
+        return reward
+
+    rewards = [resolve_reward(f.name) for f in cfg.reward.functions]
+    rewards = [with_prefix(fn) for fn in rewards] if prefix else rewards
+    r, lora = cfg.rollout, cfg.model.lora
     args = GRPOConfig(
-        output_dir=str(out), use_cpu=not torch.cuda.is_available(), bf16=False, use_vllm=False, max_steps=steps, per_device_train_batch_size=64,
-        num_generations=8, max_completion_length=48, temperature=0.7, learning_rate=5e-4, lr_scheduler_type="constant",
-        beta=0.0, loss_type="dapo", scale_rewards="none", logging_steps=1, report_to="none", save_strategy="no", seed=0,
+        output_dir=str(out), use_cpu=not torch.cuda.is_available(), bf16=False, use_vllm=False, max_steps=steps,
+        per_device_train_batch_size=cfg.trainer.prompts_per_step * r.group_size, num_generations=r.group_size,
+        max_completion_length=r.max_completion_tokens, temperature=r.temperature, learning_rate=cfg.learner.lr,
+        lr_scheduler_type="constant", beta=cfg.algo.beta, loss_type=cfg.algo.loss_type, scale_rewards=cfg.algo.scale_rewards,
+        reward_weights=[f.weight for f in cfg.reward.functions], logging_steps=1, report_to="none",
+        save_strategy="no", seed=cfg.trainer.seed,
     )
     trainer = GRPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=rewards, args=args, train_dataset=data,
-        processing_class=tokenizer, peft_config=LoraConfig(r=64, lora_alpha=64, target_modules="all-linear"),
+        model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), reward_funcs=rewards, args=args,
+        train_dataset=data, processing_class=tokenizer,
+        peft_config=LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules),
     )
     step_times = []
 
@@ -181,7 +224,10 @@ def run_trl(steps: int, out: Path, between_steps=None):
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="the rollout engine of both grpo_ray runs")
+    p.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="the rollout engine of every grpo_ray run")
+    p.add_argument("--task", choices=sorted(TASKS), default="builtin")
+    p.add_argument("--runs", nargs="+", choices=["sync", "async", "full"], default=["sync", "async", "full"],
+                   help="grpo_ray runs besides TRL's; sync (and P1-P3) always runs")
     args = p.parse_args()
     import ray
 
@@ -190,27 +236,35 @@ def main() -> None:
 
     # grpo_ray's synchronous steps alternate with TRL's (its cluster idles during TRL's step), so a
     # machine whose speed drifts during the run moves both alike
-    trainer, sync = grpo_ray_trainer(args.steps, tmp / "sync", engine), []
-    trl_times, trl_logs = run_trl(args.steps, tmp / "trl", between_steps=lambda: sync.append(trainer.train_step()[0]))
+    trainer, sync = grpo_ray_trainer(args.task, args.steps, tmp / "sync", engine), []
+    trl_times, trl_logs = run_trl(trainer.cfg, args.steps, tmp / "trl",
+                                  between_steps=lambda: sync.append(trainer.train_step()[0]))
     actor_tps, bare_tps = rollout_vs_bare(trainer)
+    cfg = trainer.cfg
     trainer.shutdown()
-    ray.shutdown()  # the async run starts its own cluster
-    async_ = run_grpo_ray(args.steps, tmp / "async", engine, "trainer.async_rollout=true", *async_cores())
-    ray.shutdown()
-    # full fine-tuning: every weight trains and goes to the rollout engine each step ("full" sync)
-    full = run_grpo_ray(args.steps, tmp / "full", engine, "model.lora.enabled=false", "learner.lr=5e-5")
+    ray.shutdown()  # each further run starts its own cluster
+    runs = {"grpo_ray sync": sync}
+    if "async" in args.runs:
+        runs["grpo_ray async"] = run_grpo_ray(args.task, args.steps, tmp / "async", engine, "trainer.async_rollout=true",
+                                              *async_cores())
+        ray.shutdown()
+    if "full" in args.runs:
+        # full fine-tuning: every weight trains and goes to the rollout engine each step ("full" sync)
+        runs["grpo_ray sync, full fine-tuning"] = run_grpo_ray(args.task, args.steps, tmp / "full", engine,
+                                                               "model.lora.enabled=false", "learner.lr=5e-5")
 
     step, gen, upd, sync_s = (median(sync, k) for k in ("timing/step", "timing/generate", "timing/update", "timing/sync"))
-    astep = median(async_, "timing/step")
     trl_step = statistics.median(trl_times[1:])
-    print(f"\n{machine()}; rollout engine {args.engine}")
-    print(f"steps {args.steps}, B=8 x G=8, 48 tokens, medians without the first step\n")
+    correct = f"rewards/{cfg.reward.functions[0].name}/mean"
+    print(f"\n{machine()}; rollout engine {args.engine}; task {args.task} ({cfg.model.name_or_path}, {cfg.data.source})")
+    print(f"steps {args.steps}, B={cfg.trainer.prompts_per_step} x G={cfg.rollout.group_size}, "
+          f"{cfg.rollout.max_completion_tokens} tokens, medians without the first step\n")
     print("| run | step s | generate s | update s | sync s | reward (last 4) | correctness (last 4) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, h in (("grpo_ray sync", sync), ("grpo_ray async", async_), ("grpo_ray sync, full fine-tuning", full)):
+    for name, h in runs.items():
         print(f"| {name} | {median(h, 'timing/step'):.2f} | {median(h, 'timing/generate'):.2f} | "
               f"{median(h, 'timing/update'):.2f} | {median(h, 'timing/sync'):.3f} | "
-              f"{tail_mean(x['reward'] for x in h):.3f} | {tail_mean(x['rewards/correctness/mean'] for x in h):.3f} |")
+              f"{tail_mean(x['reward'] for x in h):.3f} | {tail_mean(x[correct] for x in h):.3f} |")
     # TRL names each reward by its function's __name__
     trl_correct = next(k for k in trl_logs[-1] if k.startswith("rewards/") and k.endswith("/mean") and "correct" in k)
     print(f"| TRL GRPOTrainer | {trl_step:.2f} | | | | {tail_mean(x['reward'] for x in trl_logs):.3f} | "
@@ -220,10 +274,15 @@ def main() -> None:
     bare = "bare vLLM" if args.engine == "vllm" else "bare HF   "
     print(f"P2 rollout tok/s actor / {bare}   = {actor_tps:.0f} / {bare_tps:.0f} = {actor_tps / bare_tps:.3f}   (target >= 0.9)")
     print(f"P3 sync / step                       = {sync_s / step:.3%}   (target <= 2%)")
-    full_sync, full_step = median(full, "timing/sync"), median(full, "timing/step")
-    print(f"P3 full-weight sync / step           = {full_sync / full_step:.3%}   ({full_sync * 1000:.0f} ms of "
-          f"{full_step:.2f} s; LoRA's adapter above)")
-    print(f"P4 async step / max(gen, update)     = {astep:.2f} / {max(gen, upd):.2f} = {astep / max(gen, upd):.3f}   (target <= 1.15)")
+    if "full" in args.runs:
+        full = runs["grpo_ray sync, full fine-tuning"]
+        full_sync, full_step = median(full, "timing/sync"), median(full, "timing/step")
+        print(f"P3 full-weight sync / step           = {full_sync / full_step:.3%}   ({full_sync * 1000:.0f} ms of "
+              f"{full_step:.2f} s; LoRA's adapter above)")
+    if "async" in args.runs:
+        astep = median(runs["grpo_ray async"], "timing/step")
+        print(f"P4 async step / max(gen, update)     = {astep:.2f} / {max(gen, upd):.2f} = {astep / max(gen, upd):.3f}   "
+              "(target <= 1.15)")
 
 
 def machine() -> str:

@@ -126,16 +126,20 @@ class GRPOTrainer:
         if resume and ckpt is None:
             raise FileNotFoundError(f"trainer.resume={resume!r}: no complete checkpoint there")
         if ckpt is not None:
-            state = read_json(ckpt / "driver_state.json")
-            ray.get([learner.load.remote(str(ckpt)) for learner in self.workers.learners])
-            self.step, self.version = int(state["step"]), int(state["version"])
-            self.sampler.load_state_dict(state["sampler"])
-            self.last_eval = dict(state.get("eval", {}))
+            self._load_checkpoint(ckpt)
             log.info("resumed from %s at step %d", ckpt, self.step)
         else:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.yaml").write_text(self.cfg.to_yaml())
         self._send_current_weights()
+
+    def _load_checkpoint(self, ckpt: Path) -> None:
+        """Every learner rank, the step and weights version, the data cursor and the last eval from ``ckpt``."""
+        state = read_json(ckpt / "driver_state.json")
+        ray.get([learner.load.remote(str(ckpt)) for learner in self.workers.learners])
+        self.step, self.version = int(state["step"]), int(state["version"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.last_eval = dict(state.get("eval", {}))
 
     def _send_current_weights(self) -> None:
         """A fresh or restarted rollout worker holds no weights: send the current version before any work,
@@ -361,11 +365,7 @@ class GRPOTrainer:
         for item in list(self.pipeline.in_flight):  # generations for steps that will be drawn again
             self.pipeline.in_flight.remove(item)
         if ckpt is not None:
-            state = read_json(ckpt / "driver_state.json")
-            ray.get([learner.load.remote(str(ckpt)) for learner in self.workers.learners])
-            self.step, self.version = int(state["step"]), int(state["version"])
-            self.sampler.load_state_dict(state["sampler"])
-            self.last_eval = dict(state.get("eval", {}))
+            self._load_checkpoint(ckpt)
         else:  # the new learners are the run's starting point
             self.step, self.version = 0, 0
             self.sampler.load_state_dict({"epoch": 0, "cursor": 0})

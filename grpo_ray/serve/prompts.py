@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from grpo_ray.data.prompts import PromptRecipe
+from grpo_ray.serve.sse import ChunkRewriter
 
 ROUTE = "/v1/chat/completions"
 SYSTEM_ROLES = ("system", "developer")
@@ -114,27 +115,14 @@ def prefix_json(payload: dict[str, Any], prefix: str) -> dict[str, Any]:
     return payload
 
 
-class PrefixStream:
+class PrefixStream(ChunkRewriter):
     """Server-sent chat chunks in, the same out, with ``prefix`` before each choice's first content delta."""
 
     def __init__(self, prefix: str) -> None:
-        self.prefix, self.done, self.pending = prefix, set(), b""
+        super().__init__()
+        self.prefix, self.done = prefix, set()
 
-    def feed(self, data: bytes, *, last: bool) -> bytes:
-        self.pending += data
-        *events, self.pending = self.pending.split(b"\n\n")
-        out = b"".join(self._event(e) + b"\n\n" for e in events)
-        if last and self.pending:
-            out, self.pending = out + self._event(self.pending), b""
-        return out
-
-    def _event(self, event: bytes) -> bytes:
-        if not event.startswith(b"data: ") or event.strip() == b"data: [DONE]":
-            return event
-        try:
-            chunk = json.loads(event[len(b"data: "):])
-        except ValueError:
-            return event
+    def rewrite(self, chunk: dict[str, Any]) -> bool:
         changed = False
         for choice in chunk.get("choices") or []:
             delta, i = choice.get("delta") or {}, choice.get("index", 0)
@@ -142,7 +130,7 @@ class PrefixStream:
                 delta["content"] = self.prefix + delta["content"]
                 self.done.add(i)
                 changed = True
-        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() if changed else event
+        return changed
 
 
 class RunPromptMiddleware:

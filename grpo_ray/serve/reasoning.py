@@ -15,6 +15,7 @@ import json
 from typing import Any, Optional
 
 from grpo_ray.rewards.parsing import extract_reasoning, resolve_tag_style
+from grpo_ray.serve.sse import ChunkRewriter
 
 ROUTES = {b"/v1/chat/completions": "chat", b"/v1/completions": "text"}
 
@@ -44,30 +45,15 @@ def annotate_json(payload: dict[str, Any], kind: str, tag_style: str) -> dict[st
     return payload
 
 
-class StreamAnnotator:
+class StreamAnnotator(ChunkRewriter):
     """Server-sent events in, the same events out; the chunk that finishes a choice gains its fields."""
 
     def __init__(self, kind: str, tag_style: str) -> None:
+        super().__init__()
         self.kind, self.tag_style = kind, tag_style
         self.texts: dict[int, str] = {}
-        self.pending = b""
 
-    def feed(self, data: bytes) -> bytes:
-        self.pending += data
-        *events, self.pending = self.pending.split(b"\n\n")
-        return b"".join(self._event(e) + b"\n\n" for e in events)
-
-    def flush(self) -> bytes:
-        rest, self.pending = self.pending, b""
-        return self._event(rest) if rest else b""
-
-    def _event(self, event: bytes) -> bytes:
-        if not event.startswith(b"data: ") or event.strip() == b"data: [DONE]":
-            return event
-        try:
-            chunk = json.loads(event[len(b"data: "):])
-        except ValueError:
-            return event
+    def rewrite(self, chunk: dict[str, Any]) -> bool:
         changed = False
         for choice in chunk.get("choices") or []:
             i = int(choice.get("index", 0))
@@ -76,7 +62,7 @@ class StreamAnnotator:
                 fields = split_reasoning(self.texts[i], self.tag_style)
                 (choice.setdefault("delta", {}) if self.kind == "chat" else choice).update(fields)
                 changed = True
-        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() if changed else event
+        return changed
 
 
 class ReasoningFieldsMiddleware:
