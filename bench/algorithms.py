@@ -28,6 +28,12 @@ SWITCHES = {
     "soft_overlong": ["reward.functions=[{name: correctness}, {name: integer}, {name: strict_format}, {name: soft_format}, "
                       "{name: xml_count}, {name: soft_overlong, kwargs: {max_completion_len: 48, soft_punish_cache: 16}}]"],
     "group std": ["algo.scale_rewards=group"],
+    # With one update per batch the ratio is 1 at the update and the objectives give the same
+    # gradient; they differ once the policy moves away from the sampler: two updates per batch.
+    "clip, 2 updates": ["algo.num_iterations=2"],
+    "cispo, 2 updates": ["algo.policy_objective=cispo", "algo.num_iterations=2"],
+    "sapo, 2 updates": ["algo.policy_objective=sapo", "algo.num_iterations=2"],
+    "delta=1.5, 2 updates": ["algo.delta=1.5", "algo.num_iterations=2"],
 }
 
 
@@ -46,7 +52,8 @@ def main() -> int:
     base = ["trainer.save_every=0", "trainer.log_completions_every=0", "trainer.sinks=[jsonl]",
             f"trainer.steps={args.steps}", f"eval.every={args.every}"]
     root = Path(tempfile.mkdtemp(prefix="grpo_ray_algorithms_"))
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # logical CPUs: the config gives rollout and learner two each (they alternate) and the reward actor half
+    ray.init(num_cpus=5, include_dashboard=False, log_to_driver=False)
     workers = Workers.start(load_config("examples/tiny_cpu.yaml", base + [f"trainer.output_dir={root / 'unused'}"]),
                             learners=False)
     rows = []
