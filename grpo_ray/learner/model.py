@@ -28,9 +28,25 @@ def _load_base(model_cfg: ModelConfig, device: torch.device, dtype: torch.dtype,
     if quantized:
         from grpo_ray.models.nf4 import nf4_config
 
-        return AutoModelForCausalLM.from_pretrained(path, quantization_config=nf4_config(dtype), dtype=dtype,
-                                                    device_map={"": str(device)}, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=nf4_config(dtype), dtype=dtype,
+                                                     device_map={"": str(device)}, **kwargs)
+        _keep_4bit_layers_trainable(model)
+        return model
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).to(device)
+
+
+def _keep_4bit_layers_trainable(model) -> None:
+    """On CPUs with AVX-512 BF16, bitsandbytes repacks a 4-bit layer's weight into an inference-only
+    layout the first time it runs in eval mode without gradients, and keeps it: every later forward,
+    training ones included, then takes a kernel without autograd and fails ("a view of a leaf Variable
+    ... in-place operation"). The learner alternates no-grad and training forwards, so the repack is
+    turned off; the layers then use bitsandbytes' standard dequantize-and-matmul path (the one the
+    NF4-rounded rollout checkpoint equals)."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def build_policy_model(model_cfg: ModelConfig, learner_cfg: LearnerConfig, *, device: torch.device):

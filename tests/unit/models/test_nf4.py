@@ -36,3 +36,27 @@ def test_rounded_base_equals_the_nf4_training_forward(tmp_path, monkeypatch) -> 
         unrounded = torch.log_softmax(original(ids).logits, -1)
     assert float((same - nf4).abs().max()) == 0.0
     assert float((unrounded - nf4).abs().max()) > 0.1
+
+
+def test_the_nf4_learner_trains_after_a_no_grad_eval_forward() -> None:
+    """The learner's forwards alternate between no-grad (old or reference logprobs, eval) and training.
+    On CPUs with AVX-512 BF16 bitsandbytes repacks a 4-bit weight for inference at the first eval-mode
+    no-grad forward, after which a training forward raised; the learner's model must still train."""
+    from grpo_ray.config import load_config
+    from grpo_ray.learner.model import build_policy_model
+
+    cfg = load_config(None, ["model.load_in_4bit=true", "model.dtype=float32", "model.lora.r=4"])
+    model, _ = build_policy_model(cfg.model, cfg.learner, device=torch.device("cpu"))
+    ids = torch.randint(3, 400, (2, 12), generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        before = model(ids).logits
+    model.train()
+    loss = model(ids).logits.float().logsumexp(-1).mean()
+    loss.backward()
+    lora = [p for n, p in model.named_parameters() if "lora_B" in n]  # A gets no gradient while B = 0
+    assert lora and all(p.grad is not None and torch.isfinite(p.grad).all() for p in lora)
+    assert any(float(p.grad.abs().sum()) > 0 for p in lora)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)  # no update happened: the same numbers as before
