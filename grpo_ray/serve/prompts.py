@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from grpo_ray.data.prompts import PromptRecipe
-from grpo_ray.serve.sse import ChunkRewriter
+from grpo_ray.serve.asgi import ChunkRewriter, replay_body, rewriting_send
 
 ROUTE = "/v1/chat/completions"
 SYSTEM_ROLES = ("system", "developer")
@@ -154,7 +154,7 @@ class RunPromptMiddleware:
             body = json.dumps(payload).encode()
             headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"content-length"]
             scope = {**scope, "headers": headers + [(b"content-length", str(len(body)).encode())]}
-        replay = _replay(body, receive)
+        replay = replay_body(body, receive)
         return await self.app(scope, replay, _prefixing_send(send, prefix) if prefix else send)
 
 
@@ -177,47 +177,5 @@ async def _read_body(receive) -> Optional[bytes]:
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive):
-    sent = False
-
-    async def replay():  # the body once, then the client's own messages (its disconnect)
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
-
-
 def _prefixing_send(send, prefix: str):
-    state: dict[str, Any] = {"mode": None, "start": None, "body": b""}
-
-    async def wrapped_send(message):
-        if message["type"] == "http.response.start":
-            ctype = dict(message.get("headers") or []).get(b"content-type", b"")
-            if message["status"] == 200 and ctype.startswith(b"text/event-stream"):
-                state["mode"] = PrefixStream(prefix)
-            elif message["status"] == 200 and ctype.startswith(b"application/json"):
-                state["mode"], state["start"] = "json", message  # sent once the new length is known
-                return
-            return await send(message)
-        mode = state["mode"]
-        if message["type"] != "http.response.body" or mode is None:
-            return await send(message)
-        more = message.get("more_body", False)
-        if isinstance(mode, PrefixStream):
-            return await send({**message, "body": mode.feed(message.get("body", b""), last=not more)})
-        state["body"] += message.get("body", b"")
-        if more:
-            return
-        body = state["body"]
-        payload = _json_object(body)
-        if payload is not None:
-            body = json.dumps(prefix_json(payload, prefix)).encode()
-        start = state["start"]
-        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-        await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-    return wrapped_send
+    return rewriting_send(send, lambda: PrefixStream(prefix), lambda payload: prefix_json(payload, prefix))

@@ -11,11 +11,10 @@ non-streamed JSON and server-sent events alike.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
 from grpo_ray.rewards.parsing import extract_reasoning, resolve_tag_style
-from grpo_ray.serve.sse import ChunkRewriter
+from grpo_ray.serve.asgi import ChunkRewriter, rewriting_send
 
 ROUTES = {b"/v1/chat/completions": "chat", b"/v1/completions": "text"}
 
@@ -75,37 +74,6 @@ class ReasoningFieldsMiddleware:
         kind = ROUTES.get(scope.get("path", "").encode()) if scope.get("type") == "http" else None
         if kind is None or scope.get("method") != "POST":
             return await self.app(scope, receive, send)
-        state: dict[str, Any] = {"mode": None, "start": None, "body": b""}
-
-        async def wrapped_send(message):
-            if message["type"] == "http.response.start":
-                headers = dict(message.get("headers") or [])
-                ctype = headers.get(b"content-type", b"")
-                if message["status"] == 200 and ctype.startswith(b"text/event-stream"):
-                    state["mode"] = StreamAnnotator(kind, self.tag_style)
-                elif message["status"] == 200 and ctype.startswith(b"application/json"):
-                    state["mode"] = "json"
-                    state["start"] = message  # sent once the body (and its new length) is known
-                    return
-                return await send(message)
-            mode = state["mode"]
-            if message["type"] != "http.response.body" or mode is None:
-                return await send(message)
-            more = message.get("more_body", False)
-            if isinstance(mode, StreamAnnotator):
-                out = mode.feed(message.get("body", b"")) + (b"" if more else mode.flush())
-                return await send({**message, "body": out})
-            state["body"] += message.get("body", b"")
-            if more:
-                return
-            body = state["body"]
-            try:
-                body = json.dumps(annotate_json(json.loads(body), kind, self.tag_style)).encode()
-            except ValueError:
-                pass
-            start = state["start"]
-            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-            await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body, "more_body": False})
-
+        wrapped_send = rewriting_send(send, lambda: StreamAnnotator(kind, self.tag_style),
+                                      lambda payload: annotate_json(payload, kind, self.tag_style))
         return await self.app(scope, receive, wrapped_send)

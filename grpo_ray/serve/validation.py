@@ -24,6 +24,7 @@ from typing import Any, Callable, Collection, Optional
 
 from pydantic import ValidationError
 
+from grpo_ray.serve.asgi import replay_body
 from grpo_ray.serve.errors import error_body
 from grpo_ray.serve.schemas import REQUESTS, json_kind
 
@@ -222,16 +223,7 @@ class RequestValidationMiddleware:
             check_request(route, body, _header(scope, b"content-type"), self.served_models())
         except RequestError as err:
             return await _answer(send, err)
-        sent = False
-
-        async def replay():  # the body once, then the client's own messages (its disconnect)
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
+        return await self.app(scope, replay_body(body, receive), send)
 
     async def _read_body(self, scope, receive) -> Optional[bytes]:
         too_big = RequestError(f"The request body is over {self.max_body_bytes} bytes.", status=413)
