@@ -42,7 +42,7 @@ def main() -> int:
 
     from grpo_ray.cluster import Workers
     from grpo_ray.config import load_config
-    from grpo_ray.driver import GRPOTrainer
+    from grpo_ray.run.trainer import GRPOTrainer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=20)

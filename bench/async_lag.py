@@ -6,7 +6,7 @@
 The embedded default (examples/tiny_cpu.yaml) on one vLLM rollout actor shared by every run; each run
 starts its own learner. The runs alternate K=0, 1, 2, 0, 1, 2, ... so a machine whose speed drifts
 moves every K alike, and each K's step time is the median over its rounds without each run's first
-step. Rollout and learner get one CPU each in every run (the async runs need that, see the README), so
+step. Rollout and learner get one CPU each in every run (the async runs need that, see docs/async_and_fault_tolerance.md), so
 the comparison is the same split of the machine. It also prints the longer of the synchronous run's
 generate and update phases, the best any overlap can reach.
 """
@@ -25,7 +25,7 @@ def main() -> int:
 
     from grpo_ray.cluster import Workers
     from grpo_ray.config import load_config
-    from grpo_ray.driver import GRPOTrainer
+    from grpo_ray.run.trainer import GRPOTrainer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)

@@ -14,7 +14,9 @@ variants of the config's prompt recipe:
 It prints one table row per (config, variant): the share of completions with an ``<answer>`` tag,
 in soft format, in strict format, correct; the mean of each format reward; the share of groups
 whose summed reward varies (what GRPO can learn from); mean length and the share cut at the token
-limit. Every completion goes to ``--out``/completions.jsonl.
+limit; and for a config with tools (``rollout.kind: multi_turn``) the share of episodes that called a
+tool and that got the gold answer back from one. The trajectories come from the rollout engine and
+the config's rollout kind, as in training. Every trajectory goes to ``--out``/completions.jsonl.
 
 Run (the model is converted on first use, about 25 s):
 
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -96,78 +97,94 @@ def main() -> None:
     if args.greedy:
         args.samples = 1
 
-    import torch
-
     from grpo_ray.config import load_config
     from grpo_ray.data.from_config import load_split
-    from grpo_ray.data.prompts import with_assistant_prefix
     from grpo_ray.models.paths import resolve_model_path
-    from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
-    from grpo_ray.rollout.vllm_args import platform_settings
+    from grpo_ray.rollout.prompting import per_prompt_seeds
 
     configs = [load_config(path, args.set) for path in args.config]
     models = {c.model.name_or_path for c in configs}
     if len(models) != 1:
         raise SystemExit(f"all configs must name one model, got {sorted(models)}")
-    model_path = resolve_model_path(models.pop())
-    # the rollout engine's platform settings (on CPU: eager, whole prefills, a bounded KV cache, in-process)
-    kwargs, env = platform_settings(on_cpu=not torch.cuda.is_available(), dtype=configs[0].model.dtype,
-                                    tensor_parallel_size=1, gpu_memory_utilization=configs[0].rollout.gpu_memory_utilization,
-                                    cpu_kvcache_gb=max(c.rollout.cpu_kvcache_gb for c in configs))
-    for key, value in env.items():
-        os.environ.setdefault(key, value)
-    from vllm import LLM, SamplingParams
-    from vllm.inputs import TokensPrompt
+    from dataclasses import replace
 
+    from grpo_ray.rollout.engines import create_engine, engine_spec
+    from grpo_ray.rollout.kinds import create_rollout_kind, kind_spec
+    from grpo_ray.wire import GenerationRequest, SamplingConfig
+
+    model_path = resolve_model_path(models.pop())
+    # the rollout engine itself (on CPU: eager, whole prefills, a bounded KV cache, in-process), no adapter
+    spec = replace(engine_spec(configs[0], model_path), max_model_len=2048, lora=None, seed=args.seed,
+                   cpu_kvcache_gb=max(c.rollout.cpu_kvcache_gb for c in configs))
     start = time.perf_counter()
-    llm = LLM(model=model_path, max_model_len=2048, seed=args.seed, **kwargs)
+    engine = create_engine(spec)
     print(f"engine ready in {time.perf_counter() - start:.0f} s", flush=True)
-    tokenizer = llm.get_tokenizer()
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = []
     with open(out_dir / "completions.jsonl", "w") as dump:
         for path, cfg in zip(args.config, configs):
+            kind = create_rollout_kind(kind_spec(cfg))
             for variant in args.variants.split(","):
                 data = variant_data(cfg, variant)
                 rows = list(load_split(data, args.split, seed=args.seed, limit=args.questions))
                 prompts = [r["prompt"] for r in rows]
-                ids = encode_prompts(tokenizer, prompts)
                 r = cfg.rollout
-                params = [SamplingParams(n=args.samples, temperature=0.0 if args.greedy else r.temperature,
-                                         top_p=r.top_p, top_k=r.top_k, max_tokens=r.max_completion_tokens, seed=s)
-                          for s in per_prompt_seeds(args.seed, len(ids))]
+                sampling = SamplingConfig(n=args.samples, temperature=0.0 if args.greedy else r.temperature,
+                                          top_p=r.top_p, top_k=r.top_k, max_tokens=r.max_completion_tokens, seed=args.seed)
+                request = GenerationRequest(prompts, sampling, per_prompt_seeds(args.seed, len(prompts)), None,
+                                            [{k: v for k, v in row.items() if k != "prompt"} for row in rows])
                 t0 = time.perf_counter()
-                outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in ids], params, use_tqdm=False)
+                batch = kind.rollout(engine, request)
                 seconds = time.perf_counter() - t0
-                done = [c for o in outputs for c in sorted(o.outputs, key=lambda c: c.index)]
-                texts = with_assistant_prefix([p for p in prompts for _ in range(args.samples)], [c.text for c in done])
-                lengths = [len(c.token_ids) for c in done]
-                stats = score_variant(cfg, rows, texts, [c.finish_reason for c in done], lengths, args.samples)
+                texts = batch.final_texts()  # the whole last reply, a prefix included, as training scores it
+                lengths = [len(c) for c in batch.completion_ids]
+                stats = score_variant(cfg, rows, texts, batch.finish_reasons, lengths, args.samples)
+                if batch.episode_stats is not None:
+                    stats.update(tool_stats(batch, rows, args.samples))
                 stats.update(config=Path(path).name, variant=variant, n=len(texts), seconds=seconds,
-                             prompt_tokens=sum(map(len, ids)) / len(ids), tokens_per_s=sum(lengths) / seconds)
+                             prompt_tokens=sum(map(len, batch.prompt_ids)) / len(batch.prompt_ids),
+                             tokens_per_s=sum(lengths) / seconds)
                 table.append(stats)
                 print(json.dumps(stats), flush=True)
-                for i, text in enumerate(texts):
+                for i, messages in enumerate(batch.conversations()):
                     row = rows[i // args.samples]
                     dump.write(json.dumps({"config": stats["config"], "variant": variant, "answer": row["answer"],
-                                           "question": row["question"][-300:], "completion": text}) + "\n")
+                                           "question": row["question"][-300:], "completion": messages}) + "\n")
+            kind.close()
     print_table(table, args)
     (out_dir / "table.json").write_text(json.dumps(table, indent=1))
+
+
+def tool_stats(batch, rows, k: int) -> dict[str, float]:
+    """Multi-turn rollouts: the share of episodes that called a tool, that got the gold answer back from
+    one (the call itself was right), and the calls per episode."""
+    from grpo_ray.rewards.parsing import normalize_gold
+
+    episodes = batch.episode_stats
+    right = 0
+    for i, messages in enumerate(batch.conversations()):
+        gold = normalize_gold(str(rows[i // k]["answer"]))
+        right += any(m["role"] == "tool" and normalize_gold(str(m["content"])) == gold for m in messages)
+    return {"tool_call_rate": sum(e["tool_calls"] > 0 for e in episodes) / len(episodes),
+            "right_call": right / len(episodes),
+            "calls": sum(e["tool_calls"] for e in episodes) / len(episodes),
+            "malformed": sum(e["malformed_tool_calls"] for e in episodes) / len(episodes)}
 
 
 def print_table(table: list[dict], args) -> None:
     how = "greedy" if args.greedy else f"{args.samples} samples at rollout.temperature"
     print(f"\n{args.questions} questions x {how} per row; overrides: {args.set or 'none'}")
     print("| config | variant | prompt tok | <answer> | soft | strict | correct | xml_count | groups vary | "
-          "reward | length | truncated | gen s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "reward | length | truncated | tool call | right call | gen s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in table:
+        tools = (f"{s['tool_call_rate']:.2f} | {s['right_call']:.2f}" if "tool_call_rate" in s else "- | -")
         print(f"| {s['config']} | {s['variant']} | {s['prompt_tokens']:.0f} | {s['answer_tag']:.2f} | "
               f"{s['soft']:.2f} | {s['strict']:.2f} | {s['correct']:.2f} | {s['xml_count']:.3f} | "
               f"{s['groups_vary']:.2f} | "
-              f"{s['reward']:.3f} | {s['length']:.0f} | {s['truncated']:.2f} | {s['seconds']:.0f} |")
+              f"{s['reward']:.3f} | {s['length']:.0f} | {s['truncated']:.2f} | {tools} | {s['seconds']:.0f} |")
 
 
 if __name__ == "__main__":

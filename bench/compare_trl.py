@@ -67,7 +67,7 @@ def placement_overrides() -> list[str]:
 
 def async_cores() -> list[str]:
     """On CPU, generation and update run at once in async mode: the rollout worker gets one core and the
-    learner the rest (sharing them measured 4x slower updates on 2 cores), as the README says."""
+    learner the rest (sharing them slows the updates several times), as docs/async_and_fault_tolerance.md says."""
     import os
 
     import torch
@@ -94,7 +94,7 @@ def task_config(task: str, steps: int, out: Path, *overrides: str):
 
 
 def grpo_ray_trainer(task: str, steps: int, out: Path, *overrides: str):
-    from grpo_ray.driver import GRPOTrainer
+    from grpo_ray.run.trainer import GRPOTrainer
 
     return GRPOTrainer(task_config(task, steps, out, *overrides)).setup()
 
@@ -114,13 +114,13 @@ def rollout_vs_bare(trainer, rounds: int = 6) -> tuple[float, float]:
     a machine that speeds up or slows down during the run moves both alike."""
     import ray
 
-    rows = [trainer.sample_prompts() for _ in range(rounds)]
-    work = [([r["prompt"] for r in batch], trainer.sampling(1000 + i)) for i, batch in enumerate(rows)]
+    rows = [trainer.rollout.draw() for _ in range(rounds)]
+    work = [([r["prompt"] for r in batch], trainer.rollout.sampling(1000 + i)) for i, batch in enumerate(rows)]
     worker = trainer.workers.rollouts[0]
 
     def through_actor(prompts, sampling):
         start = time.perf_counter()
-        batch = trainer._collect(trainer._submit_generation(prompts, sampling))
+        batch = trainer.rollout.generate(prompts, sampling, trainer.learners.weights)
         return sum(len(c) for c in batch.completion_ids), time.perf_counter() - start
 
     def bare(prompts, sampling):

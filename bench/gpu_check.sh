@@ -25,7 +25,7 @@ export PYTHONPATH=$PWD RAY_AUTH_MODE=disabled
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 - <<'PY' || exit 1
 import bitsandbytes, deepspeed, peft, ray, torch, transformers, trl
-import grpo_ray.driver  # noqa: F401
+import grpo_ray.run.trainer  # noqa: F401
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.version.cuda, "| ray", ray.__version__,
       "| deepspeed", deepspeed.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__,
       "| trl", trl.__version__, "| bitsandbytes", bitsandbytes.__version__)

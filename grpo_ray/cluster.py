@@ -24,7 +24,7 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from grpo_ray.actors.judge import judge_bundle
+from grpo_ray.actors.judge_worker import judge_bundle
 from grpo_ray.config import GRPOConfig
 from grpo_ray.errors import UserError
 from grpo_ray.rewards.judge import uses_judge
@@ -181,7 +181,7 @@ def async_core_contention(cfg: GRPOConfig, cores: int, placement: Optional[Place
     per_rollout = max(1, cores // 2 // r.num_workers)
     per_learner = max(1, (cores - per_rollout * r.num_workers) // lc.num_learners)
     return (f"trainer.async_rollout: the rollout workers ({rollout:g} CPUs) and learners ({learner:g} CPUs) run at "
-            f"once but this machine has {cores} cores, so they compete (updates measured 4x slower on 2 cores); "
+            f"once but this machine has {cores} cores, so they compete (updates run several times slower); "
             f"set rollout.num_cpus_per_worker={per_rollout} learner.num_cpus_per_learner={per_learner}")
 
 
@@ -235,9 +235,10 @@ class Workers:
 
     def place_rollouts(self, cfg: GRPOConfig) -> list:
         """Create the rollout actors (their engines start on ``start`` or first use)."""
-        from grpo_ray.actors.rollout import RolloutWorker
+        from grpo_ray.actors.rollout_worker import RolloutWorker
         from grpo_ray.models.paths import resolve_model_path
-        from grpo_ray.rollout.engine import engine_spec
+        from grpo_ray.rollout.engines.base import engine_spec
+        from grpo_ray.rollout.kinds import kind_spec
 
         r, p = cfg.rollout, self._placement(cfg)
         group = self._reserve("rollout", cfg)
@@ -246,15 +247,15 @@ class Workers:
             RolloutWorker.options(
                 num_cpus=r.num_cpus_per_worker, num_gpus=p.rollout_gpus, resources=dict(r.resources),
                 max_restarts=3, max_task_retries=0, scheduling_strategy=group.slot(i),
-            ).remote(spec)
+            ).remote(spec, kind_spec(cfg), cfg.sync_strategy)
             for i in range(r.num_workers)
         ]
         return self.rollouts
 
     def start_rewards(self, cfg: GRPOConfig) -> list:
         """(Re)create the reward workers for ``cfg.reward``."""
-        from grpo_ray.actors.judge import attach_judge, start_judge
-        from grpo_ray.actors.reward import RewardWorker
+        from grpo_ray.actors.judge_worker import attach_judge, start_judge
+        from grpo_ray.actors.reward_worker import RewardWorker
         from grpo_ray.rewards.scorer import resolve_specs
 
         rw = cfg.reward
@@ -276,7 +277,7 @@ class Workers:
 
     def place_learners(self, cfg: GRPOConfig) -> list:
         """(Re)create the learner ranks in their bundles (each builds its model on ``setup``)."""
-        from grpo_ray.actors.learner import LearnerWorker, learner_settings
+        from grpo_ray.actors.learner_worker import LearnerWorker, learner_settings
 
         lc, p = cfg.learner, self._placement(cfg)
         self.stop_learners()

@@ -32,6 +32,11 @@ ESTIMATOR_SCALES: dict[str, tuple[str, ...]] = {
     "grpo": ("group", "batch", "none"), "rloo": ("none",), "reinforce_pp_baseline": ("none",),
 }
 MetricSink = Literal["console", "jsonl", "tensorboard", "wandb", "mlflow"]
+# Kept equal to their registries by tests/unit/test_config_names.py (the registries import more than
+# validating a config should).
+RolloutEngineName = Literal["vllm", "hf"]  # grpo_ray.rollout.engines.ENGINES
+RolloutKindName = Literal["single_turn", "multi_turn"]  # grpo_ray.rollout.kinds.ROLLOUT_KINDS
+SyncStrategy = Literal["auto", "lora", "full"]  # "auto" + grpo_ray.sync.WEIGHT_SYNCS
 RewardIsolation = Literal["auto", "process", "thread"]  # grpo_ray.rewards.scorer.ISOLATIONS
 
 
@@ -71,9 +76,25 @@ class ModelConfig(_Section):
     lora: LoraConfig = Field(default_factory=LoraConfig, description="The LoRA adapter that GRPO trains.")
 
 
+class ToolCallDemoConfig(_Section):
+    name: str = Field(min_length=1, description="The tool called.")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Its arguments.")
+    result: str = Field(description="What it answered.")
+
+
 class DemonstrationConfig(_Section):
     question: str = Field(min_length=1, description="The demonstration's user turn.")
     answer: str = Field(min_length=1, description="The assistant's reply to it, in the format the rewards ask for.")
+    tool_calls: list[ToolCallDemoConfig] = Field(
+        default_factory=list, description="Tool calls made before the reply: each an assistant turn calling the tool "
+        "(Hermes format) and the tool's result as a tool turn (for rollout.kind=multi_turn recipes).",
+    )
+
+    def as_tuple(self) -> tuple:
+        """(question, reply[, ((tool, arguments, result), ...)]), as prompt recipes take it."""
+        if not self.tool_calls:
+            return (self.question, self.answer)
+        return (self.question, self.answer, tuple((c.name, dict(c.arguments), c.result) for c in self.tool_calls))
 
 
 class DataConfig(_Section):
@@ -106,7 +127,30 @@ class DataConfig(_Section):
 
 
 class RolloutConfig(_Section):
-    engine: Literal["vllm", "hf"] = Field("vllm", description="Generation engine: vLLM, or transformers generate as a fallback.")
+    engine: RolloutEngineName = Field("vllm", description="Generation engine: vLLM, or transformers generate as a fallback.")
+    kind: RolloutKindName = Field(
+        "single_turn", description="How a prompt becomes a trajectory: single_turn samples one reply; multi_turn lets "
+        "the model call rollout.tools (or rollout.environment's methods) over several turns.",
+    )
+    tools: list[str] = Field(
+        default_factory=list, description="multi_turn: the tools the model may call: built-ins (calculator, python), "
+        "'module:function' or 'path/to/file.py:function' (a function with type hints and a docstring).",
+    )
+    environment: Optional[str] = Field(
+        None, description="multi_turn: a class ('path/to/file.py:Class'), one instance per episode: reset(**row) starts "
+        "it (a returned string is added to the question) and its public methods are tools.",
+    )
+    max_turns: int = Field(4, ge=1, description="multi_turn: most assistant turns in an episode.")
+    max_tool_calls: int = Field(4, ge=1, description="multi_turn: most tool calls in an episode.")
+    tool_timeout_s: float = Field(10.0, gt=0, description="multi_turn: a tool call slower than this is stopped "
+                                  "(its process killed) and answers with an error.")
+    tool_output_max_chars: int = Field(1000, ge=16, description="multi_turn: tool results are cut to this many characters.")
+    tool_parser: str = Field(
+        "auto", description="multi_turn: vLLM's tool-call parser for the model's format (hermes, llama3_json, ...); "
+        "auto: llama3_json for Llama-3 templates, else hermes.",
+    )
+    tool_processes: int = Field(2, ge=1, description="multi_turn: processes per rollout worker that run user tools "
+                                "and environments.")
     group_size: int = Field(8, description="G: completions sampled per prompt.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
@@ -120,7 +164,8 @@ class RolloutConfig(_Section):
     num_cpus_per_worker: float = Field(1.0, ge=0, description="CPUs per rollout actor.")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism inside one rollout actor.")
     gpu_memory_utilization: float = Field(
-        0.5, gt=0, le=1, description="Fraction of GPU memory vLLM may take (on CPU: of the KV-cache budget)."
+        0.5, gt=0, le=1, description="Fraction of GPU memory vLLM may take (GPUs only; on CPU the KV cache is "
+        "rollout.cpu_kvcache_gb)."
     )
     cpu_kvcache_gb: float = Field(1.0, gt=0, description="KV-cache size in GiB when vLLM runs on CPU.")
     max_model_len: Optional[int] = Field(
@@ -128,9 +173,9 @@ class RolloutConfig(_Section):
         "completion of training or evaluation).",
     )
     resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each rollout actor needs, e.g. {node_a: 1} to place it on nodes started with --resources '{\"node_a\": 8}'.")
-    weight_sync: Literal["merge", "lora"] = Field(
+    lora_apply: Literal["merge", "lora"] = Field(
         "merge",
-        description="How vLLM applies the synced adapter: merge it into the served weights on the rollout node "
+        description="How vLLM applies the synced LoRA adapter: merge it into the served weights on the rollout node "
         "(bare-model speed), or serve it through vLLM's LoRA kernels.",
     )
 
@@ -295,8 +340,9 @@ class TrainerConfig(_Section):
 
         return os.path.abspath(os.path.expanduser(value))
     async_rollout: bool = Field(
-        False, description="One-step-off: generate step k+1's completions while step k updates (the batch is then "
-        "one policy version behind; algo.sampler_correction weights the gap). Off: synchronous.",
+        False, description="Asynchronous: generate the next steps' completions (up to trainer.max_policy_lag of them) "
+        "while the current step updates; a batch then lags the learner by up to that many versions, and "
+        "algo.sampler_correction weights the gap. Off: synchronous.",
     )
     max_policy_lag: int = Field(
         1, ge=0, le=64, description="With async_rollout: K, how many steps generation may run ahead of the update; a "
@@ -317,6 +363,14 @@ class EvalConfig(_Section):
     )
 
 
+class SyncConfig(_Section):
+    strategy: SyncStrategy = Field(
+        "auto", description="How new weights go from the learners to the rollout engines (grpo_ray.sync): lora (the "
+        "adapter through the object store), full (every weight, in buckets, through the object store), or auto: "
+        "lora with a LoRA adapter, full under full fine-tuning.",
+    )
+
+
 class GRPOConfig(_Section):
     """The whole run. Sections are validated individually, then the rules that span them."""
 
@@ -328,6 +382,7 @@ class GRPOConfig(_Section):
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "GRPOConfig":
@@ -335,6 +390,13 @@ class GRPOConfig(_Section):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def sync_strategy(self) -> str:
+        """``sync.strategy`` with auto resolved: lora with a LoRA adapter, full under full fine-tuning."""
+        if self.sync.strategy != "auto":
+            return self.sync.strategy
+        return "lora" if self.model.lora.enabled else "full"
 
     @property
     def rollout_batch_size(self) -> int:
@@ -434,9 +496,20 @@ def _rule_4bit(c: GRPOConfig) -> Optional[str]:
 
 
 def _rule_full_finetune(c: GRPOConfig) -> Optional[str]:
-    if not c.model.lora.enabled and c.rollout.weight_sync == "lora":
-        return ("rollout.weight_sync=lora: a fully fine-tuned policy has no adapter to serve through vLLM's LoRA "
-                "kernels; use rollout.weight_sync=merge (full weights are loaded in place) or model.lora.enabled=true")
+    if not c.model.lora.enabled and c.rollout.lora_apply == "lora":
+        return ("rollout.lora_apply=lora: a fully fine-tuned policy has no adapter to serve through vLLM's LoRA "
+                "kernels; use rollout.lora_apply=merge (full weights are loaded in place) or model.lora.enabled=true")
+    return None
+
+
+def _rule_sync_strategy(c: GRPOConfig) -> Optional[str]:
+    s, lora = c.sync.strategy, c.model.lora.enabled
+    if s == "lora" and not lora:
+        return ("sync.strategy=lora: full fine-tuning has no adapter to send; use sync.strategy=full (or auto), or "
+                "model.lora.enabled=true")
+    if s == "full" and lora:
+        return ("sync.strategy=full: with a LoRA adapter the base weights never change, so only the adapter needs "
+                "sending; use sync.strategy=lora (or auto)")
     return None
 
 
@@ -448,6 +521,27 @@ def _rule_rewards_resolve(c: GRPOConfig) -> Optional[str]:
             resolve_reward(fn.name)
         except ValueError as err:
             return f"reward.functions[{i}].name={fn.name!r}: {err}"
+    return None
+
+
+def _rule_tools(c: GRPOConfig) -> Optional[str]:
+    r = c.rollout
+    if r.kind == "single_turn" and (r.tools or r.environment):
+        what = "rollout.tools" if r.tools else "rollout.environment"
+        return f"{what}: tools need several turns; set rollout.kind=multi_turn"
+    if r.kind == "multi_turn" and not (r.tools or r.environment):
+        return "rollout.kind=multi_turn: give the model something to call: rollout.tools (e.g. [calculator]) or rollout.environment"
+    if r.kind != "multi_turn":
+        return None
+    from grpo_ray.tools.registry import ToolSpecError, resolve_environment, resolve_tool
+
+    try:
+        names = [resolve_tool(t).name for t in r.tools]
+        resolve_environment(r.environment)
+    except ToolSpecError as err:
+        return f"rollout.tools: {err}"
+    if len(set(names)) < len(names):
+        return f"rollout.tools={r.tools}: two tools share a name; each name must be one tool"
     return None
 
 
@@ -463,8 +557,14 @@ def _rule_tensor_parallel(c: GRPOConfig) -> Optional[str]:
 
 _RULES = [
     _rule_group_size, _rule_batch_splits, _rule_epsilon_high, _rule_advantage_scale, _rule_objective_options,
-    _rule_4bit, _rule_full_finetune, _rule_tensor_parallel, _rule_rewards_resolve,
+    _rule_4bit, _rule_full_finetune, _rule_sync_strategy, _rule_tensor_parallel, _rule_rewards_resolve, _rule_tools,
 ]
+
+# Keys that moved, old dotted name -> new: an old config gets a one-line error naming the new key
+# (saved run configs are read through migrate_renamed_keys, so old runs still load).
+RENAMED_KEYS = {
+    "rollout.weight_sync": "rollout.lora_apply",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,6 +629,22 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
     return config_from_dict(apply_overrides(raw, list(overrides or [])))
 
 
+def migrate_renamed_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a saved config with every renamed key under its new name (for run folders written
+    by earlier versions; a user's own config gets an error naming the new key instead)."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for old, new in RENAMED_KEYS.items():
+        *parents, leaf = old.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            out = with_values(out, {new: node.pop(leaf)})
+    return out
+
+
 def config_from_dict(raw: dict[str, Any]) -> GRPOConfig:
     try:
         return GRPOConfig.model_validate(raw)
@@ -540,6 +656,8 @@ def _describe_error(e: dict[str, Any]) -> str:
     loc = [str(p) for p in e["loc"]]
     dotted = ".".join(loc)
     if e["type"] == "extra_forbidden":
+        if dotted in RENAMED_KEYS:
+            return f"config key {dotted!r} was renamed: use {RENAMED_KEYS[dotted]!r}"
         known = _known_keys(loc[:-1])
         close = difflib.get_close_matches(loc[-1], known, n=1)
         hint = f"did you mean {'.'.join(loc[:-1] + [close[0]])!r}?" if close else f"known keys here: {', '.join(known)}"

@@ -66,22 +66,36 @@ class GenerationRequest:
     sampling: SamplingConfig
     seeds: Optional[list[Optional[int]]] = None
     weights: Optional[WeightsHandle] = None
+    # [B] each prompt's other dataset columns (the answer, ...): what a multi-turn rollout's environment
+    # starts its episodes from (``reset(**row)``); None where nothing needs them
+    columns: Optional[list[dict[str, Any]]] = None
 
 
 @dataclass
 class RolloutBatch:
-    """B prompts x G completions, completion rows laid out group by group (row i*G+j)."""
+    """B prompts x G trajectories, laid out group by group (row i*G+j).
+
+    A trajectory is what one rollout kind (``grpo_ray.rollout.kinds``) made of a prompt: the token
+    ids after the prompt, exactly as they were sampled (plus, for multi-turn kinds, the tokens a tool
+    or an environment inserted, with loss mask 0), and the conversation they form, which is what
+    reward functions receive as ``completions`` (TRL's conversational format)."""
 
     prompt_ids: list[list[int]]  # [B][P_b]
     completion_ids: list[list[int]]  # [N][T_i]
-    completion_texts: list[str]  # [N]
-    sampling_logprobs: list[list[float]]  # [N][T_i] logprob of each sampled token under the sampler
-    finish_reasons: list[str]  # [N] "stop" (EOS or stop string) or "length" (hit max_tokens)
+    completion_texts: list[str]  # [N] the decoded completion_ids
+    sampling_logprobs: list[list[float]]  # [N][T_i] logprob of each token under the sampler (0.0 where not sampled)
+    finish_reasons: list[str]  # [N] "stop" (EOS or stop string) or "length" (hit a token limit)
     group_size: int
     policy_version: int  # weights version that sampled every row; -1 means the untouched base model
     # [N][T_i] 1 where the token is the policy's own and may enter the loss (0, e.g., for tokens a tool
     # or an environment inserted). None: every completion token.
     loss_mask: Optional[list[list[int]]] = None
+    # [N] the messages each trajectory adds after its prompt (an assistant reply; with tools, the
+    # assistant and tool turns). None: one assistant message holding completion_texts.
+    completion_messages: Optional[list[list[dict[str, Any]]]] = None
+    # [N] per-trajectory counts of a multi-turn rollout (turns, tool_calls, tool_errors, tool_timeouts,
+    # malformed_tool_calls, model_tokens, tool_tokens, limit_hit); None for single-turn rollouts
+    episode_stats: Optional[list[dict[str, float]]] = None
     # per-worker numbers (seconds, token counts); joined by kind when shards are concatenated
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -97,9 +111,39 @@ class RolloutBatch:
             return self.loss_mask
         return [[1] * len(c) for c in self.completion_ids]
 
+    def conversations(self) -> list[list[dict[str, Any]]]:
+        """[N] the messages of each trajectory (what reward functions receive as ``completions``)."""
+        if self.completion_messages is not None:
+            return self.completion_messages
+        return [[{"role": "assistant", "content": text}] for text in self.completion_texts]
+
+    def final_texts(self) -> list[str]:
+        """[N] each trajectory's last assistant message: the reply whose answer is scored."""
+        out = []
+        for messages in self.conversations():
+            replies = [m for m in messages if m.get("role") == "assistant"]
+            out.append(str(replies[-1].get("content") or "") if replies else "")
+        return out
+
     def group_prompt_ids(self) -> list[list[int]]:
         """Prompt ids repeated per completion: [N][P]."""
         return [p for p in self.prompt_ids for _ in range(self.group_size)]
+
+    def select_groups(self, groups: list[int]) -> "RolloutBatch":
+        """The rows of ``groups`` (group indices), in that order, keeping this batch's stats."""
+        g = self.group_size
+        rows = [i * g + j for i in groups for j in range(g)]
+
+        def pick(values):
+            return None if values is None else [values[r] for r in rows]
+
+        return RolloutBatch(
+            prompt_ids=[self.prompt_ids[i] for i in groups], completion_ids=pick(self.completion_ids),
+            completion_texts=pick(self.completion_texts), sampling_logprobs=pick(self.sampling_logprobs),
+            finish_reasons=pick(self.finish_reasons), group_size=g, policy_version=self.policy_version,
+            loss_mask=pick(self.loss_mask), completion_messages=pick(self.completion_messages),
+            episode_stats=pick(self.episode_stats), stats=dict(self.stats),
+        )
 
     @staticmethod
     def concat(parts: list["RolloutBatch"]) -> "RolloutBatch":
@@ -114,6 +158,12 @@ class RolloutBatch:
         masks = None
         if any(p.loss_mask is not None for p in parts):
             masks = [row for p in parts for row in p.token_loss_mask()]
+        messages = None
+        if any(p.completion_messages is not None for p in parts):
+            messages = [row for p in parts for row in p.conversations()]
+        episode_stats = None
+        if any(p.episode_stats is not None for p in parts):
+            episode_stats = [row for p in parts for row in (p.episode_stats or [{}] * len(p))]
         return RolloutBatch(
             prompt_ids=[x for p in parts for x in p.prompt_ids],
             completion_ids=[x for p in parts for x in p.completion_ids],
@@ -123,6 +173,8 @@ class RolloutBatch:
             group_size=g,
             policy_version=min(p.policy_version for p in parts),  # the oldest weights in the batch
             loss_mask=masks,
+            completion_messages=messages,
+            episode_stats=episode_stats,
             stats=reduce_named([p.stats for p in parts]),
         )
 
@@ -145,18 +197,30 @@ class TrainShard:
     sampling_logprobs: Optional[list[list[float]]] = None
 
 
-def contiguous_slices(n: int, parts: int) -> list[slice]:
-    """``n`` items in ``parts`` contiguous, near-equal slices (the first ones one longer).
+def shard_slices(n: int, parts: int, unit: int = 1) -> list[slice]:
+    """Contiguous slices of ``n`` items in whole units of ``unit`` (a group of G completions, say),
+    shared as evenly as possible over at most ``parts`` slices, the first ones a unit longer. Fewer
+    slices come back when there are fewer units than parts: never an empty one. The one way work is
+    split over a role's actors (rollout, reward and learner shards).
 
-    >>> contiguous_slices(5, 2)
+    >>> shard_slices(5, 2)
     [slice(0, 3, None), slice(3, 5, None)]
+    >>> shard_slices(12, 4, unit=2)
+    [slice(0, 4, None), slice(4, 8, None), slice(8, 10, None), slice(10, 12, None)]
+    >>> shard_slices(4, 3, unit=2)
+    [slice(0, 2, None), slice(2, 4, None)]
     """
-    size, extra = divmod(n, parts)
+    if unit < 1 or parts < 1:
+        raise ValueError(f"shard_slices: unit={unit} and parts={parts} must be >= 1")
+    if n % unit:
+        raise ValueError(f"shard_slices: {n} items are not whole units of {unit}")
+    units = n // unit
+    used = min(parts, units)
     out, start = [], 0
-    for i in range(parts):
-        end = start + size + (1 if i < extra else 0)
-        out.append(slice(start, end))
-        start = end
+    for i in range(used):
+        size = (units // used + (1 if i < units % used else 0)) * unit
+        out.append(slice(start, start + size))
+        start += size
     return out
 
 
@@ -177,7 +241,7 @@ def split_into_shards(
             loss_mask=loss_mask[s], global_num_tokens=global_tokens, global_num_sequences=global_sequences,
             sampling_logprobs=sampling_logprobs[s] if sampling_logprobs is not None else None,
         )
-        for s in contiguous_slices(len(completion_ids), num_learners)
+        for s in shard_slices(len(completion_ids), num_learners)
     ]
 
 
@@ -199,8 +263,7 @@ class LoraAdapter(WeightUpdate):
     """One LoRA adapter version: PEFT state-dict tensors (on CPU) and the PEFT config dict.
 
     Pickled as numpy arrays: Ray moves those through its object store without copying them into the
-    pickle (protocol-5 out-of-band buffers), while torch tensors are pickled as bytes. Measured on the
-    built-in model's 5 MB adapter, learner -> object store -> rollout actor: 7 ms against 33 ms."""
+    pickle (protocol-5 out-of-band buffers), while torch tensors are pickled as bytes."""
 
     kind = "lora"
 
@@ -258,6 +321,6 @@ def _to_numpy(tensor) -> tuple[Any, str]:
 def _from_numpy(array, dtype: str):
     import torch
 
-    # the object store hands out read-only buffers; the receiver owns a writable copy (5 MB: ~1 ms)
+    # the object store hands out read-only buffers; the receiver owns a writable copy
     t = torch.from_numpy(array if array.flags.writeable else array.copy())
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t

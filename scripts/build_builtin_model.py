@@ -78,7 +78,7 @@ import torch
 
 from grpo_ray.data.arithmetic import SUBSETS, generate_problems, heldout_problems, heldout_questions
 from grpo_ray.data.prompts import build_prompt
-from grpo_ray.formats import TAG_STYLES
+from grpo_ray.data.formats import TAG_STYLES
 from grpo_ray.models.tiny import (
     CHAT_TEMPLATE,
     EOS_TOKEN,

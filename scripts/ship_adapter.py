@@ -29,7 +29,7 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO))
-    from grpo_ray.checkpoint import find_latest_checkpoint
+    from grpo_ray.run.checkpoints import find_latest_checkpoint
     from grpo_ray.models.adapter_io import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
     run = Path(args.run)

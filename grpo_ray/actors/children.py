@@ -8,7 +8,7 @@ same place fails to allocate. Two mechanisms, both on:
 1. Ray's per-worker process-group cleanup (``process_group_cleanup_enabled``), which
    :func:`grpo_ray.cluster.init_ray` turns on for the clusters grpo_ray starts: when a worker dies, the
    raylet kills its whole process group. On a cluster started with ``ray start`` set
-   ``RAY_process_group_cleanup_enabled=1`` on every node (the README says so).
+   ``RAY_process_group_cleanup_enabled=1`` on every node (docs/gpu_clusters.md says so).
 2. :class:`EngineChildren`, for children that left the process group (a process that calls
    ``setsid``) or clusters without (1): once the engine has started, the actor records its
    descendants (pid and start time) in a file named after the actor's id on the node's disk; the

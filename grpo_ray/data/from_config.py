@@ -21,6 +21,6 @@ def load_split(cfg: DataConfig, split: Optional[str] = None, *, seed: int = 0, l
         subset=cfg.subset,
         limit=limit if limit is not None else cfg.limit,
         seed=seed,
-        demonstrations=[(d.question, d.answer) for d in cfg.demonstrations],
+        demonstrations=[d.as_tuple() for d in cfg.demonstrations],
         assistant_prefix=cfg.assistant_prefix,
     )

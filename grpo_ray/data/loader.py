@@ -37,7 +37,7 @@ from grpo_ray.data.sources import (
     read_local_table,
     require_columns,
 )
-from grpo_ray.formats import get_tag_style
+from grpo_ray.data.formats import get_tag_style
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def load_prompt_dataset(
     records = drop_incomplete(records, question_key, source)
     records = sample_rows(records, limit, seed)
     system = resolve_system_prompt(system_prompt, tag_style, builtin.instruction if builtin else "")
-    recipe = PromptRecipe(system, tuple((q, a) for q, a in demonstrations), assistant_prefix)
+    recipe = PromptRecipe(system, tuple(tuple(d) for d in demonstrations), assistant_prefix)
     return attach_prompts(records, recipe, question_key)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import datasets
 
-from grpo_ray.formats import get_tag_style
+from grpo_ray.data.formats import get_tag_style
 
 
 def resolve_system_prompt(system_prompt: str | None, tag_style: str, instruction: str = "") -> str:
@@ -37,7 +37,10 @@ class PromptRecipe:
     system_prompt: the system message; "" means none (some chat templates, e.g. Gemma's, reject
         the system role).
     demonstrations: (question, reply) pairs shown first as earlier user/assistant turns, each
-        reply written in the format the rewards ask for (few-shot in chat form).
+        reply written in the format the rewards ask for (few-shot in chat form). A third element,
+        ((tool name, arguments, result), ...), shows tool calls first: an assistant turn per call in
+        the Hermes format and the tool's result as a ``tool`` turn, then the reply
+        (:func:`demonstration_turns`).
     assistant_prefix: text the assistant's reply starts with; the model continues it.
 
     >>> PromptRecipe("S", (("1+1?", "2"),), "<r>").messages("2+2?")  # doctest: +NORMALIZE_WHITESPACE
@@ -47,18 +50,33 @@ class PromptRecipe:
     """
 
     system_prompt: str = ""
-    demonstrations: tuple[tuple[str, str], ...] = ()
+    demonstrations: tuple[tuple, ...] = ()
     assistant_prefix: str = ""
 
     def messages(self, question: str) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        shots = [
-            message
-            for demo_question, reply in self.demonstrations
-            for message in ({"role": "user", "content": demo_question}, {"role": "assistant", "content": reply})
-        ]
+        shots = [message for demo in self.demonstrations for message in demonstration_turns(demo)]
         prefix = [{"role": "assistant", "content": self.assistant_prefix}] if self.assistant_prefix else []
         return [*system, *shots, {"role": "user", "content": question}, *prefix]
+
+
+def demonstration_turns(demo: tuple) -> list[dict[str, str]]:
+    """A demonstration's chat turns: the question, then for each (tool name, arguments, result) of its
+    optional third element an assistant turn calling the tool (Hermes format) and the tool's turn, then
+    the reply.
+
+    >>> [m["role"] for m in demonstration_turns(("3 * 12?", "36", (("calculator", {"expression": "3 * 12"}, "36"),)))]
+    ['user', 'assistant', 'tool', 'assistant']
+    """
+    import json
+
+    question, reply, calls = demo[0], demo[1], (demo[2] if len(demo) > 2 else ())
+    turns = [{"role": "user", "content": question}]
+    for name, arguments, result in calls:
+        call = json.dumps({"name": name, "arguments": arguments})
+        turns += [{"role": "assistant", "content": f"<tool_call>\n{call}\n</tool_call>"},
+                  {"role": "tool", "content": str(result)}]
+    return turns + [{"role": "assistant", "content": reply}]
 
 
 def build_prompt(system_prompt: str, question: str) -> list[dict[str, str]]:

@@ -31,8 +31,9 @@ class EvalRequest:
     answer_column: Optional[str] = None
     system_prompt: Optional[str] = None
     tag_style: str = "reasoning"
-    demonstrations: tuple[tuple[str, str], ...] = ()
+    demonstrations: tuple[tuple, ...] = ()
     assistant_prefix: str = ""
+    kind: Optional[Any] = None  # a KindSpec: the run's rollout kind (multi-turn with tools); None: single turn
     max_tokens: int = 256
     engine: str = "vllm"
     dtype: str = "auto"
@@ -92,10 +93,9 @@ def run_eval(req: EvalRequest) -> EvalReport:
     """Evaluate base and/or adapter on ``req.dataset``; write results under ``req.output``."""
     from transformers import AutoTokenizer
 
-    from grpo_ray.data.prompts import with_assistant_prefix
-    from grpo_ray.inference import Generator, load_adapter, model_context_length
+    from grpo_ray.rollout.generator import Generator, load_adapter, model_context_length
     from grpo_ray.models.paths import resolve_model_path
-    from grpo_ray.rollout.prompting import encode_prompts
+    from grpo_ray.rollout.kinds.base import KindSpec, prompt_encoder
     from grpo_ray.wire import GenerationRequest, SamplingConfig
 
     if not req.adapter and not req.compare_base:
@@ -106,15 +106,18 @@ def run_eval(req: EvalRequest) -> EvalReport:
         raise UserError(f"dataset {req.dataset!r} split {req.split!r} has no rows")
     model_path = resolve_model_path(req.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    lengths = [len(ids) for ids in encode_prompts(tokenizer, [r["prompt"] for r in rows])]
+    kind = req.kind or KindSpec()
+    encode = prompt_encoder(kind, tokenizer)  # as the rollout renders it (a multi-turn kind adds its tools)
+    lengths = [len(encode(r["prompt"])) for r in rows]
     rows, max_model_len = _fit_to_context(rows, lengths, req.max_tokens, req.max_model_len or model_context_length(model_path))
-    metrics = metrics_for_rows(rows)
+    metrics = metrics_for_rows(rows, tools=kind.name == "multi_turn")
 
     gen = Generator(req.model, max_model_len=max_model_len, engine=req.engine, dtype=req.dtype,
-                    adapter_config=adapter.peft_config if adapter else None,
+                    adapter_config=adapter.peft_config if adapter else None, kind=kind,
                     gpu_memory_utilization=req.gpu_memory_utilization, tensor_parallel_size=req.tensor_parallel_size)
     prompts = [r["prompt"] for r in rows]
-    request = GenerationRequest(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=req.max_tokens))
+    request = GenerationRequest(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=req.max_tokens),
+                                columns=[{k: v for k, v in r.items() if k != "prompt"} for r in rows])
     labels = (["base"] if req.compare_base else []) + (["tuned"] if adapter is not None else [])
     texts, results, seconds = {}, {}, {}
     for label in labels:  # base first: before any adapter is applied
@@ -123,8 +126,8 @@ def run_eval(req: EvalRequest) -> EvalReport:
         start = time.perf_counter()
         batch = gen.generate(request, progress=True)
         seconds[label] = time.perf_counter() - start
-        texts[label] = with_assistant_prefix(prompts, batch.completion_texts)  # the whole reply, as training scores it
-        results[label] = score_eval(rows, texts[label], metrics, tag_style=req.tag_style)
+        texts[label] = batch.final_texts()  # the whole last reply (an assistant prefix included), as training scores it
+        results[label] = score_eval(rows, texts[label], metrics, tag_style=req.tag_style, episodes=batch.episode_stats)
 
     out = Path(req.output or _default_output(req))
     report = EvalReport(results, metrics, rows, texts, seconds, out)

@@ -1,7 +1,7 @@
 """The evaluation table: the mean of a few reward functions over a held-out set, each with its maximum.
 
 The columns are hard correctness, soft correctness, integer, soft format and strict format (the
-table the README's GSM8K reference run reports), computed with the same reward functions training
+table of the GSM8K reference run in docs/training.md reports), computed with the same reward functions training
 uses, so an eval number and a training reward of the same name mean the same thing. PubMedQA reports accuracy on its yes/no/maybe label instead of
 the numeric metrics. Pure Python: no Ray, no vLLM.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from grpo_ray.rewards.registry import resolve_reward, score_completions
 
@@ -39,13 +39,15 @@ LABEL_METRICS = (  # classification answers (PubMedQA: yes/no/maybe)
     EvalMetric("strict format", "strict_format", 0.5),
 )
 LABELS = frozenset({"yes", "no", "maybe"})
+TOOL_METRICS = (EvalMetric("tool call rate", "tool_called", 1.0),)  # multi-turn rollouts with tools
 
 
-def metrics_for_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[EvalMetric, ...]:
+def metrics_for_rows(rows: Sequence[Mapping[str, Any]], tools: bool = False) -> tuple[EvalMetric, ...]:
     """The table's rows for a dataset: label accuracy when every gold answer is yes/no/maybe
-    (PubMedQA), else the math set."""
+    (PubMedQA), else the math set; with ``tools``, the tool-call rate too."""
     golds = {str(row.get("answer", "")).strip().lower() for row in rows}
-    return LABEL_METRICS if golds and golds <= LABELS else MATH_METRICS
+    base = LABEL_METRICS if golds and golds <= LABELS else MATH_METRICS
+    return base + (TOOL_METRICS if tools else ())
 
 
 @dataclass
@@ -63,14 +65,18 @@ def score_eval(
     metrics: Sequence[EvalMetric] = MATH_METRICS,
     *,
     tag_style: str = "reasoning",
+    episodes: Optional[Sequence[Mapping[str, float]]] = None,
 ) -> EvalResult:
     """Score one completion per row. ``rows`` carry the dataset columns (``prompt``, ``answer``...);
-    a metric whose reward returns None for a row (no gold) leaves it out of that metric's mean."""
+    a metric whose reward returns None for a row (no gold) leaves it out of that metric's mean.
+    ``episodes``: a multi-turn rollout's per-episode counts (``tool_calls``...), given to the rewards."""
     if len(rows) != len(texts):
         raise ValueError(f"{len(rows)} rows but {len(texts)} completions")
     prompts = [row["prompt"] for row in rows]
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     columns = {k: [row[k] for row in rows] for k in (rows[0] if rows else {}) if k != "prompt"}
+    if episodes is not None:
+        columns["tool_calls"] = [int(e.get("tool_calls", 0)) for e in episodes]
     fns = [resolve_reward(m.reward) for m in metrics]
     scored = score_completions(fns, prompts, completions, columns, [{"tag_style": tag_style}] * len(fns))
     values, means = {}, {}

@@ -117,7 +117,7 @@ class PolicyLearner:
         on_gpu = torch.cuda.is_available() if device is None else device == "cuda"
         if on_gpu and not torch.cuda.is_available():
             raise RuntimeError("this learner was given GPUs but torch sees no CUDA device (a CPU build of torch, or "
-                               "a driver older than the CUDA torch was built for); see the README's GPU install")
+                               "a driver older than the CUDA torch was built for); see 'GPU install' in docs/gpu_clusters.md")
         if not on_gpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         os.environ.update(
@@ -294,8 +294,8 @@ class PolicyLearner:
                     for mb, *_ in micro]
 
     # -- inspection ---------------------------------------------------------------------------------
-    def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, reference: bool = False) -> list[list[float]]:
-        """Logprobs of given completions at temperature 1 (what a rollout engine's ``score`` returns)."""
+    def logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, reference: bool = False) -> list[list[float]]:
+        """Logprobs of given completions at temperature 1 (the sampler's logprobs at temperature 1)."""
         mb = pad_rows(prompt_ids, completion_ids, self.pad_id).to(self.device)
         with self._scoring(reference):
             lp, _ = self._completion_logprobs(mb, temperature=1.0, reference=reference)
@@ -303,28 +303,34 @@ class PolicyLearner:
 
     # -- weights for the rollout engines ------------------------------------------------------------
     def lora_tensors(self) -> dict[str, torch.Tensor]:
-        """The LoRA tensors on CPU, by PEFT's adapter state-dict names, gathered from ZeRO-3 shards when
-        needed (call on every rank)."""
-        zero3 = self.cfg.zero_stage == 3  # walking the model's parameters costs 1 ms a sync; only ZeRO-3 needs them
+        """The LoRA tensors on CPU, by PEFT's adapter state-dict names, on rank 0 (other ranks get {}),
+        gathered from ZeRO-3 shards when needed (call on every rank)."""
+        zero3 = self.cfg.zero_stage == 3  # only ZeRO-3 needs the parameters themselves: skip the walk otherwise
         lora_params = [p for n, p in self.peft_model.named_parameters() if "lora_" in n] if zero3 else []
         with _gathered(lora_params, self.cfg.zero_stage):
+            if self.rank != 0:
+                return {}
             return {k: p.detach().to("cpu", copy=True) for k, p in self._adapter_parameters().items()}
 
     def lora_config_dict(self) -> dict[str, Any]:
         return peft_config_dict(self.peft_model.peft_config["default"])
 
-    def full_state(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Every weight of the policy as ``(HF checkpoint name, CPU tensor)``, one at a time (under ZeRO-3
-        each is gathered by every rank in turn: call on every rank and consume the whole iterator)."""
+    def full_state(self) -> Iterator[tuple[str, Optional[torch.Tensor]]]:
+        """Every weight of the policy as ``(HF checkpoint name, CPU tensor)``, one at a time, on rank 0.
+        Other ranks make no copy: under ZeRO-3 they yield ``(name, None)`` as each weight is gathered by
+        every rank in turn (call on every rank and consume the whole iterator); under ZeRO 0-2 they
+        yield nothing."""
+        if self.rank != 0 and self.cfg.zero_stage != 3:
+            return
         for name, param in self.peft_model.named_parameters():
             with _gathered([param], self.cfg.zero_stage):
-                tensor = param.detach().to("cpu", copy=True)
+                tensor = param.detach().to("cpu", copy=True) if self.rank == 0 else None
             yield name, tensor
 
     def _adapter_parameters(self) -> dict[str, torch.nn.Parameter]:
         """PEFT's adapter state-dict names -> the parameters behind them. PEFT's
-        ``get_peft_model_state_dict`` walks the whole model's state dict on every call (10 ms of a
-        sync for the built-in model, against 0.6 ms to copy the tensors), so the mapping is worked out
+        ``get_peft_model_state_dict`` walks the whole model's state dict on every call (for a small model,
+        far longer than copying the adapter's tensors), so the mapping is worked out
         once: a LoRA parameter's name without the adapter name, checked to give PEFT's exact keys and
         tensors. Where it does not (other saved modules), PEFT's function is called each time."""
         from peft import get_peft_model_state_dict
@@ -344,8 +350,8 @@ class PolicyLearner:
         d = Path(directory)
         if self.lora:
             adapter = LoraAdapter(version, self.lora_tensors(), self.lora_config_dict())
-        else:
-            state = dict(self.full_state())
+        else:  # built on rank 0 alone; the other ranks only join ZeRO-3's gathers
+            state = {name: tensor for name, tensor in self.full_state() if tensor is not None}
         self.engine.save_checkpoint(
             str(d / "learner"), tag="state", exclude_frozen_parameters=self.lora,
             client_state={"steps_done": self.steps_done, "torch_rng": torch.get_rng_state()},
@@ -370,7 +376,7 @@ class PolicyLearner:
                 torch.set_rng_state(client["torch_rng"])
         self._apply_configured_hyperparameters()
 
-    # -- a copy of the trainable state off this process (grpo_ray.run.learner_recovery) ------------
+    # -- a copy of the trainable state off this process (grpo_ray.run.snapshots) ------------
     def snapshot(self) -> dict[str, bytes]:
         """This rank's whole trainable state as file contents: DeepSpeed's own checkpoint of the step
         (trainable weights, optimizer and scheduler, for every ZeRO stage) written to memory-backed

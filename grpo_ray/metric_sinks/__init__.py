@@ -1,4 +1,4 @@
-"""Metric sinks, chosen by name in ``trainer.sinks``; ``grpo_ray.metrics.MetricLogger`` fans out to them.
+"""Metric sinks, chosen by name in ``trainer.sinks``; ``grpo_ray.run.metrics.MetricLogger`` fans out to them.
 
 ============  =======================================================  ===========================
 name          writes                                                   needs

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from grpo_ray.metric_sinks.base import SINKS, MetricSink, Row, SinkContext, jsonable
 
-logger = logging.getLogger("grpo_ray.metrics")
+logger = logging.getLogger("grpo_ray.run.metrics")
 
 
 def drop_steps_after(path: Path, step: int) -> int:

@@ -39,7 +39,7 @@ def resolve_model_path(name_or_path: str) -> str:
     local = Path(name_or_path).expanduser()
     if local.is_dir() and not (local / "config.json").is_file():
         # a fully fine-tuned run: its output dir or a checkpoint holds the model as ``model/``
-        from grpo_ray.checkpoint import find_latest_checkpoint
+        from grpo_ray.run.checkpoints import find_latest_checkpoint
 
         ckpt = find_latest_checkpoint(local)
         if ckpt is not None and (ckpt / "model" / "config.json").is_file():
@@ -110,7 +110,7 @@ def resolve_adapter_path(spec: str) -> Path:
 
     Raises FileNotFoundError with one line saying what was looked for.
     """
-    from grpo_ray.checkpoint import find_latest_checkpoint
+    from grpo_ray.run.checkpoints import find_latest_checkpoint
 
     if spec.startswith(BUILTIN_PREFIX):
         name = spec[len(BUILTIN_PREFIX):]

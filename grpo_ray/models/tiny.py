@@ -116,7 +116,7 @@ def build_tiny_model_dir(out_dir: Union[str, Path], texts: Iterable[str], *, voc
 def arithmetic_corpus(n: int = 2000, seed: int = 0) -> list[str]:
     """Texts a tokenizer for the built-in arithmetic task should know: prompts and ideal answers."""
     from grpo_ray.data.arithmetic import generate_problems
-    from grpo_ray.formats import TAG_STYLES
+    from grpo_ray.data.formats import TAG_STYLES
 
     texts = [style.system_prompt for style in TAG_STYLES.values()]
     for p in generate_problems(n, seed):

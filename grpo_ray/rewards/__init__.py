@@ -21,6 +21,8 @@ min_reasoning_length  {0, 0.5}               reasoning of at least ``min_words``
 pubmedqa_correctness  {0, 1} or None         yes/no/maybe label == gold label
 semantic_similarity   [0, 1] or None         embedding cosine with a reference text
 lm_judge              [0, 1]                 an LM judge's P(yes) that the final answer is correct
+tool_call_format      {-0.25, 0, 0.5}        multi-turn: every tool call could be read and ran
+tool_called           {0, 1}                 multi-turn: the episode called a tool
 ====================  =====================  ==================================================
 
 Importing this package is cheap: the embedder and tokenizers load on first use.
@@ -38,7 +40,6 @@ from grpo_ray.rewards.scorer import (
     ScoreResult,
     merge_score_results,
     resolve_specs,
-    split_for_workers,
 )
 from grpo_ray.rewards.parsing import (
     completion_text,
@@ -59,6 +60,7 @@ from grpo_ray.rewards.formatting import (
 from grpo_ray.rewards.length import length_penalty_reward, min_reasoning_length_reward, soft_overlong_reward
 from grpo_ray.rewards.medical import pubmedqa_correctness_reward, semantic_similarity_reward
 from grpo_ray.rewards.judge import lm_judge_reward
+from grpo_ray.rewards.tools import tool_call_format_reward, tool_called_reward
 
 __all__ = [
     "REWARDS",
@@ -87,8 +89,9 @@ __all__ = [
     "soft_correctness_reward",
     "soft_overlong_reward",
     "soft_format_reward",
-    "split_for_workers",
     "strict_format_reward",
     "text_after_answer_reward",
+    "tool_call_format_reward",
+    "tool_called_reward",
     "xml_count_reward",
 ]

@@ -2,7 +2,7 @@
 
 Strict and soft format pay 0.5 each and the XML tag count 0.125 per well-placed tag (0.5 at
 most, less 0.001 per character after the answer): the values of the GSM8K reference run (see the
-README), kept so that reward means compare with its table. Text after the closing answer tag
+docs/training.md), kept so that reward means compare with its table. Text after the closing answer tag
 costs 0.5, so a model does not ramble on once it has answered. Each takes ``tag_style``
 ("reasoning" or "thinking") for the reasoning tag's name.
 """
@@ -13,7 +13,7 @@ import functools
 import re
 from typing import Any, Sequence
 
-from grpo_ray.formats import TagStyle
+from grpo_ray.data.formats import TagStyle
 from grpo_ray.rewards.parsing import Completion, completion_text, resolve_tag_style
 from grpo_ray.rewards.registry import REWARDS
 

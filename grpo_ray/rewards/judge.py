@@ -2,7 +2,7 @@
 reward is its probability of answering yes.
 
 The question is built here, in the reward worker; the model runs in the run's ``JudgeWorker`` actor
-(:mod:`grpo_ray.actors.judge`), which the cluster starts with its own CPUs or GPUs
+(:mod:`grpo_ray.actors.judge_worker`), which the cluster starts with its own CPUs or GPUs
 (``reward.judge``) whenever ``reward.functions`` names ``lm_judge``, and hands to the function as
 ``judge=``. One batch is one actor call; the actor batches the forward passes itself. Importing this
 module loads neither torch nor ray.

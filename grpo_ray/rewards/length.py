@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Sequence
 
-from grpo_ray.formats import TagStyle
+from grpo_ray.data.formats import TagStyle
 from grpo_ray.rewards.parsing import (
     Completion,
     column,

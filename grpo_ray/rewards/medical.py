@@ -13,7 +13,7 @@ import string
 from pathlib import Path
 from typing import Any, Sequence
 
-from grpo_ray.formats import TagStyle
+from grpo_ray.data.formats import TagStyle
 from grpo_ray.rewards.parsing import Completion, column, completion_text, extract_xml_answer, resolve_tag_style
 from grpo_ray.rewards.registry import REWARDS
 

@@ -3,7 +3,7 @@
 A completion arrives either as a string or as chat messages (``[{"role": "assistant",
 "content": ...}]``), as TRL passes them; :func:`completion_text` turns both into the text the
 rewards look at. Answer extraction reads answers as the GSM8K reference run's rewards did (see
-the README), so reward numbers stay comparable with its table.
+docs/training.md), so reward numbers stay comparable with its table.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence, Union
 
-from grpo_ray.formats import TagStyle, get_tag_style
+from grpo_ray.data.formats import TagStyle, get_tag_style
 
 Message = Mapping[str, Any]
 Completion = Union[str, Sequence[Message]]

@@ -422,31 +422,6 @@ class RewardScorer:
                 )
 
 
-def split_for_workers(n_rows: int, group_size: int, n_workers: int) -> list[slice]:
-    """Contiguous slices of ``n_rows`` completions, whole groups of ``group_size`` in each.
-
-    Groups are shared as evenly as possible (the first slices get one more when they do not divide);
-    fewer slices than workers come back when there are fewer groups than workers, never an empty one.
-
-    >>> split_for_workers(12, 2, 4)
-    [slice(0, 4, None), slice(4, 8, None), slice(8, 10, None), slice(10, 12, None)]
-    >>> split_for_workers(4, 2, 3)
-    [slice(0, 2, None), slice(2, 4, None)]
-    """
-    if group_size < 1 or n_workers < 1:
-        raise ValueError(f"split_for_workers: group_size={group_size} and n_workers={n_workers} must be >= 1")
-    if n_rows % group_size:
-        raise ValueError(f"split_for_workers: {n_rows} completions are not whole groups of {group_size}")
-    n_groups = n_rows // group_size
-    used = min(n_workers, n_groups)
-    slices, start = [], 0
-    for w in range(used):
-        groups = n_groups // used + (1 if w < n_groups % used else 0)
-        slices.append(slice(start, start + groups * group_size))
-        start += groups * group_size
-    return slices
-
-
 def merge_score_results(results: Sequence[ScoreResult]) -> ScoreResult:
     """One result from the results of consecutive slices, in order.
 

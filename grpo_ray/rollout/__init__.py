@@ -1,8 +1,6 @@
-"""Generation engines behind one interface (``engine.RolloutEngine``: vLLM, transformers), with no Ray
-in them. The Ray actor in ``grpo_ray.actors.rollout`` holds one engine; ``grpo-ray eval`` / ``generate``
-and the tests use engines directly. The objects they exchange are in ``grpo_ray.wire``.
+"""Rollout without Ray: engines (``engines/``: vLLM, transformers) that sample tokens under the current
+weights, and rollout kinds (``kinds/``: single-turn, ...) that drive an engine to turn prompts into
+trajectories. The Ray actor in ``grpo_ray.actors.rollout_worker`` holds one engine and one kind;
+``grpo-ray eval`` / ``generate`` hold them in-process (``generator.py``). The objects they exchange
+are in ``grpo_ray.wire``.
 """
-
-from grpo_ray.rollout.engine import ENGINES, EngineSpec, RolloutEngine, create_engine
-
-__all__ = ["ENGINES", "EngineSpec", "RolloutEngine", "create_engine"]

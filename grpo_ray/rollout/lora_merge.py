@@ -1,7 +1,7 @@
 """Merging a PEFT LoRA adapter into base weights: ``W = W0 + scale * B @ A`` per targeted module.
 
 A rollout engine that serves the merged weights generates at bare-model speed (vLLM's LoRA kernels
-cost 7-24x on CPU; see docs/architecture.md), while only the adapter crosses the network: each
+are several times slower on CPU; see docs/benchmarks.md), while only the adapter crosses the network: each
 rollout node merges locally against its own copy of the base weights. Pure torch, no vLLM.
 """
 
@@ -89,11 +89,6 @@ def merge_scale(peft_config: Mapping[str, Any]) -> float:
     return lora_scale(peft_config)
 
 
-def target_weight_names(tensors: Mapping[str, torch.Tensor]) -> list[str]:
-    """The base weights a merge of this adapter needs: ``module + ".weight"`` per targeted module."""
-    return sorted(m + ".weight" for m in lora_pairs(tensors))
-
-
 def stream_merged_weights(
     folder: str,
     tensors: Mapping[str, torch.Tensor],
@@ -101,8 +96,11 @@ def stream_merged_weights(
     *,
     device: torch.device | str,
     dtype: torch.dtype,
+    untargeted: bool = False,
 ):
-    """``(module + ".weight", W0 + scale * B @ A)`` for every module the adapter targets, one at a time:
+    """``(module + ".weight", W0 + scale * B @ A)`` for every module the adapter targets, one at a time
+    (``untargeted``: every other checkpoint weight too, as it is, to restore a model whose weights were
+    replaced wholesale):
     each ``W0`` is read from the checkpoint's safetensors in ``folder`` onto ``device``, merged there in
     float32 (:func:`merge_lora`) and cast to ``dtype``, so no copy of the base weights is kept anywhere
     and only one layer's weights are extra at any moment. Every shape is checked before the first
@@ -138,5 +136,11 @@ def stream_merged_weights(
             with safe_open(str(where[key]), framework="pt", device=str(device)) as f:
                 w0 = f.get_tensor(key)
             yield key, merge_lora(w0, a.to(device), b.to(device), scale).to(dtype)
+        if untargeted:
+            targeted = {m + ".weight" for m in pairs}
+            for key, file in sorted(where.items()):
+                if key not in targeted:
+                    with safe_open(str(file), framework="pt", device=str(device)) as f:
+                        yield key, f.get_tensor(key).to(dtype)
 
     return merged()

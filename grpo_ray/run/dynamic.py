@@ -36,34 +36,48 @@ class Scored:
         return zero_std_group_mask(combined_rewards(self.scores), g).view(-1, g)[:, 0].tolist()
 
 
+def concat_scored(parts: list[Scored]) -> Scored:
+    """Several rounds' groups as one batch, in order."""
+    rollouts = RolloutBatch.concat([p.rollouts for p in parts])
+    for key in ("generate_s", "load_weights_s"):  # rounds run one after another: their times add up
+        if any(key in p.rollouts.stats for p in parts):
+            rollouts.stats[key] = sum(p.rollouts.stats.get(key, 0.0) for p in parts)
+    return Scored([r for p in parts for r in p.rows], rollouts, merge_score_results([p.scores for p in parts]))
+
+
 def select_groups(parts: list[tuple[Scored, int]]) -> Scored:
-    """The groups named by (part, group index), in that order, as one batch."""
+    """The groups named by (part, group index), in that order, as one batch. Its stats, failures and new
+    reward errors are those of every part drawn (the work the step did)."""
     g = parts[0][0].rollouts.group_size
     rows, rollouts, scores = [], [], []
     for part, i in parts:
-        r = part.rollouts
         span = slice(i * g, (i + 1) * g)
         rows.append(part.rows[i])
-        rollouts.append(RolloutBatch(
-            prompt_ids=[r.prompt_ids[i]], completion_ids=r.completion_ids[span], completion_texts=r.completion_texts[span],
-            sampling_logprobs=r.sampling_logprobs[span], finish_reasons=r.finish_reasons[span], group_size=g,
-            policy_version=r.policy_version, loss_mask=r.loss_mask[span] if r.loss_mask is not None else None,
-            stats={},
-        ))
+        rollouts.append(part.rollouts.select_groups([i]))
         s = part.scores
         scores.append(ScoreResult(s.rewards[span], s.names, s.weights, {}, [], {}, s.specs))
     batch = RolloutBatch.concat(rollouts)
-    firsts = {id(p): p for p, _ in parts}.values()
-    batch.stats = RolloutBatch.concat([p.rollouts for p in firsts]).stats
+    drawn = concat_scored(list({id(p): p for p, _ in parts}.values()))
+    batch.stats = drawn.rollouts.stats
     merged = merge_score_results(scores)
-    merged.failures = merge_score_results([p.scores for p in firsts]).failures
-    merged.new_errors = [e for p in firsts for e in p.scores.new_errors]
+    merged.failures, merged.new_errors = drawn.scores.failures, drawn.scores.new_errors
     return Scored(rows, batch, merged)
 
 
-def fill_informative(first: Scored, more: Callable[[int], Scored], max_rounds: int) -> tuple[Scored, list[bool], dict[str, float]]:
+@dataclass
+class Filled:
+    """What dynamic sampling made of a step: the B groups it trains on (``kept``), which of them are in
+    the loss, every group it drew (``drawn``, for the step's rollout metrics) and its own metrics."""
+
+    kept: Scored
+    in_loss: list[bool]
+    drawn: Scored
+    metrics: dict[str, float]
+
+
+def fill_informative(first: Scored, more: Callable[[int], Scored], max_rounds: int) -> Filled:
     """B informative groups (or as many as ``max_rounds`` extra rounds of ``more(round)`` find, the rest
-    filled with uninformative ones). Returns the batch, which of its groups are in the loss, and metrics."""
+    filled with uninformative ones)."""
     b = len(first.rows)
     rounds = [first]
     kept = [(first, i) for i, ok in enumerate(first.informative()) if ok]
@@ -82,7 +96,7 @@ def fill_informative(first: Scored, more: Callable[[int], Scored], max_rounds: i
         "sampling/prompts_drawn": float(b * len(rounds)),
         "sampling/informative_groups": float(len(kept)),
     }
-    return select_groups(chosen), in_loss, metrics
+    return Filled(select_groups(chosen), in_loss, concat_scored(rounds), metrics)
 
 
 def group_loss_mask(in_loss: list[bool], group_size: int) -> torch.Tensor:

@@ -10,6 +10,11 @@ token by the truncated ratio of its own old policy to that batch's sampling logp
 Ray runs an actor's calls in order, so a rollout worker takes the queued generations oldest first and
 only ever moves forward in versions: it holds one version at a time and loads the next with the shard
 that needs it.
+
+A checkpoint keeps the generations in flight, waited for
+(:meth:`grpo_ray.run.rollout_client.RolloutClient.in_flight_state`): their
+prompts and trajectories, sampled under the versions they were submitted with. A resumed run trains on
+exactly those, so every mode resumes as the uninterrupted run goes on.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from grpo_ray.actors.recovery import PendingShards
+from grpo_ray.wire import RolloutBatch
 
 
 @dataclass
@@ -28,9 +33,18 @@ class InFlight:
 
     step: int  # the 0-based step this generation is for
     rows: list
-    pending: PendingShards
-    sampler_state: dict  # the data cursor before these rows were drawn
+    pending: Any = None  # PendingShards of RolloutBatch parts, until collected
+    batch: Optional[RolloutBatch] = None  # the joined result, once collected
     submitted: float = field(default_factory=time.perf_counter)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of a collected generation."""
+        assert self.batch is not None, "collect a generation before saving it"
+        return {"step": self.step, "rows": self.rows, "batch": self.batch}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "InFlight":
+        return cls(step=int(state["step"]), rows=list(state["rows"]), batch=state["batch"])
 
 
 class GenerationPipeline:
@@ -50,12 +64,12 @@ class GenerationPipeline:
         return list(range(last + 1, min(current + self.depth, total - 1) + 1))
 
     def push(self, item: InFlight) -> None:
+        if self.in_flight and item.step <= self.in_flight[-1].step:
+            raise ValueError(f"generation for step {item.step} submitted after step {self.in_flight[-1].step}'s")
         self.in_flight.append(item)
 
-    def oldest_sampler_state(self) -> Optional[dict[str, Any]]:
-        """The data cursor a checkpoint must keep: before the oldest in-flight draw (a resumed run draws
-        those rows again), or None when nothing is in flight."""
-        return self.in_flight[0].sampler_state if self.in_flight else None
+    def clear(self) -> None:
+        self.in_flight.clear()
 
     def __len__(self) -> int:
         return len(self.in_flight)

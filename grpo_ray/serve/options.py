@@ -119,7 +119,7 @@ def resolve_adapters(specs: list[str]) -> tuple[Adapter, ...]:
 
 def vllm_lora_rank(rank: int) -> int:
     """The engine's max LoRA rank for an adapter of ``rank`` (the rollout engine's rule)."""
-    from grpo_ray.rollout.vllm_args import vllm_max_lora_rank
+    from grpo_ray.rollout.engines.vllm_args import vllm_max_lora_rank
 
     try:
         return vllm_max_lora_rank(rank)
@@ -135,7 +135,7 @@ def vllm_server_env(o: ServeOptions, *, on_cpu: bool) -> dict[str, str]:
 
 
 def _platform(o: ServeOptions, on_cpu: bool):
-    from grpo_ray.rollout.vllm_args import platform_settings
+    from grpo_ray.rollout.engines.vllm_args import platform_settings
 
     return platform_settings(on_cpu=on_cpu, dtype=o.dtype, tensor_parallel_size=o.tensor_parallel_size,
                              gpu_memory_utilization=o.gpu_memory_utilization, cpu_kvcache_gb=o.cpu_kvcache_gb)
@@ -143,8 +143,8 @@ def _platform(o: ServeOptions, on_cpu: bool):
 
 def vllm_server_args(o: ServeOptions, *, on_cpu: bool) -> list[str]:
     """The ``vllm serve`` command line for these options (parsed by vLLM's own argument parser): the same
-    platform settings the rollout engine uses (``grpo_ray.rollout.vllm_args``), as flags."""
-    from grpo_ray.rollout.vllm_args import cli_flags
+    platform settings the rollout engine uses (``grpo_ray.rollout.engines.vllm_args``), as flags."""
+    from grpo_ray.rollout.engines.vllm_args import cli_flags
 
     kwargs, _ = _platform(o, on_cpu)
     args = ["--model", o.model, "--served-model-name", o.model_name, *cli_flags(kwargs), "--disable-uvicorn-access-log"]

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from grpo_ray.data.prompts import PromptRecipe
+from grpo_ray.data.prompts import PromptRecipe, demonstration_turns
 from grpo_ray.serve.asgi import ChunkRewriter, replay_body, rewriting_send
 
 ROUTE = "/v1/chat/completions"
@@ -50,8 +50,15 @@ class ServedPrompt:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "ServedPrompt":
         r = raw["recipe"]
-        recipe = PromptRecipe(r["system_prompt"], tuple(tuple(d) for d in r["demonstrations"]), r["assistant_prefix"])
+        recipe = PromptRecipe(r["system_prompt"], tuple(_demo_tuple(d) for d in r["demonstrations"]), r["assistant_prefix"])
         return cls(raw["model"], recipe, raw["source"])
+
+
+def _demo_tuple(demo) -> tuple:
+    """A demonstration back from JSON: (question, reply[, ((tool, arguments, result), ...)])."""
+    if len(demo) > 2:
+        return (demo[0], demo[1], tuple(tuple(call) for call in demo[2]))
+    return tuple(demo)
 
 
 def find_served_prompts(models: dict[str, str]) -> tuple[ServedPrompt, ...]:
@@ -94,8 +101,7 @@ def apply_recipe(payload: dict[str, Any], recipe: PromptRecipe) -> tuple[dict[st
         messages.insert(0, {"role": "system", "content": recipe.system_prompt})
     at = next((i for i, m in enumerate(messages) if not (isinstance(m, dict) and m.get("role") in SYSTEM_ROLES)),
               len(messages))
-    shots = [turn for question, reply in recipe.demonstrations
-             for turn in ({"role": "user", "content": question}, {"role": "assistant", "content": reply})]
+    shots = [turn for demo in recipe.demonstrations for turn in demonstration_turns(demo)]
     messages[at:at] = shots
     out, prefix = {**payload, "messages": messages}, ""
     sets_it_itself = "continue_final_message" in payload or "add_generation_prompt" in payload

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from grpo_ray.checkpoint import find_latest_checkpoint
+from grpo_ray.run.checkpoints import find_latest_checkpoint
 from grpo_ray.evaluation.records import write_json_atomic
 from grpo_ray.models.paths import is_adapter_folder, write_adapter_pointer
 

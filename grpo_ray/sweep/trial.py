@@ -35,7 +35,7 @@ def trial_output_dir() -> Path:
 
 def run_trial(params: dict[str, Any], *, plan: SweepPlan, launch_dir: str, save_every: Optional[int]) -> None:
     """The Tune function trainable. ``params``: this trial's sampled values, by dotted key."""
-    from grpo_ray.driver import GRPOTrainer
+    from grpo_ray.run.trainer import GRPOTrainer
 
     if os.path.isdir(launch_dir):  # relative paths in the config mean what they meant where the sweep started
         os.chdir(launch_dir)

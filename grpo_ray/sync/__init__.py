@@ -1,12 +1,28 @@
 """Weight-sync strategies: how a new policy version goes from the learners to the rollout engines.
 
-``strategies.WEIGHT_SYNCS`` maps a kind to a :class:`~grpo_ray.sync.strategies.WeightSync`, whose
-``export`` runs on every learner rank (rank 0 returns the :class:`~grpo_ray.wire.WeightUpdate`) and
-whose ``apply`` runs on each rollout worker. ``lora`` sends the adapter; ``full`` sends every weight
-in buckets through the object store. The driver-side hand-off (which versions go to which workers,
-queued behind the update) is ``grpo_ray.actors.sync``.
+``base.py`` is the interface and its lifecycle (connect, send, receive); each strategy is registered
+here by name and chosen with ``sync.strategy``:
+
+=======  =====================================================================================
+lora     the LoRA adapter through the object store (the default with LoRA)
+full     every weight in buckets through the object store (the default under full fine-tuning)
+=======  =====================================================================================
+
+The driver's side (which versions go to which workers, queued behind the update) is
+``grpo_ray.run.learner_group``.
 """
 
-from grpo_ray.sync.strategies import WEIGHT_SYNCS, WeightSync, sync_kind
+from grpo_ray.sync.base import SyncTopology, WeightSync
+from grpo_ray.sync.object_store import FullSync, LoraSync
+from grpo_ray.utils.registry import Registry
 
-__all__ = ["WEIGHT_SYNCS", "WeightSync", "sync_kind"]
+WEIGHT_SYNCS: Registry[type[WeightSync]] = Registry("weight sync strategy")
+WEIGHT_SYNCS.register("lora")(LoraSync)
+WEIGHT_SYNCS.register("full")(FullSync)
+
+
+def create_weight_sync(name: str) -> WeightSync:
+    return WEIGHT_SYNCS.get(name)()
+
+
+__all__ = ["WEIGHT_SYNCS", "FullSync", "LoraSync", "SyncTopology", "WeightSync", "create_weight_sync"]

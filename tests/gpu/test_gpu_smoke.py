@@ -23,6 +23,8 @@ import time
 import pytest
 import torch
 
+from tests.integration.helpers import engine_logprobs
+
 pytestmark = pytest.mark.gpu
 
 ON_CPU = os.environ.get("GRPO_RAY_GPU_TESTS_ON_CPU") == "1"
@@ -64,7 +66,7 @@ def base_config(out, *overrides):
 
 
 def test_transformers_engine_on_the_device_matches_the_learner(tmp_path) -> None:
-    from grpo_ray.driver import GRPOTrainer
+    from grpo_ray.run.trainer import GRPOTrainer
 
     trainer = GRPOTrainer(base_config(tmp_path)).setup()
     try:
@@ -77,11 +79,11 @@ def test_transformers_engine_on_the_device_matches_the_learner(tmp_path) -> None
         prompt = list(tok.apply_chat_template([{"role": "user", "content": "What is 12 + 30?"}], add_generation_prompt=True,
                                               return_dict=True)["input_ids"])
         completion = tok.encode("<reasoning>\n12 + 30 = 42\n</reasoning>\n<answer>\n42\n</answer>")
-        engine = ray.get(trainer.workers.rollouts[0].score.remote([prompt], [completion]))[0]
-        learner = ray.get(trainer.workers.learners[0].score.remote([prompt], [completion]))[0]
+        engine = engine_logprobs(trainer.workers.rollouts[0], [prompt], [completion])[0]
+        learner = ray.get(trainer.workers.learners[0].logprobs.remote([prompt], [completion]))[0]
         gap = max(abs(a - b) for a, b in zip(engine, learner))
         report("hf-engine", step_s=round(time.perf_counter() - start, 3), logprob_gap=gap, lag=metrics["policy_version_lag"],
-               tokens_per_s=metrics["rollout/tokens_per_s"], device=plan["device"], gpus=plan["gpu_ids"])
+               tokens_per_s=metrics["rollout/engine_tokens_per_s"], device=plan["device"], gpus=plan["gpu_ids"])
         assert gap < (2e-3 if ON_CPU else 0.1)  # bf16 kernels differ between generate and the training forward
     finally:
         trainer.shutdown()
@@ -103,11 +105,11 @@ def test_deepspeed_bf16_under_zero(tmp_path, stage) -> None:
         prompts = [[1, 5, 9, 3]] * 16
         completions = [torch.randint(3, 400, (12,), generator=g).tolist() for _ in range(16)]
         advantages = torch.randn(16, generator=g).tolist()
-        before = ray.get(learner.export_weights.remote(0)).tensors
+        before = ray.get(learner.send_weights.remote(0)).tensors
         shard = split_into_shards(prompts, completions, advantages, [[1] * 12] * 16, 1)[0]
         start = time.perf_counter()
         metrics = ray.get(learner.train_step.remote(shard))
-        after = ray.get(learner.export_weights.remote(1)).tensors
+        after = ray.get(learner.send_weights.remote(1)).tensors
         moved = max(float((after[k].float() - before[k].float()).abs().max()) for k in after)
         report(f"deepspeed-zero{stage}", backend=plan["backend"], bf16=plan["deepspeed"]["bf16"], loss=metrics["loss"],
                grad_norm=metrics["grad_norm"], seconds=round(time.perf_counter() - start, 3), moved=moved)
@@ -145,7 +147,7 @@ def test_nf4_sampler_and_learner_use_the_same_weights(tmp_path) -> None:
 
 def test_nf4_learner_trains_in_bf16_with_deepspeed(tmp_path) -> None:
     pytest.importorskip("bitsandbytes")
-    from grpo_ray.driver import GRPOTrainer
+    from grpo_ray.run.trainer import GRPOTrainer
 
     trainer = GRPOTrainer(base_config(tmp_path, "model.load_in_4bit=true", "learner.zero_stage=2", "trainer.steps=1")).setup()
     try:
@@ -196,10 +198,10 @@ def test_layer_by_layer_merge_on_the_device(tmp_path) -> None:
 def test_a_killed_actors_child_frees_its_gpu_memory(tmp_path) -> None:
     """A child that left the actor's process group holds device memory; SIGKILL the actor, and its next
     incarnation kills the child before starting its engine: the memory is back."""
-    from grpo_ray.actors.recovery import wait_until_alive
-    from grpo_ray.actors.rollout import RolloutWorker
+    from grpo_ray.run.shards import wait_until_alive
+    from grpo_ray.actors.rollout_worker import RolloutWorker
     from grpo_ray.models.paths import resolve_model_path
-    from grpo_ray.rollout.engine import engine_spec
+    from grpo_ray.rollout.engines.base import engine_spec
 
     cfg = base_config(tmp_path)
     worker = RolloutWorker.options(num_gpus=0 if ON_CPU else 0.5, max_restarts=1).remote(
@@ -240,7 +242,7 @@ def _device_used_gb():
 
 
 def test_a_short_run_checkpoints_and_resumes(tmp_path) -> None:
-    from grpo_ray.driver import GRPOTrainer
+    from grpo_ray.run.trainer import GRPOTrainer
 
     first = GRPOTrainer(base_config(tmp_path)).setup()
     try:

@@ -1,4 +1,4 @@
-"""Shared pieces of the integration tests: configs for the tiny model and policy probes."""
+"""Shared pieces of the integration tests: configs for the tiny and built-in models, and policy probes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,16 @@ from pathlib import Path
 from grpo_ray.config import GRPOConfig, load_config
 
 TOY_REWARD = f"{Path(__file__).with_name('toy_rewards.py')}:even_token_share"
+EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "tiny_cpu.yaml")
+
+
+def builtin_config(output_dir, *overrides: str) -> GRPOConfig:
+    """examples/tiny_cpu.yaml (builtin:arithmetic-base on the built-in task), 2 short steps, B=4 x G=4."""
+    return load_config(EXAMPLE, [
+        "trainer.steps=2", "trainer.save_every=0", "trainer.log_completions_every=0", "trainer.sinks=[jsonl]",
+        "eval.enabled=false", "rollout.group_size=4", "trainer.prompts_per_step=4", "learner.micro_batch_size=16",
+        "rollout.num_cpus_per_worker=1", "learner.num_cpus_per_learner=1", f"trainer.output_dir={output_dir}", *overrides,
+    ])
 
 
 def tiny_config(model_dir, output_dir, *overrides: str, engine: str = "vllm") -> GRPOConfig:
@@ -51,7 +61,36 @@ def even_token_mass(trainer, learner_index: int = 0) -> float:
     from grpo_ray.rollout.prompting import encode_prompts
 
     tok = trainer.tokenizer
-    prompt = encode_prompts(tok, [trainer.dataset[0]["prompt"]])[0]
+    prompt = encode_prompts(tok, [trainer.data.dataset[0]["prompt"]])[0]
     even = list(range(0, len(tok), 2))
-    scores = ray.get(trainer.workers.learners[learner_index].score.remote([prompt] * len(even), [[t] for t in even]))
+    scores = ray.get(trainer.workers.learners[learner_index].logprobs.remote([prompt] * len(even), [[t] for t in even]))
     return sum(math.exp(s[0]) for s in scores)
+
+
+def engine_logprobs(rollout_worker, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[list[float]]:
+    """Each completion token's logprob (temperature 1) under the weights a rollout actor's engine holds,
+    read from its engine in the actor's process: vLLM's prompt logprobs, or a transformers forward."""
+    import ray
+
+    def read(actor, prompts, completions):
+        engine = actor._engine()
+        if hasattr(engine, "llm"):
+            from vllm import SamplingParams
+            from vllm.inputs import TokensPrompt
+
+            params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0)
+            outs = engine.llm.generate([TokensPrompt(prompt_token_ids=p + c) for p, c in zip(prompts, completions)],
+                                       params, lora_request=engine._lora, use_tqdm=False)
+            return [[d[t].logprob for t, d in zip(c, out.prompt_logprobs[len(p):])]
+                    for out, p, c in zip(outs, prompts, completions)]
+        import torch
+
+        with torch.no_grad():
+            result = []
+            for p, c in zip(prompts, completions):
+                logits = engine.model(input_ids=torch.tensor([p + c], device=engine.device)).logits[0, len(p) - 1:-1]
+                lp = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(c, device=engine.device)[:, None])
+                result.append(lp.squeeze(-1).tolist())
+            return result
+
+    return ray.get(rollout_worker.__ray_call__.remote(read, prompt_ids, completion_ids))

@@ -1,8 +1,8 @@
-"""Every algorithm switch through the real engine: a short run of the built-in model on the built-in
-task with each advantage estimator, policy objective, delta clipping, the soft overlong reward and
-dynamic sampling; and dynamic sampling's data cursor is exact across a checkpoint and resume.
+"""Every algorithm switch through the real engine and learner: each advantage estimator and policy
+objective updates one real batch (scored with the soft overlong reward among others), dynamic
+sampling's data cursor is exact across a checkpoint and resume, and full fine-tuning learns the task.
 
-One Ray cluster and one vLLM rollout actor for the module; each run starts its own learner.
+The session's vLLM rollout actor on the built-in model (``builtin_vllm``); each run starts its own learner.
 """
 
 from __future__ import annotations
@@ -11,87 +11,117 @@ import json
 import math
 
 import pytest
-import ray
 
-from grpo_ray.cluster import Workers
-from grpo_ray.config import load_config
-from grpo_ray.driver import GRPOTrainer
+from grpo_ray.run.trainer import GRPOTrainer
+
+from .helpers import builtin_config
 
 pytestmark = pytest.mark.integration
 
-EXAMPLE = "examples/tiny_cpu.yaml"
+@pytest.fixture(scope="module")
+def cluster(builtin_vllm):
+    return builtin_vllm
 
 
 def config(out, *overrides):
-    return load_config(EXAMPLE, [
-        "trainer.steps=2", "trainer.save_every=0", "trainer.log_completions_every=0", "trainer.sinks=[jsonl]",
-        "eval.enabled=false", "rollout.group_size=4", "trainer.prompts_per_step=4", "learner.micro_batch_size=16",
-        "rollout.num_cpus_per_worker=1", "learner.num_cpus_per_learner=1", f"trainer.output_dir={out}", *overrides,
-    ])
+    return builtin_config(out, *overrides)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    workers = Workers.start(config(tmp_path_factory.mktemp("unused")), learners=False)
-    yield workers
-    workers.shutdown()
-    ray.shutdown()
+class Interrupted(Exception):
+    pass
 
 
-def train(cluster, out, *overrides):
+def train(cluster, out, *overrides, stop_after=None):
+    """Train; with ``stop_after``, the run is cut off once that step is logged and checkpointed."""
+    def on_step(step, metrics, saved):
+        if step == stop_after:
+            raise Interrupted
+
     trainer = GRPOTrainer(config(out, *overrides)).setup(workers=cluster)
     try:
-        return trainer.train()
+        return trainer.train(on_step=on_step)
+    except Interrupted:
+        return None
     finally:
         trainer.workers.stop_learners()
 
 
-SOFT_OVERLONG = "reward.functions=[{name: correctness}, {name: soft_overlong, kwargs: {max_completion_len: 48, soft_punish_cache: 16}}]"
+SWITCHES = {
+    "grpo": (),
+    "rloo": ("algo.advantage_estimator=rloo", "algo.scale_rewards=none"),
+    "reinforce_pp_baseline": ("algo.advantage_estimator=reinforce_pp_baseline", "algo.scale_rewards=none"),
+    "cispo": ("algo.policy_objective=cispo",),
+    "sapo": ("algo.policy_objective=sapo",),
+    "delta": ("algo.delta=1.5",),
+}
+SOFT_OVERLONG = ("reward.functions=[{name: correctness}, {name: xml_count}, "
+                 "{name: soft_overlong, kwargs: {max_completion_len: 48, soft_punish_cache: 16}}]")
 
 
-@pytest.mark.parametrize("switch", [
-    ("algo.advantage_estimator=rloo", "algo.scale_rewards=none"),
-    ("algo.advantage_estimator=reinforce_pp_baseline", "algo.scale_rewards=none"),
-    ("algo.policy_objective=cispo",),
-    ("algo.policy_objective=sapo",),
-    ("algo.delta=1.5",),
-    (SOFT_OVERLONG,),
-], ids=["rloo", "reinforce_pp_baseline", "cispo", "sapo", "delta", "soft_overlong"])
-def test_each_switch_trains_through_the_engine(cluster, tmp_path, switch):
-    history = train(cluster, tmp_path, "trainer.prompts_per_step=8", *switch)
-    assert [h["step"] for h in history] == [1, 2]
-    assert all(math.isfinite(h["loss"]) for h in history)
-    # A step whose groups all have equal rewards has no advantage and so no gradient, under any
-    # switch; every step with a spread in some group must move the weights.
-    informative = [h for h in history if h["frac_reward_zero_std"] < 1.0]
-    assert informative and all(h["grad_norm"] > 0 for h in informative), history
-    if "cispo" in switch[0]:
-        assert "cispo_clip_ratio" in history[0]
-    if switch == (SOFT_OVERLONG,):
-        assert "rewards/soft_overlong/mean" in history[0]
+def test_every_switch_changes_the_update_on_one_real_batch(cluster, tmp_path):
+    """One batch from the engine, scored with the soft overlong reward among others; one learner then
+    updates it under each advantage estimator and policy objective in turn (its algorithm settings
+    replaced between updates). With one update per batch and no sampler correction the ratio is 1, so
+    the clip objective's loss is the hand-computable -sum(A_i * |o_i|) / sum(|o_i|) (dapo) whatever the
+    weights, the estimators give that formula their own advantages, and the other objectives give losses
+    of their own."""
+    import ray
 
+    from grpo_ray.run.batch import build_step_batch
+    from grpo_ray.wire import split_into_shards
 
-def test_dynamic_sampling_trains_on_groups_whose_rewards_differ(cluster, tmp_path):
-    """Correctness alone: the base model is mostly wrong, so many groups are all 0; the step draws more
-    prompts until it has B groups with a spread (or its rounds run out)."""
-    history = train(cluster, tmp_path, "reward.functions=[{name: correctness}]", "algo.dynamic_sampling=true",
-                    "algo.dynamic_sampling_max_rounds=4", "trainer.steps=3")
-    for h in history:
-        assert h["sampling/prompts_drawn"] == 4 * h["sampling/rounds"]
-        if h["sampling/informative_groups"] >= 4:
-            assert h["frac_reward_zero_std"] == 0.0  # every trained group has a spread
-    assert max(h["sampling/rounds"] for h in history) > 1  # it did draw more
+    common = ("trainer.prompts_per_step=8", "algo.sampler_correction=false", SOFT_OVERLONG)
+    trainer = GRPOTrainer(config(tmp_path, *common)).setup(workers=cluster)
+    try:
+        rows, rollouts = trainer.rollout.next_batch(0, None)
+        scores = trainer.rewards.score(rows, rollouts)
+        assert scores.names[2] == "soft_overlong" and all(r[2] <= 0 for r in scores.rewards)
+        learner, losses = trainer.workers.learners[0], {}
+        for name, switch in SWITCHES.items():
+            algo = config(tmp_path, *common, *switch).algo
+            batch = build_step_batch(scores, rollouts, algo)
+            shard = split_into_shards(rollouts.group_prompt_ids(), rollouts.completion_ids, batch.advantages.tolist(),
+                                      batch.loss_mask, 1, rollouts.sampling_logprobs)[0]
+            ray.get(learner.__ray_call__.remote(lambda actor, a: setattr(actor.learner, "algo", a), algo))
+            metrics = ray.get(learner.train_step.remote(shard))
+            assert math.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0, (name, metrics)
+            losses[name] = metrics["loss"]
+            if name in ("grpo", "rloo", "reinforce_pp_baseline", "delta"):
+                lengths = [sum(m) for m in batch.loss_mask]
+                expected = -sum(a * n for a, n in zip(batch.advantages.tolist(), lengths)) / sum(lengths)
+                assert metrics["loss"] == pytest.approx(expected, rel=2e-2, abs=1e-4), name
+            if name == "cispo":
+                assert "cispo_clip_ratio" in metrics
+    finally:
+        trainer.workers.stop_learners()
+    # each estimator's advantages and each objective's loss really differ on the same batch
+    assert len({round(v, 6) for k, v in losses.items() if k != "delta"}) == len(SWITCHES) - 1, losses
+    assert losses["delta"] == pytest.approx(losses["grpo"], rel=1e-6)  # two-sided clipping is idle at ratio 1
 
 
 def test_dynamic_sampling_resumes_to_the_uninterrupted_run(cluster, tmp_path):
-    dyn = ("reward.functions=[{name: correctness}]", "algo.dynamic_sampling=true", "algo.dynamic_sampling_max_rounds=3")
+    """Correctness alone: the base model is mostly wrong, so many groups are all 0; each step draws more
+    prompts until it has B groups with a spread (or its rounds run out). Generation runs two steps ahead
+    of the update (async, K=2). A run cut at its step-2 checkpoint, with the generations of steps 3 and 4
+    in flight, and resumed draws the same prompts, rounds and groups, at the same lag, as the whole run."""
+    dyn = ("reward.functions=[{name: correctness}]", "algo.dynamic_sampling=true", "algo.dynamic_sampling_max_rounds=3",
+           "trainer.async_rollout=true", "trainer.max_policy_lag=2")
     whole = train(cluster, tmp_path / "whole", *dyn, "trainer.steps=4")
-    train(cluster, tmp_path / "split", *dyn, "trainer.steps=2", "trainer.save_every=2")
+    for h in whole:
+        assert h["sampling/prompts_drawn"] == 4 * h["sampling/rounds"]
+        if h["sampling/informative_groups"] >= 4:
+            assert h["kept/frac_reward_zero_std"] == 0.0  # every trained group has a spread
+        # the unlabelled statistics are over every drawn group, the uninformative ones too
+        assert h["frac_reward_zero_std"] == pytest.approx(1 - h["sampling/informative_groups"] / h["sampling/prompts_drawn"])
+    assert max(h["sampling/rounds"] for h in whole) > 1  # it did draw more
+    train(cluster, tmp_path / "split", *dyn, "trainer.steps=4", "trainer.save_every=2", stop_after=2)
+    assert (tmp_path / "split" / "checkpoints" / "step-000002" / "in_flight.pkl").is_file()
     resumed = train(cluster, tmp_path / "split", *dyn, "trainer.steps=4", f"trainer.resume={tmp_path / 'split'}")
     # The data cursor is exact: the same prompts, rounds and groups; the loss agrees to float rounding
     # (a fresh learner process may sum in another order, as in the engine's resume test).
-    keys = ["reward", "sampling/rounds", "sampling/informative_groups", "sampling/prompts_drawn"]
+    assert [h["policy_version_lag"] for h in whole] == [0.0, 1.0, 2.0, 2.0]
+    keys = ["reward", "kept/reward", "sampling/rounds", "sampling/informative_groups", "sampling/prompts_drawn",
+            "policy_version_lag"]
     assert [[h[k] for k in keys] for h in resumed] == [[h[k] for k in keys] for h in whole[2:]]
     assert [h["loss"] for h in resumed] == pytest.approx([h["loss"] for h in whole[2:]], rel=1e-5, abs=1e-6)
     steps = [json.loads(x)["step"] for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]

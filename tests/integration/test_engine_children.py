@@ -27,12 +27,12 @@ psutil = pytest.importorskip("psutil")
 
 
 @pytest.fixture(scope="module")
-def worker(tmp_path_factory):
-    from grpo_ray.actors.rollout import RolloutWorker
+def worker(ray_cluster, tmp_path_factory):
+    from grpo_ray.actors.rollout_worker import RolloutWorker
     from grpo_ray.cluster import init_ray
     from grpo_ray.config import load_config
     from grpo_ray.models.paths import resolve_model_path
-    from grpo_ray.rollout.engine import engine_spec
+    from grpo_ray.rollout.engines.base import engine_spec
 
     cfg = load_config(None, ["rollout.engine=hf", f"trainer.output_dir={tmp_path_factory.mktemp('out')}"])
     init_ray(cfg)
@@ -40,7 +40,6 @@ def worker(tmp_path_factory):
     ray.get(w.start.remote())
     yield w
     ray.kill(w, no_restart=True)
-    ray.shutdown()
 
 
 def _spawn(worker, detach: bool, record: bool) -> int:
@@ -61,7 +60,7 @@ def _running(pid: int) -> bool:
 
 
 def _kill_and_wait_for_restart(worker) -> dict:
-    from grpo_ray.actors.recovery import wait_until_alive
+    from grpo_ray.run.shards import wait_until_alive
 
     pid = ray.get(worker.__ray_call__.remote(lambda actor: os.getpid()))
     os.kill(pid, signal.SIGKILL)

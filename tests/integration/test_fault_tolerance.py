@@ -2,7 +2,8 @@
 again (to the restarted actor, after re-sending the adapter) and the run completes with every step
 done once. (A dead learner is replaced from its snapshot: tests/integration/test_learner_recovery.py.)
 
-One Ray cluster and one vLLM rollout actor for the module; each test starts its own learners.
+The session's vLLM rollout actor on the tiny model (``tiny_vllm``; Ray restarts it after the kill); each
+test starts its own learners.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import time
 import pytest
 import ray
 
-from grpo_ray.cluster import Workers
-from grpo_ray.driver import GRPOTrainer
+from grpo_ray.run.trainer import GRPOTrainer
 
 from .helpers import TOY_REWARD, tiny_config
 
@@ -27,13 +27,8 @@ LONG = 240  # completion tokens (+256 prompt tokens within the tiny model's 512)
 
 
 @pytest.fixture(scope="module")
-def cluster(tiny_model_dir, tmp_path_factory):
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    workers = Workers.start(tiny_config(tiny_model_dir, tmp_path_factory.mktemp("unused"),
-                                        f"rollout.max_completion_tokens={LONG}"), learners=False)
-    yield workers
-    workers.shutdown()
-    ray.shutdown()
+def cluster(tiny_vllm):
+    return tiny_vllm
 
 
 def pid_of(actor) -> int:
@@ -66,7 +61,7 @@ def test_rollout_actor_killed_mid_generation(cluster, tiny_model_dir, tmp_path):
     assert [h["step"] for h in history] == [1, 2, 3] and steps_logged(tmp_path) == [1, 2, 3]
     assert history[0]["faults/rollout_shards_resent"] == 0 and history[1]["faults/rollout_shards_resent"] == 1
     # the restarted engine got the adapter the step needed, then every later one
-    assert history[1]["policy_version_lag"] == 0 and ray.get(rollout.version.remote()) == 3
+    assert history[1]["policy_version_lag"] == 0 and ray.get(rollout.version.remote()) == trainer.version == 3
     assert all(h["completions/mean_length"] > 0 for h in history)
 
 

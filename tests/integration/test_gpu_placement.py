@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.own_cluster]
 
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fake_gpus():
+def fake_gpus(own_cluster):
     ray.init(num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False)
     yield
-    ray.shutdown()
 
 
 def gpu_config(tmp_path, *overrides):

@@ -10,21 +10,20 @@ import json
 import pytest
 import ray
 
-from grpo_ray.driver import GRPOTrainer
+from grpo_ray.run.trainer import GRPOTrainer
 
 from .helpers import TOY_REWARD, tiny_config
 
 pytestmark = pytest.mark.integration
 
 
-def test_a_run_trains_on_lm_judge_rewards(tiny_model_dir, tmp_path):
+def test_a_run_trains_on_lm_judge_rewards(ray_cluster, tiny_model_dir, tmp_path):
     cfg = tiny_config(
         tiny_model_dir, tmp_path, "trainer.steps=2", "trainer.log_completions_every=1",
         f"reward.functions=[{{name: lm_judge}}, {{name: '{TOY_REWARD}'}}]",
         "reward.judge.model=builtin:arithmetic-base", "reward.judge.num_cpus=1", "reward.timeout_s=60",
         engine="hf",
     )
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     trainer = GRPOTrainer(cfg)
     try:
         trainer.setup()
@@ -33,9 +32,7 @@ def test_a_run_trains_on_lm_judge_rewards(tiny_model_dir, tmp_path):
         assert ray.get(trainer.workers.judges[0].ready.remote(), timeout=5)["model"].endswith("arithmetic-base")
         history = trainer.train()
     finally:
-        if trainer.workers is not None:
-            trainer.workers.shutdown()
-        ray.shutdown()
+        trainer.shutdown()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and len(history) == 2
     for row in rows:

@@ -26,10 +26,8 @@ ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+def local_ray(ray_cluster):
     yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +47,17 @@ def global_batch(tiny_model_dir):
     return [p for p in prompts for _ in range(GROUP)], completions, advantages
 
 
+_DONE: dict = {}  # updates already made in this module, by their settings (the single-rank references recur)
+
+
 def one_update(tiny_model_dir, tmp_path, global_batch, learners: int, zero_stage: int, loss_type: str, *extra: str):
+    key = (learners, zero_stage, loss_type, extra)
+    if key not in _DONE:
+        _DONE[key] = _one_update(tiny_model_dir, tmp_path, global_batch, learners, zero_stage, loss_type, *extra)
+    return _DONE[key]
+
+
+def _one_update(tiny_model_dir, tmp_path, global_batch, learners: int, zero_stage: int, loss_type: str, *extra: str):
     cfg = tiny_config(
         tiny_model_dir, tmp_path, f"learner.num_learners={learners}", f"learner.zero_stage={zero_stage}",
         "learner.micro_batch_size=4", f"algo.loss_type={loss_type}", "algo.beta=0.04", "learner.max_grad_norm=1e9",
@@ -64,7 +72,7 @@ def one_update(tiny_model_dir, tmp_path, global_batch, learners: int, zero_stage
         loss_mask[2][-1] = 0  # and so must one masked token
         shards = split_into_shards(prompt_ids, completion_ids, advantages, loss_mask, learners)
         metrics = ray.get([w.train_step.remote(s) for w, s in zip(workers.learners, shards)])
-        payloads = ray.get([w.export_weights.remote(1) for w in workers.learners])
+        payloads = ray.get([w.send_weights.remote(1) for w in workers.learners])
         return payloads[0].tensors, metrics
     finally:
         workers.shutdown()
@@ -98,3 +106,22 @@ def test_shared_prompt_prefix_gives_the_same_loss_and_gradient(local_ray, tiny_m
     for key in ("loss", "kl", "entropy", "grad_norm"):
         assert m_shared[0][key] == pytest.approx(m_full[0][key], rel=1e-4, abs=1e-7), key
     assert m_full[0]["grad_norm"] > 1e-3
+
+
+def test_only_rank0_copies_the_full_weights_to_the_host(local_ray, tiny_model_dir, tmp_path):
+    """Full fine-tuning's sync and checkpoint under ZeRO-3: rank 0 copies every weight to the host, one at
+    a time; the other ranks copy none, they only join each weight's gather."""
+    cfg = tiny_config(tiny_model_dir, tmp_path, "model.lora.enabled=false", "learner.num_learners=2",
+                      "learner.zero_stage=3", "learner.micro_batch_size=4", "algo.beta=0")
+    workers = Workers()
+    try:
+        workers.start_learners(cfg)
+        counts = ray.get([w.__ray_call__.remote(
+            lambda self: [name for name, t in self.learner.full_state() if t is not None]) for w in workers.learners])
+        assert len(counts[0]) > 10 and counts[1] == []
+        updates = ray.get([w.send_weights.remote(1) for w in workers.learners])
+        assert updates[1] is None and updates[0].total_bytes > 0
+        ray.get([w.save.remote(str(tmp_path / "ckpt"), 1) for w in workers.learners])
+        assert (tmp_path / "ckpt" / "model" / "config.json").is_file()
+    finally:
+        workers.shutdown()

@@ -63,7 +63,7 @@ def adapter_dir(model_dir, tmp_path_factory) -> Path:
 
 def prompts():
     from grpo_ray.data.prompts import PromptRecipe
-    from grpo_ray.formats import get_tag_style
+    from grpo_ray.data.formats import get_tag_style
 
     recipe = PromptRecipe(get_tag_style("reasoning").system_prompt, (), "<reasoning>\n")
     return [recipe.messages(q) for q in QUESTIONS]
@@ -76,8 +76,8 @@ def engine(model_dir):
 
     import torch
 
-    from grpo_ray.rollout.engine import EngineSpec
-    from grpo_ray.rollout.vllm_engine import VLLMEngine
+    from grpo_ray.rollout.engines.base import EngineSpec
+    from grpo_ray.rollout.engines.vllm_engine import VLLMEngine
 
     threads, env = torch.get_num_threads(), dict(os.environ)
     e = VLLMEngine(EngineSpec("vllm", model_dir, dtype="float32", max_model_len=512, lora={"r": 8}))
@@ -91,7 +91,7 @@ def engine(model_dir):
 
 def test_vllm_and_transformers_agree_under_an_adapter(engine, model_dir, adapter_dir) -> None:
     from grpo_ray.models.adapter_io import read_adapter_folder
-    from grpo_ray.rollout.hf_engine import HFEngine
+    from grpo_ray.rollout.engines.hf_engine import HFEngine
     from grpo_ray.sync import WEIGHT_SYNCS
     from grpo_ray.wire import GenerationRequest, SamplingConfig
 
@@ -115,7 +115,7 @@ def test_vllm_and_transformers_agree_under_an_adapter(engine, model_dir, adapter
 
 def test_the_merge_equals_vllms_reload_on_llama(engine, adapter_dir, monkeypatch) -> None:
     from grpo_ray.models.adapter_io import read_adapter_folder
-    from grpo_ray.rollout import vllm_worker
+    from grpo_ray.rollout.engines import vllm_worker
     from grpo_ray.sync import WEIGHT_SYNCS
     from grpo_ray.wire import GenerationRequest, SamplingConfig
 

@@ -18,8 +18,9 @@ ray = pytest.importorskip("ray")
 
 import psutil  # noqa: E402
 
-from grpo_ray.actors.judge import JudgeWorker, attach_judge  # noqa: E402
-from grpo_ray.actors.reward import RewardWorker, merge_score_results, resolve_specs, split_for_workers  # noqa: E402
+from grpo_ray.actors.judge_worker import JudgeWorker, attach_judge  # noqa: E402
+from grpo_ray.actors.reward_worker import RewardWorker, merge_score_results, resolve_specs  # noqa: E402
+from grpo_ray.wire import shard_slices  # noqa: E402
 from grpo_ray.rewards.scorer import ScoreResult  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -52,10 +53,8 @@ def busy(prompts, completions, seconds=30.0, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def cluster(ray_cluster) -> Iterator[None]:
     yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +134,7 @@ def test_two_workers_merged_equal_one_worker(cluster: None, user_file: Path) -> 
     ]
     one = score(make_worker(specs))
     workers = [make_worker(specs) for _ in range(2)]
-    slices = split_for_workers(len(COMPLETIONS), group_size=2, n_workers=2)
+    slices = shard_slices(len(COMPLETIONS), 2, unit=2)
     merged = merge_score_results(
         ray.get(
             [
@@ -173,7 +172,8 @@ def test_busy_loop_stops_at_its_timeout_in_the_actor(cluster: None, user_file: P
     worker = make_worker([{"name": f"{user_file}:busy"}, {"name": "correctness"}], timeout_s=0.5)
     actor = psutil.Process(actor_pid(worker))
     wait_ready = lambda: ray.get(worker.__ray_call__.remote(lambda self: self.scorer.wait_ready()), timeout=60)  # noqa: E731
-    first = ray.get(worker.process_ids.remote(), timeout=60)["user_rewards.busy"]
+    pids = lambda self: {name: proc.pid for name, proc in self.scorer.processes.items()}  # noqa: E731
+    first = ray.get(worker.__ray_call__.remote(pids), timeout=60)["user_rewards.busy"]
     result = score(worker)
     assert result.failures == {"user_rewards.busy": 1} and column(result, "correctness") == [1, 0, 0, 0, 1, 0]
     wait_ready()  # the replacement has started: its start-up is not part of the measurement

@@ -8,10 +8,8 @@ twice); the vLLM engine takes the same seeds through ``SamplingParams(seed=...)`
 from __future__ import annotations
 
 import pytest
-import ray
 
-from grpo_ray.cluster import Workers
-from grpo_ray.driver import GRPOTrainer
+from grpo_ray.run.trainer import GRPOTrainer
 
 from .helpers import tiny_config
 
@@ -25,19 +23,15 @@ def rollout_of_step(tiny_model_dir, tmp_path, workers: int):
     try:
         trainer.setup(learners=False)
         assert len(trainer.workers.rollouts) == workers
-        rows = trainer.sample_prompts()
-        return trainer.generate(rows, step=3)
+        rows = trainer.rollout.draw()
+        return trainer.rollout.generate([r["prompt"] for r in rows], trainer.rollout.sampling(3), None)
     finally:
         trainer.shutdown()
 
 
-def test_two_rollout_workers_equal_one(tiny_model_dir, tmp_path):
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    try:
-        one = rollout_of_step(tiny_model_dir, tmp_path, 1)
-        two = rollout_of_step(tiny_model_dir, tmp_path, 2)
-    finally:
-        ray.shutdown()
+def test_two_rollout_workers_equal_one(ray_cluster, tiny_model_dir, tmp_path):
+    one = rollout_of_step(tiny_model_dir, tmp_path, 1)
+    two = rollout_of_step(tiny_model_dir, tmp_path, 2)
     assert len(one) == 5 * 4 and one.group_size == 4
     assert two.completion_ids == one.completion_ids
     assert two.prompt_ids == one.prompt_ids

@@ -60,7 +60,7 @@ def make_noise_adapter(out: Path) -> Path:
 
 
 def make_run_checkpoint(out: Path) -> Path:
-    """A training output dir as grpo_ray.checkpoint lays it out, holding the shipped adapter and a
+    """A training output dir as grpo_ray.run.checkpoints lays it out, holding the shipped adapter and a
     config.yaml whose data section has demonstrations and an assistant prefix."""
     from grpo_ray.config import DataConfig, GRPOConfig
     from grpo_ray.models.paths import resolve_adapter_path

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import ray
 
-from grpo_ray.driver import GRPOTrainer
+from grpo_ray.run.trainer import GRPOTrainer
 
 from .helpers import tiny_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.own_cluster]
 
 
 def ray_cli() -> str:
@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
+def two_nodes(own_cluster):
     port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "3", "--disable-usage-stats"]
@@ -55,7 +55,8 @@ def node_of(actor) -> str:
 
 def test_rollout_and_learner_on_different_nodes(two_nodes, tiny_model_dir, tmp_path):
     cfg = tiny_config(tiny_model_dir, tmp_path, f"trainer.ray_address={two_nodes}", "trainer.steps=3",
-                      "rollout.resources={node_rollout: 1}", "learner.resources={node_learner: 1}")
+                      "rollout.resources={node_rollout: 1}", "learner.resources={node_learner: 1}",
+                      engine="hf")  # placement is the point: the transformers engine starts in seconds
     trainer = GRPOTrainer(cfg).setup()
     try:
         nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}

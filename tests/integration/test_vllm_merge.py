@@ -25,8 +25,8 @@ def engine():
     import torch
 
     from grpo_ray.models.paths import resolve_model_path
-    from grpo_ray.rollout.engine import EngineSpec
-    from grpo_ray.rollout.vllm_engine import VLLMEngine
+    from grpo_ray.rollout.engines.base import EngineSpec
+    from grpo_ray.rollout.engines.vllm_engine import VLLMEngine
 
     threads, env = torch.get_num_threads(), dict(os.environ)
     spec = EngineSpec("vllm", resolve_model_path("builtin:arithmetic-base"), dtype="float32", max_model_len=256,
@@ -49,7 +49,7 @@ def _apply(engine, adapter) -> None:
 
 def test_repack_equals_reload_and_differs_from_base(engine, monkeypatch) -> None:
     from grpo_ray.models.paths import resolve_adapter_path
-    from grpo_ray.rollout import vllm_worker
+    from grpo_ray.rollout.engines import vllm_worker
     from grpo_ray.models.adapter_io import read_adapter_folder
     from grpo_ray.wire import GenerationRequest, SamplingConfig
 

@@ -159,8 +159,36 @@ def test_rules_for_combinations_that_cannot_work() -> None:
         load(None, ["model.load_in_4bit=true", "model.lora.enabled=false"])
     with pytest.raises(ConfigError, match=r"^model.load_in_4bit=true: NF4 weights cannot be sharded by ZeRO-3"):
         load(None, ["model.load_in_4bit=true", "learner.zero_stage=3"])
-    with pytest.raises(ConfigError, match=r"^rollout.weight_sync=lora: a fully fine-tuned policy has no adapter"):
-        load(None, ["model.lora.enabled=false", "rollout.weight_sync=lora"])
+    with pytest.raises(ConfigError, match=r"^rollout.lora_apply=lora: a fully fine-tuned policy has no adapter"):
+        load(None, ["model.lora.enabled=false", "rollout.lora_apply=lora"])
     with pytest.raises(ConfigError, match=r"^rollout.tensor_parallel_size=2: each rollout worker needs that many GPUs"):
         load(None, ["rollout.tensor_parallel_size=2", "rollout.num_gpus_per_worker=1"])
     assert load(None, ["rollout.tensor_parallel_size=2"]).rollout.num_gpus_per_worker is None  # follows the cluster
+
+
+def test_a_renamed_key_names_its_new_name_and_saved_configs_are_migrated() -> None:
+    from grpo_ray.config import ConfigError, config_from_dict, load_config, migrate_renamed_keys
+
+    with pytest.raises(ConfigError, match=r"^config key 'rollout.weight_sync' was renamed: use 'rollout.lora_apply'$"):
+        load_config(None, ["rollout.weight_sync=lora"])
+    old = {"rollout": {"weight_sync": "lora", "group_size": 4}}
+    assert config_from_dict(migrate_renamed_keys(old)).rollout.lora_apply == "lora"
+    assert old == {"rollout": {"weight_sync": "lora", "group_size": 4}}  # the caller's dict is untouched
+
+
+def test_tools_need_the_multi_turn_kind_and_must_resolve(tmp_path) -> None:
+    from grpo_ray.config import ConfigError, load_config
+    from grpo_ray.rollout.kinds import kind_spec
+
+    with pytest.raises(ConfigError, match=r"^rollout.tools: tools need several turns; set rollout.kind=multi_turn$"):
+        load_config(None, ["rollout.tools=[calculator]"])
+    with pytest.raises(ConfigError, match=r"^rollout.kind=multi_turn: give the model something to call"):
+        load_config(None, ["rollout.kind=multi_turn"])
+    with pytest.raises(ConfigError, match=r"^rollout.tools: unknown tool 'calc'"):
+        load_config(None, ["rollout.kind=multi_turn", "rollout.tools=[calc]"])
+    (tmp_path / "t.py").write_text("def lookup(city):\n    return city\n")
+    with pytest.raises(ConfigError, match=r"lookup.*has no docstring"):
+        load_config(None, ["rollout.kind=multi_turn", f"rollout.tools=['{tmp_path}/t.py:lookup']"])
+    cfg = load_config(None, ["rollout.kind=multi_turn", "rollout.tools=[calculator, python]", "rollout.max_turns=3"])
+    spec = kind_spec(cfg)
+    assert spec.name == "multi_turn" and spec.options["tools"] == ["calculator", "python"] and spec.options["max_turns"] == 3

@@ -1,7 +1,8 @@
-"""The config's Literal choices stay equal to grpo_ray.algo's registries.
+"""Every config Literal stays equal to the registry it names: algorithm variants, engines, rollout
+kinds, weight-sync strategies, metric sinks and reward isolation.
 
-config.py spells the algorithm variant names as Literal types so that validating a config does
-not import torch; this test is what keeps the two lists from drifting apart.
+config.py spells the choices as Literal types so that validating a config imports neither torch nor
+an engine; this test is what keeps each pair from drifting apart.
 """
 
 from __future__ import annotations
@@ -18,8 +19,18 @@ from grpo_ray.config import (
     ImportanceSamplingLevel,
     KLEstimator,
     LossType,
+    MetricSink,
     PolicyObjective,
+    RewardIsolation,
+    RolloutEngineName,
+    RolloutKindName,
+    SyncStrategy,
 )
+from grpo_ray.metric_sinks import SINKS
+from grpo_ray.rewards.scorer import ISOLATIONS
+from grpo_ray.rollout.engines import ENGINES
+from grpo_ray.rollout.kinds import ROLLOUT_KINDS
+from grpo_ray.sync import WEIGHT_SYNCS
 
 pytestmark = pytest.mark.unit
 
@@ -33,12 +44,23 @@ pytestmark = pytest.mark.unit
         (ImportanceSamplingLevel, algo.IMPORTANCE_SAMPLING_LEVELS),
         (AdvantageEstimator, algo.ADVANTAGE_ESTIMATORS),
         (PolicyObjective, algo.POLICY_OBJECTIVES),
+        (RolloutEngineName, ENGINES),
+        (RolloutKindName, ROLLOUT_KINDS),
+        (MetricSink, SINKS),
     ],
     ids=["loss_type", "scale_rewards", "kl_estimator", "importance_sampling_level", "advantage_estimator",
-         "policy_objective"],
+         "policy_objective", "rollout.engine", "rollout.kind", "trainer.sinks"],
 )
-def test_config_choices_match_algo_registries(literal, registry):
+def test_config_choices_match_registries(literal, registry):
     assert sorted(typing.get_args(literal)) == registry.names()
+
+
+def test_sync_strategies_are_auto_and_the_registry():
+    assert sorted(typing.get_args(SyncStrategy)) == sorted(["auto", *WEIGHT_SYNCS.names()])
+
+
+def test_reward_isolation_choices_are_the_scorers():
+    assert typing.get_args(RewardIsolation) == ISOLATIONS
 
 
 def test_config_estimator_scales_match_the_registry():

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from grpo_ray.wire import LoraAdapter, RolloutBatch, split_into_shards
+from grpo_ray.wire import LoraAdapter, RolloutBatch, shard_slices, split_into_shards
 
 pytestmark = pytest.mark.unit
 
@@ -89,3 +89,35 @@ def test_split_into_shards_counts_tokens_in_the_loss_over_every_shard() -> None:
     shards = split_into_shards([[1]] * 4, [[2, 3, 4], [5, 6], [7], [8]], [0.5, -0.5, 1.0, 0.0], masks, 2)
     assert [s.loss_mask for s in shards] == [masks[:2], masks[2:]]
     assert {(s.global_num_tokens, s.global_num_sequences) for s in shards} == {(3.0, 2)}
+
+
+@pytest.mark.parametrize(
+    "n, parts, unit, sizes",
+    [(16, 2, 4, [8, 8]), (12, 4, 2, [4, 4, 2, 2]), (6, 1, 2, [6]), (4, 3, 2, [2, 2]), (15, 2, 3, [9, 6]),
+     (5, 2, 1, [3, 2]), (2, 4, 1, [1, 1])],
+)
+def test_shard_slices_are_contiguous_whole_units_and_never_empty(n, parts, unit, sizes) -> None:
+    slices = shard_slices(n, parts, unit)
+    assert [s.stop - s.start for s in slices] == sizes
+    assert slices[0].start == 0 and slices[-1].stop == n
+    assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+    assert all(s.start % unit == 0 for s in slices)
+
+
+def test_shard_slices_rejects_partial_units() -> None:
+    with pytest.raises(ValueError, match="not whole units of 4"):
+        shard_slices(10, 2, 4)
+
+
+def test_selected_groups_keep_every_per_row_field_and_conversations() -> None:
+    batch = RolloutBatch(prompt_ids=[[1], [2], [3]], completion_ids=[[i] for i in range(6)],
+                         completion_texts=[str(i) for i in range(6)], sampling_logprobs=[[-0.1]] * 6,
+                         finish_reasons=["stop", "length"] * 3, group_size=2, policy_version=3,
+                         loss_mask=[[1]] * 5 + [[0]],
+                         completion_messages=[[{"role": "assistant", "content": f"<p>{i}"}] for i in range(6)])
+    picked = batch.select_groups([2, 0])
+    assert picked.prompt_ids == [[3], [1]] and picked.completion_ids == [[4], [5], [0], [1]]
+    assert picked.loss_mask == [[1], [0], [1], [1]] and picked.finish_reasons == ["stop", "length"] * 2
+    assert picked.final_texts() == ["<p>4", "<p>5", "<p>0", "<p>1"] and picked.policy_version == 3
+    plain = RolloutBatch.concat([batch.select_groups([0])])
+    assert plain.conversations()[1] == [{"role": "assistant", "content": "<p>1"}]

@@ -9,7 +9,7 @@ import pytest
 
 from grpo_ray.data import load_prompt_dataset
 from grpo_ray.data.gsm8k import extract_final_answer
-from grpo_ray.formats import get_tag_style
+from grpo_ray.data.formats import get_tag_style
 
 from .conftest import system_turn, user_turn
 

@@ -7,7 +7,7 @@ import pytest
 from grpo_ray.data import load_prompt_dataset
 from grpo_ray.data.arithmetic import heldout_problems
 from grpo_ray.data.prompts import build_prompt, resolve_system_prompt
-from grpo_ray.formats import get_tag_style
+from grpo_ray.data.formats import get_tag_style
 
 from .conftest import system_turn, user_turn
 

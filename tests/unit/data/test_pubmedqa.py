@@ -10,7 +10,7 @@ import pytest
 
 from grpo_ray.data import DataSourceError, load_prompt_dataset
 from grpo_ray.data.pubmedqa import INSTRUCTION, convert_hub_table, official_test_pubids
-from grpo_ray.formats import get_tag_style
+from grpo_ray.data.formats import get_tag_style
 
 from .conftest import system_turn, user_turn
 

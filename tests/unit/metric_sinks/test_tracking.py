@@ -18,7 +18,7 @@ import pytest
 
 from grpo_ray.config import TrainerConfig
 from grpo_ray.metric_sinks.tracking import flat_params
-from grpo_ray.metrics import MetricLogger
+from grpo_ray.run.metrics import MetricLogger
 
 pytestmark = pytest.mark.unit
 

@@ -20,7 +20,7 @@ MODULES = [
     "grpo_ray.rewards.judge",
     "grpo_ray.rewards.isolation",
     "grpo_ray.rewards.registry",
-    "grpo_ray.rewards.scorer",
+    "grpo_ray.rewards.tools",
 ]
 
 

@@ -22,6 +22,8 @@ BUILTIN = {
     "strict_format",
     "soft_format",
     "xml_count",
+    "tool_call_format",
+    "tool_called",
     "text_after_answer",
     "length_penalty",
     "soft_overlong",

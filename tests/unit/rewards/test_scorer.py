@@ -20,13 +20,13 @@ import torch
 
 from grpo_ray.algo import combine_rewards
 from grpo_ray.config import RewardIsolation
+from grpo_ray.wire import shard_slices
 from grpo_ray.rewards.scorer import (
     ISOLATIONS,
     RewardScorer,
     ScoreResult,
     merge_score_results,
     resolve_specs,
-    split_for_workers,
 )
 from tests.unit.rewards.toy_rewards import (
     broken_reward,
@@ -238,28 +238,11 @@ def test_resolve_specs_loads_user_files_once(tmp_path: Path) -> None:
     assert RewardScorer(specs, "reasoning", 5).score(["q"], ["c"], {}).rewards == [[2.0]]
 
 
-@pytest.mark.parametrize(
-    "n_rows, group_size, n_workers, sizes",
-    [(16, 4, 2, [8, 8]), (12, 2, 4, [4, 4, 2, 2]), (6, 2, 1, [6]), (4, 2, 3, [2, 2]), (15, 3, 2, [9, 6])],
-)
-def test_split_for_workers_keeps_groups_whole(n_rows: int, group_size: int, n_workers: int, sizes: list[int]) -> None:
-    slices = split_for_workers(n_rows, group_size, n_workers)
-    assert [s.stop - s.start for s in slices] == sizes
-    assert slices[0].start == 0 and slices[-1].stop == n_rows
-    assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
-    assert all(s.start % group_size == 0 for s in slices)
-
-
-def test_split_for_workers_rejects_partial_groups() -> None:
-    with pytest.raises(ValueError, match="not whole groups of 4"):
-        split_for_workers(10, 4, 2)
-
-
 def test_merged_shards_equal_one_batch() -> None:
     specs = [spec(length_reward, "len"), spec(exact_reward, "exact", 2.0), spec(broken_reward, "broken")]
     whole = score(RewardScorer(specs, "reasoning", 5))
     shards = []
-    for s in split_for_workers(len(COMPLETIONS), 2, 2):
+    for s in shard_slices(len(COMPLETIONS), 2, unit=2):
         scorer = RewardScorer(specs, "reasoning", 5)  # one per worker, as actors have
         shards.append(scorer.score(PROMPTS[s], COMPLETIONS[s], {k: v[s] for k, v in COLUMNS.items()}))
     merged = merge_score_results(shards)

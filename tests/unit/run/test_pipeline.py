@@ -15,7 +15,7 @@ def schedule(depth: int, total: int) -> list[list[int]]:
         pipe.pop(step)
         ahead = pipe.steps_to_submit(step, total)
         for s in ahead:
-            pipe.push(InFlight(s, [], None, {"cursor": s}))
+            pipe.push(InFlight(s, []))
         out.append(ahead)
     return out
 
@@ -27,10 +27,10 @@ def test_depth_k_keeps_k_generations_ahead_and_none_past_the_last_step() -> None
     assert schedule(4, 6) == [[1, 2, 3, 4], [5], [], [], [], []]
 
 
-def test_a_checkpoint_keeps_the_cursor_from_before_the_oldest_draw() -> None:
+def test_generations_are_queued_in_step_order() -> None:
     pipe = GenerationPipeline(2)
-    assert pipe.oldest_sampler_state() is None
-    pipe.push(InFlight(3, [], None, {"cursor": 24}))
-    pipe.push(InFlight(4, [], None, {"cursor": 32}))
-    assert pipe.oldest_sampler_state() == {"cursor": 24}
+    pipe.push(InFlight(3, []))
+    pipe.push(InFlight(4, []))
+    with pytest.raises(ValueError, match="step 4 submitted after step 4"):
+        pipe.push(InFlight(4, []))
     assert pipe.pop(4) is None and pipe.pop(3).step == 3 and len(pipe) == 1

@@ -9,7 +9,7 @@ import math
 import pytest
 import yaml
 
-from grpo_ray.checkpoint import CheckpointManager
+from grpo_ray.run.checkpoints import CheckpointManager
 from grpo_ray.models.paths import resolve_adapter_path
 from grpo_ray.sweep.results import (
     COMPLETED, ERROR, STOPPED, TrialRecord, best_trial, status_of, table_rows, write_best, write_tables,

@@ -9,9 +9,9 @@ import pickle
 import pytest
 import torch
 
-from grpo_ray.sync import WEIGHT_SYNCS, sync_kind
-from grpo_ray.sync.strategies import FullSync
-from grpo_ray.wire import FullWeights, LoraAdapter
+from grpo_ray.config import load_config
+from grpo_ray.sync import WEIGHT_SYNCS, FullSync, SyncTopology
+from grpo_ray.wire import FullWeights, LoraAdapter, WeightsHandle
 
 pytestmark = pytest.mark.unit
 
@@ -27,8 +27,9 @@ class Learner:
     def lora_config_dict(self):
         return {"r": 2}
 
-    def full_state(self):
-        yield from self.state.items()
+    def full_state(self):  # rank 0 copies; under ZeRO-3 the others would yield (name, None)
+        if self.rank == 0:
+            yield from self.state.items()
 
 
 class Engine:
@@ -45,15 +46,31 @@ class Engine:
             self.loaded.append(sorted(bucket))
 
 
-def test_the_kind_follows_lora() -> None:
-    assert (sync_kind(True), sync_kind(False)) == ("lora", "full")
+def test_auto_follows_lora_and_a_strategy_that_does_not_fit_is_refused() -> None:
+    assert load_config(None, []).sync_strategy == "lora"
+    assert load_config(None, ["model.lora.enabled=false"]).sync_strategy == "full"
     assert WEIGHT_SYNCS.names() == ["full", "lora"]
+    from grpo_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^sync.strategy=lora: full fine-tuning has no adapter"):
+        load_config(None, ["model.lora.enabled=false", "sync.strategy=lora"])
+    with pytest.raises(ConfigError, match=r"^sync.strategy=full: with a LoRA adapter"):
+        load_config(None, ["sync.strategy=full"])
+
+
+def test_the_receiver_takes_the_handles_update_from_the_store_after_connecting() -> None:
+    sync = WEIGHT_SYNCS.get("lora")()
+    sync.connect("rollout", 1, SyncTopology(num_learners=2, num_rollouts=3))
+    engine = Engine()
+    store = {"ref": LoraAdapter(4, {}, {})}
+    sync.receive(engine, WeightsHandle(4, "ref", "line"), fetch=store.__getitem__)
+    assert engine.adapters == [4] and engine.version == 4
 
 
 def test_lora_rank0_exports_the_adapter_and_the_engine_holds_its_version() -> None:
     sync = WEIGHT_SYNCS.get("lora")()
-    assert sync.export(Learner(1), 3, put=None) is None
-    update = sync.export(Learner(0), 3, put=None)
+    assert sync.send(Learner(1), 3, put=None) is None
+    update = sync.send(Learner(0), 3, put=None)
     assert isinstance(update, LoraAdapter) and update.version == 3 and update.peft_config == {"r": 2}
     engine = Engine()
     sync.apply(engine, update, fetch=None)
@@ -68,8 +85,8 @@ def test_full_weights_go_in_buckets_through_the_store_and_arrive_in_order() -> N
         return len(store) - 1
 
     sync = FullSync(bucket_bytes=150)  # two 64-byte tensors per bucket
-    assert sync.export(Learner(1), 7, put) is None and store == []  # other ranks only join the gather
-    update = sync.export(Learner(0), 7, put)
+    assert sync.send(Learner(1), 7, put) is None and store == []  # other ranks only join the gather
+    update = sync.send(Learner(0), 7, put)
     assert isinstance(update, FullWeights) and update.version == 7 and update.total_bytes == 5 * 64
     assert len(update.buckets) == 3
     engine = Engine()

@@ -1,0 +1,117 @@
+"""LearnerWorker: one data-parallel rank of the DeepSpeed policy learner, as a Ray actor.
+
+Two-phase start: every rank is created first (light: it only keeps its settings); rank 0 then names
+an address and a free port, and all ranks build the model and join the process group together in
+``setup`` (joining blocks until all have arrived). The device is what Ray assigned: CUDA and NCCL when
+the actor holds GPUs, CPU and gloo when it holds none. The actor gets the sections of the config it
+needs, not the whole config, so nothing else (reward files, say) is resolved on the learner's node.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import ray
+
+from grpo_ray.config import AlgoConfig, GRPOConfig, LearnerConfig, ModelConfig
+from grpo_ray.sync import SyncTopology, create_weight_sync
+from grpo_ray.wire import TrainShard, WeightUpdate
+
+
+@dataclass(frozen=True)
+class LearnerSettings:
+    model: ModelConfig
+    learner: LearnerConfig
+    algo: AlgoConfig
+    total_steps: int
+    rows_per_step: int  # over all ranks
+    max_completion_tokens: int
+    temperature: float
+    seed: int
+    sync: str  # the weight-sync strategy (grpo_ray.sync)
+
+
+def learner_settings(cfg: GRPOConfig) -> LearnerSettings:
+    return LearnerSettings(cfg.model, cfg.learner, cfg.algo, cfg.trainer.steps, cfg.rollout_batch_size,
+                           cfg.rollout.max_completion_tokens, cfg.rollout.temperature, cfg.trainer.seed,
+                           cfg.sync_strategy)
+
+
+@ray.remote
+class LearnerWorker:
+    def __init__(self, settings: LearnerSettings, rank: int, world_size: int) -> None:
+        self.settings = settings
+        self.rank, self.world_size = rank, world_size
+        self.device = "cuda" if ray.get_gpu_ids() else "cpu"
+        self.sync = create_weight_sync(settings.sync)
+        self.learner = None
+
+    def rendezvous_address(self) -> tuple[str, int]:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def launch_plan(self) -> dict[str, Any]:
+        """Where this rank runs and what it hands DeepSpeed (read before, or instead of, ``setup``)."""
+        from grpo_ray.learner.policy import deepspeed_config, torch_dtype
+
+        s = self.settings
+        dtype = torch_dtype(s.model.dtype, self.device)
+        return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "device": self.device, "backend": "nccl" if self.device == "cuda" else "gloo", "dtype": str(dtype),
+                "deepspeed": deepspeed_config(s.learner, s.rows_per_step // self.world_size, dtype),
+                "node_id": ray.get_runtime_context().get_node_id()}
+
+    def setup(self, master_addr: str, master_port: int) -> bool:
+        from grpo_ray.learner.policy import PolicyLearner
+
+        s = self.settings
+        self.learner = PolicyLearner(
+            s.model, s.learner, s.algo, total_steps=s.total_steps, rows_per_step=s.rows_per_step // self.world_size,
+            max_completion_tokens=s.max_completion_tokens, temperature=s.temperature, rank=self.rank,
+            world_size=self.world_size, master_addr=master_addr, master_port=master_port, seed=s.seed,
+            device=self.device,
+        )
+        return True
+
+    def train_step(self, shard: TrainShard) -> dict[str, float]:
+        return self.learner.train_step(shard)
+
+    def connect_sync(self, topology: SyncTopology) -> bool:
+        """Join the weight-sync strategy's transport as this rank."""
+        self.sync.connect("learner", self.rank, topology)
+        return True
+
+    def send_weights(self, version: int) -> Optional[WeightUpdate]:
+        """Version ``version`` of the policy for the rollout engines (every rank joins; rank 0 returns the
+        object-store update)."""
+        return self.sync.send(self.learner, version, ray.put)
+
+    @ray.method(num_returns=2)
+    def snapshot(self) -> tuple[dict[str, float], dict[str, bytes]]:
+        """(seconds and bytes, this rank's trainable state): both returned to the driver, which owns them,
+        so the state outlives this process in the node's object store."""
+        start = time.perf_counter()
+        files = self.learner.snapshot()
+        return {"seconds": time.perf_counter() - start, "bytes": float(sum(map(len, files.values())))}, files
+
+    def restore(self, files: dict[str, bytes]) -> int:
+        self.learner.restore(files)
+        return self.learner.steps_done
+
+    def logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], reference: bool = False):
+        """Each completion token's logprob under the policy (or the reference), at temperature 1."""
+        return self.learner.logprobs(prompt_ids, completion_ids, reference=reference)
+
+    def save(self, directory: str, version: int) -> bool:
+        self.learner.save(directory, version)
+        return True
+
+    def load(self, directory: str) -> int:
+        self.learner.load(directory)
+        return self.learner.steps_done

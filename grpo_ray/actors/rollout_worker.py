@@ -1,0 +1,94 @@
+"""RolloutWorker: a generation engine and a rollout kind in a Ray actor, tagged with the weights version it holds.
+
+The constructor is light: it settles the device (CUDA when Ray assigned this actor GPUs, else CPU),
+clears engine processes a previous incarnation left behind (``children.py``), and makes its weight-sync
+strategy (``sync.strategy``, known from the start, so the worker can join a transfer before the sender
+returns). The engine itself starts on :meth:`RolloutWorker.start`, or on first use after Ray restarts
+the actor, so the driver can start every worker's engine at once and ask each what it will hand its
+engine (:meth:`RolloutWorker.launch_plan`) without starting one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Optional
+
+import ray
+
+from grpo_ray.actors.children import EngineChildren
+from grpo_ray.rollout.engines.base import EngineSpec, RolloutEngine, create_engine, engine_class
+from grpo_ray.rollout.kinds import KindSpec, RolloutKind, create_rollout_kind
+from grpo_ray.sync import SyncTopology, create_weight_sync
+from grpo_ray.wire import GenerationRequest, RolloutBatch, WeightsHandle
+
+
+def assigned_device() -> str:
+    """"cuda" when Ray assigned this actor GPUs, else "cpu" (Ray sets CUDA_VISIBLE_DEVICES to them)."""
+    return "cuda" if ray.get_gpu_ids() else "cpu"
+
+
+@ray.remote
+class RolloutWorker:
+    def __init__(self, spec: EngineSpec, kind: KindSpec = KindSpec(), sync: str = "lora") -> None:
+        self.spec = spec.with_device(assigned_device())
+        self.kind_spec = kind
+        self.sync = create_weight_sync(sync)
+        self.children = EngineChildren(ray.get_runtime_context().get_actor_id())
+        self.reaped = self.children.reap()  # an earlier incarnation's engine processes hold its GPU
+        self.engine: Optional[RolloutEngine] = None
+        self.kind: Optional[RolloutKind] = None
+        self.holds: Optional[tuple[str, int]] = None  # the (lineage, version) of the weights the engine serves
+
+    def launch_plan(self) -> dict[str, Any]:
+        """Where this worker runs and what it hands its engine (read before, or instead of, starting it)."""
+        kwargs, env = engine_class(self.spec.engine).launch_args(self.spec)
+        return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "device": self.spec.device, "engine": self.spec.engine, "engine_kwargs": kwargs, "env": env,
+                "node_id": ray.get_runtime_context().get_node_id(), "reaped": self.reaped}
+
+    def start(self) -> bool:
+        self._engine()
+        return True
+
+    def _engine(self) -> RolloutEngine:
+        if self.engine is None:
+            self.engine = create_engine(self.spec)
+            self.kind = create_rollout_kind(self.kind_spec)
+            self.children.record()
+        return self.engine
+
+    def version(self) -> int:
+        return self._engine().version
+
+    def info(self) -> dict[str, Any]:
+        return self._engine().info()
+
+    def connect_sync(self, topology: SyncTopology, index: int, strategy: Optional[str] = None) -> bool:
+        """Join the weight-sync strategy's transport as rollout worker ``index``. ``strategy``: the run's,
+        when it differs from the one this worker was made with (a worker reused by another run)."""
+        if strategy is not None and strategy != self.sync.name:
+            self.sync.close()
+            self.sync = create_weight_sync(strategy)
+            self.holds = None
+        self.sync.connect("rollout", index, topology)
+        return True
+
+    def receive_weights(self, handle: WeightsHandle) -> float:
+        """Hold ``handle``'s version (received only if this worker does not hold it); returns seconds."""
+        engine = self._engine()
+        if handle.key == self.holds:
+            return 0.0
+        start = time.perf_counter()
+        self.sync.receive(engine, handle, ray.get)
+        self.holds = handle.key
+        return time.perf_counter() - start
+
+    def generate(self, request: GenerationRequest) -> RolloutBatch:
+        """Trajectories under ``request.weights`` (received first unless this worker holds that version)."""
+        load_s = self.receive_weights(request.weights) if request.weights is not None else 0.0
+        engine = self._engine()
+        batch = self.kind.rollout(engine, request)
+        if load_s:
+            batch.stats["load_weights_s"] = load_s
+        return batch

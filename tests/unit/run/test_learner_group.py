@@ -1,0 +1,88 @@
+"""The learner group with fake learners: versions and their hand-off, recovery of a dead rank from the
+snapshot (the same update as with no death), the way back when the snapshot is gone, and a group that
+keeps dying. No Ray."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grpo_ray.run.batch import StepBatch
+from grpo_ray.run.learner_group import LearnerDied, LearnerGroup, RewindToCheckpoint
+from grpo_ray.wire import RolloutBatch
+from tests.unit.run.fakes import FakeCalls, FakeWorkers, Lost, Value
+
+pytestmark = pytest.mark.unit
+
+
+def step_batch(seed: int) -> tuple[RolloutBatch, StepBatch]:
+    ids = [[seed, i] for i in range(8)]
+    rollouts = RolloutBatch(prompt_ids=[[1]] * 4, completion_ids=ids, completion_texts=[""] * 8,
+                            sampling_logprobs=[[0.0, 0.0]] * 8, finish_reasons=["stop"] * 8, group_size=2, policy_version=0)
+    return rollouts, StepBatch(torch.zeros(8), torch.zeros(8), [[1, 1]] * 8)
+
+
+def group(cfg, **kw) -> tuple[LearnerGroup, FakeWorkers]:
+    workers = FakeWorkers(**kw)
+    g = LearnerGroup(cfg, workers, calls=FakeCalls())
+    g.connect()
+    g.publish(0)
+    return g, workers
+
+
+def learn(g: LearnerGroup, steps: range, generating: bool = False) -> list[dict]:
+    return [g.learn(*step_batch(s), s, generating=generating) for s in steps]
+
+
+def test_each_update_is_a_version_that_every_rollout_worker_loads(make_cfg) -> None:
+    g, workers = group(make_cfg())
+    assert g.version == 0 and [w.obj.version for w in workers.rollouts] == [0, 0]
+    metrics = learn(g, range(2))
+    assert g.version == 2 and g.weights.version == 2 and [w.obj.loads for w in workers.rollouts] == [[0, 1, 2]] * 2
+    assert metrics[-1]["loss"] == 4.0  # each rank reports its count of updates; summed over 2 ranks
+    assert "sync/load_seconds_max" in metrics[-1]
+
+
+def test_with_generations_queued_the_workers_load_the_version_themselves(make_cfg) -> None:
+    g, workers = group(make_cfg())
+    learn(g, range(1), generating=True)
+    assert g.weights.version == 1 and [w.obj.loads for w in workers.rollouts] == [[0], [0]]
+
+
+def test_a_dead_rank_is_replaced_from_the_snapshot_and_the_step_sent_again(make_cfg) -> None:
+    cfg = make_cfg()
+    clean, _ = group(cfg)
+    learn(clean, range(3))
+    g, workers = group(cfg)
+    learn(g, range(2))
+    lineage = g.lineage
+    workers.learners[1].die_during("train_step", for_good=True)
+    learn(g, range(2, 3))
+    assert workers.learner_starts == 2 and g.faults.total["learner"] == 1
+    assert g.lineage != lineage  # the restored group's versions are a new line
+    assert [a.obj.trained for a in workers.learners] == [a.obj.trained for a in clean.learners]
+    assert g.version == 3
+
+
+def test_a_lost_snapshot_sends_the_run_back_to_its_checkpoint(make_cfg) -> None:
+    g, workers = group(make_cfg())
+    learn(g, range(1))
+    g.snapshots._files = [Value(Lost("node gone")) for _ in g.snapshots._files]
+    workers.learners[0].die_during("train_step", for_good=True)
+    with pytest.raises(RewindToCheckpoint, match="snapshot of step 1 is gone"):
+        learn(g, range(1, 2))
+
+
+def test_learners_that_keep_dying_stop_the_run(make_cfg) -> None:
+    g, workers = group(make_cfg())
+    original = workers.start_learners
+
+    def start_dying(cfg):
+        actors = original(cfg)
+        actors[0].die_during("train_step", for_good=True)
+        return actors
+
+    workers.start_learners = start_dying
+    workers.learners[0].die_during("train_step", for_good=True)
+    with pytest.raises(LearnerDied, match="learners died 3 times in step 1"):
+        learn(g, range(1))
