@@ -146,11 +146,16 @@ class RolloutConfig(_Section):
                                   "(its process killed) and answers with an error.")
     tool_output_max_chars: int = Field(1000, ge=16, description="multi_turn: tool results are cut to this many characters.")
     tool_parser: str = Field(
-        "auto", description="multi_turn: vLLM's tool-call parser for the model's format (hermes, llama3_json, ...); "
-        "auto: llama3_json for Llama-3 templates, else hermes.",
+        "auto", description="multi_turn: vLLM's tool-call parser for the model's format (hermes, llama3_json, ...), or "
+        "a subclass of vLLM's ToolParser as 'path/to/file.py:Class'; auto: llama3_json for Llama-3 templates, else hermes.",
     )
     tool_processes: int = Field(2, ge=1, description="multi_turn: processes per rollout worker that run user tools "
                                 "and environments.")
+    tools_prompt: Optional[str] = Field(
+        None, description="multi_turn, for a chat template with no tools of its own: what is added to the system "
+        "message to describe the tools ({tools}: their JSON schemas, one a line); null: the Hermes format's "
+        "description (grpo_ray.rollout.tool_calls.HERMES_INSTRUCTIONS); '': nothing (demonstrations teach it).",
+    )
     group_size: int = Field(8, description="G: completions sampled per prompt.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
@@ -540,6 +545,13 @@ def _rule_tools(c: GRPOConfig) -> Optional[str]:
         resolve_environment(r.environment)
     except ToolSpecError as err:
         return f"rollout.tools: {err}"
+    if ":" in r.tool_parser:
+        from grpo_ray.rewards.registry import RewardSpecError, resolve_reward
+
+        try:
+            resolve_reward(r.tool_parser)
+        except RewardSpecError as err:
+            return f"rollout.tool_parser={r.tool_parser!r}: {str(err).replace('reward spec', 'parser spec')}"
     if len(set(names)) < len(names):
         return f"rollout.tools={r.tools}: two tools share a name; each name must be one tool"
     return None

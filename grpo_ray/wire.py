@@ -49,6 +49,7 @@ class WeightsHandle:
     # which line of versions: a run (and how often it went back to a checkpoint), so that rollout
     # workers shared between runs, or a run that rewound, never take another line's version k for theirs
     lineage: str = ""
+    strategy: str = ""  # the run's weight-sync strategy ("" : the worker's own), for a worker another run made
 
     @property
     def key(self) -> tuple[str, int]:
@@ -69,6 +70,10 @@ class GenerationRequest:
     # [B] each prompt's other dataset columns (the answer, ...): what a multi-turn rollout's environment
     # starts its episodes from (``reset(**row)``); None where nothing needs them
     columns: Optional[list[dict[str, Any]]] = None
+    # the rollout kind (a grpo_ray.rollout.kinds.KindSpec) to make the trajectories with; None: the
+    # worker's own. Carried in the shard, so a worker Ray restarted (or one another run made) makes the
+    # run's kind of trajectories.
+    kind: Any = None
 
 
 @dataclass

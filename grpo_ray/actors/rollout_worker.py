@@ -67,12 +67,23 @@ class RolloutWorker:
     def connect_sync(self, topology: SyncTopology, index: int, strategy: Optional[str] = None) -> bool:
         """Join the weight-sync strategy's transport as rollout worker ``index``. ``strategy``: the run's,
         when it differs from the one this worker was made with (a worker reused by another run)."""
-        if strategy is not None and strategy != self.sync.name:
+        self._use_strategy(strategy)
+        self.sync.connect("rollout", index, topology)
+        return True
+
+    def _use_strategy(self, strategy: Optional[str]) -> None:
+        if strategy and strategy != self.sync.name:
             self.sync.close()
             self.sync = create_weight_sync(strategy)
             self.holds = None
-        self.sync.connect("rollout", index, topology)
-        return True
+
+    def _kind(self, spec: Optional[KindSpec]) -> RolloutKind:
+        """The rollout kind ``spec`` names (the worker's own when None), made once and kept."""
+        self._engine()
+        if spec is not None and spec != self.kind_spec:
+            self.kind.close()
+            self.kind_spec, self.kind = spec, create_rollout_kind(spec)
+        return self.kind
 
     def receive_weights(self, handle: WeightsHandle) -> float:
         """Hold ``handle``'s version (received only if this worker does not hold it); returns seconds."""
@@ -80,6 +91,7 @@ class RolloutWorker:
         if handle.key == self.holds:
             return 0.0
         start = time.perf_counter()
+        self._use_strategy(handle.strategy)
         self.sync.receive(engine, handle, ray.get)
         self.holds = handle.key
         return time.perf_counter() - start
@@ -87,8 +99,7 @@ class RolloutWorker:
     def generate(self, request: GenerationRequest) -> RolloutBatch:
         """Trajectories under ``request.weights`` (received first unless this worker holds that version)."""
         load_s = self.receive_weights(request.weights) if request.weights is not None else 0.0
-        engine = self._engine()
-        batch = self.kind.rollout(engine, request)
+        batch = self._kind(request.kind).rollout(self._engine(), request)
         if load_s:
             batch.stats["load_weights_s"] = load_s
         return batch

@@ -48,6 +48,13 @@ def add_serve_parser(sub) -> None:
                    help="send chat requests as they come; by default a request to a model or adapter whose training "
                         "run is known (its config.yaml) gets the run's system prompt, demonstrations and assistant "
                         "prefix where it has none of its own")
+    p.add_argument("--tool-call-parser", default="auto",
+                   help="vLLM's parser for the model's tool calls (hermes, llama3_json, ...); auto: llama3_json for "
+                        "Llama-3 templates, else hermes")
+    p.add_argument("--run-tools", action="store_true",
+                   help="answer requests to a model trained with built-in tools (calculator, python) by running them on "
+                        "the server, turn after turn, returning the final reply and its 'transcript'; requests that "
+                        "pass tools of their own still get tool_calls back")
     p.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
     p.set_defaults(func=_cmd_serve)
 
@@ -78,6 +85,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "split_reasoning": not args.no_split_reasoning, "run_prompt": not args.no_run_prompt,
             "tag_style": args.tag_style, "num_gpus": args.num_gpus, "num_cpus": args.num_cpus,
             "gpu_memory_utilization": args.gpu_memory_utilization, "tensor_parallel_size": args.tensor_parallel_size,
+            "tool_parser": args.tool_call_parser, "run_tools": args.run_tools,
         })
     except FileNotFoundError as err:
         raise UserError(str(err)) from None

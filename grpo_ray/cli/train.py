@@ -57,7 +57,13 @@ def print_dry_run(result: dict) -> None:
         print(f"--- sample {i}   reward {s['reward']:.3f}")
         print(f"question:   {clip_line(s['prompt'], 110)}")
         print(f"answer:     {clip_line(s['answer'], 110)}")
-        print(f"completion: {clip_line(s['completion'], 110)}")
+        turns = s["completion"].split("\n[")
+        if len(turns) > 1 and turns[0].startswith("[assistant] "):  # a multi-turn transcript: a line per turn
+            print("transcript:")
+            for turn in turns:
+                print(f"  {clip_line(turn if turn.startswith('[') else '[' + turn, 108)}")
+        else:
+            print(f"completion: {clip_line(s['completion'], 110)}")
         print("rewards:    " + ", ".join(f"{k[8:]}={s[k]:.3f}" for k in reward_keys))
     print("\nReward means over the batch:")
     for key in ["reward", "reward_std", *sorted(k for k in metrics if k.startswith("rewards/") and k.endswith("/mean"))]:

@@ -22,6 +22,8 @@ class SinkContext:
 
     ``start_step`` is the last step already logged (0 for a fresh run, k when resuming after step
     k): sinks that keep files drop what they hold for later steps, so each step appears once.
+    ``fresh``: a new run in this output dir, whose files drop everything an earlier run left there
+    (its step-0 evaluation too).
     """
 
     output_dir: Path
@@ -29,6 +31,7 @@ class SinkContext:
     start_step: int = 0
     run_config: Optional[dict[str, Any]] = None
     stream: Optional[TextIO] = field(default=None, compare=False)  # console only; None is sys.stderr
+    fresh: bool = False
 
 
 class MetricSink:

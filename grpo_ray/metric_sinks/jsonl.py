@@ -59,7 +59,7 @@ class JsonlSink(MetricSink):
         self.metrics_path = ctx.output_dir / "metrics.jsonl"
         self.completions_path = ctx.output_dir / "completions.jsonl"
         self._files: dict[Path, TextIO] = {}
-        self.resume_from(ctx.start_step)
+        self.resume_from(-1 if ctx.fresh else ctx.start_step)
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         self._write(self.metrics_path, [{"step": step, **metrics, "time": time.time()}])

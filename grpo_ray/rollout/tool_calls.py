@@ -35,7 +35,7 @@ You can call these tools:
 </tools>
 To call a tool, write its name and arguments as JSON between tool-call tags, then stop:
 <tool_call>
-{{"name": "<tool name>", "arguments": {{"<argument>": <value>}}}}
+{"name": "<tool name>", "arguments": {"<argument>": <value>}}
 </tool_call>
 Its result comes back in a tool message."""
 
@@ -83,13 +83,13 @@ def default_parser(tokenizer) -> str:
 class ToolCallFormat:
     """``schemas``: the JSON schemas of the episode's tools; ``parser``: a vLLM tool-parser name or "auto"."""
 
-    def __init__(self, tokenizer, schemas: list[dict[str, Any]], parser: str = "auto") -> None:
-        from vllm.tool_parsers import ToolParserManager
-
+    def __init__(self, tokenizer, schemas: list[dict[str, Any]], parser: str = "auto",
+                 instructions: "str | None" = None) -> None:
         self.tokenizer, self.schemas = tokenizer, list(schemas)
+        self.instructions = HERMES_INSTRUCTIONS if instructions is None else instructions
         self.native = template_supports_tools(tokenizer)
         self.parser_name = default_parser(tokenizer) if parser == "auto" else parser
-        self.parser = ToolParserManager.get_tool_parser(self.parser_name)(tokenizer)
+        self.parser = tool_parser_class(self.parser_name)(tokenizer)
         # a garbled call is the model's mistake, counted as such; vLLM's parser would log a traceback each time
         logging.getLogger(type(self.parser).__module__).setLevel(logging.CRITICAL)
         self.eos_ids = _end_of_turn_ids(tokenizer)
@@ -97,9 +97,9 @@ class ToolCallFormat:
     # -- prompts ----------------------------------------------------------------------------------
     def prompt_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The prompt's messages with the tools described, where the template does not do it itself."""
-        if self.native or not self.schemas:
+        if self.native or not self.schemas or not self.instructions:
             return list(messages)
-        text = HERMES_INSTRUCTIONS.format(tools="\n".join(json.dumps(s) for s in self.schemas))
+        text = self.instructions.replace("{tools}", "\n".join(json.dumps(s) for s in self.schemas))
         if messages and messages[0].get("role") == "system":
             return [{**messages[0], "content": str(messages[0].get("content") or "") + text}, *messages[1:]]
         return [{"role": "system", "content": text.lstrip()}, *messages]
@@ -159,6 +159,27 @@ class ToolCallFormat:
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
         return list(ids)
+
+
+def tool_parser_class(name: str) -> type:
+    """A vLLM tool parser by its registered name (``hermes``, ``llama3_json``, ...), or a subclass of vLLM's
+    ``ToolParser`` of your own as ``"path/to/file.py:Class"`` or ``"module:Class"`` (for a format vLLM
+    does not parse)."""
+    if ":" not in name:
+        from vllm.tool_parsers import ToolParserManager
+
+        try:
+            return ToolParserManager.get_tool_parser(name)
+        except KeyError:
+            known = ", ".join(sorted(ToolParserManager.list_registered())[:12])
+            raise ValueError(f"unknown tool parser {name!r}; vLLM has {known}, ...; or give 'file.py:Class'") from None
+    from grpo_ray.rewards.registry import resolve_reward
+    from vllm.tool_parsers.abstract_tool_parser import ToolParser
+
+    cls = resolve_reward(name)  # the same loader as rewards and tools: file.py:Class or module:Class
+    if not (isinstance(cls, type) and issubclass(cls, ToolParser)):
+        raise ValueError(f"tool parser {name!r} is not a subclass of vLLM's ToolParser")
+    return cls
 
 
 def _end_of_turn_ids(tokenizer) -> set[int]:

@@ -47,9 +47,9 @@ class WeightHandoff:
     """Version ``version`` on its way from ``learners`` to ``rollouts`` (published only, when not ``load``)."""
 
     def __init__(self, learners: list, rollouts: list, version: int, *, load: bool = True, lineage: str = "",
-                 calls: Calls = RAY, faults: Optional[FaultCounter] = None) -> None:
+                 strategy: str = "", calls: Calls = RAY, faults: Optional[FaultCounter] = None) -> None:
         refs = [learner.send_weights.remote(version) for learner in learners]
-        self.handle = WeightsHandle(version, refs[0], lineage)  # rank 0's update; the others only join a gather
+        self.handle = WeightsHandle(version, refs[0], lineage, strategy)  # rank 0's update; the others join a gather
         self.calls = calls
         self._others = refs[1:]
         self._loads = None
@@ -102,7 +102,7 @@ class LearnerGroup:
 
     def _handoff(self, version: int, load: bool) -> WeightHandoff:
         return WeightHandoff(self.learners, self.workers.rollouts, version, load=load, lineage=self.lineage,
-                             calls=self.calls, faults=self.faults)
+                             strategy=self.cfg.sync_strategy, calls=self.calls, faults=self.faults)
 
     # -- the update -----------------------------------------------------------------------------
     def learn(self, rollouts: RolloutBatch, batch: Any, step: int, *, generating: bool, timer: Any = None

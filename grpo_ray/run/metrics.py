@@ -58,6 +58,7 @@ class MetricLogger:
         trainer: the trainer section: ``sinks``, ``output_dir`` (file sinks write inside it) and
             ``steps`` (for the progress bar and ETA).
         start_step: the last step already done: 0 for a fresh run, k when resuming after step k.
+        fresh: a new run, not a resumed one: files left in the output dir by an earlier run are emptied.
             Files keep what they hold for steps <= k and drop the rest (a fresh run starts them empty).
         run_config: the resolved config, given to trackers that record it (W&B, MLflow).
         stream: where the console sink writes (default stderr).
@@ -72,8 +73,9 @@ class MetricLogger:
         start_step: int = 0,
         run_config: Optional[dict[str, Any]] = None,
         stream: Optional[TextIO] = None,
+        fresh: bool = False,
     ) -> None:
-        ctx = SinkContext(Path(trainer.output_dir), trainer.steps, start_step, run_config, stream)
+        ctx = SinkContext(Path(trainer.output_dir), trainer.steps, start_step, run_config, stream, fresh)
         self.sinks: dict[str, MetricSink] = {}
         try:
             for name in dict.fromkeys(trainer.sinks):  # a sink listed twice would double every line

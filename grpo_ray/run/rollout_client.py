@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from grpo_ray.config import GRPOConfig
+from grpo_ray.rollout.kinds.base import kind_spec
 from grpo_ray.rollout.prompting import per_prompt_seeds
 from grpo_ray.run.pipeline import GenerationPipeline, InFlight
 from grpo_ray.run.shards import RAY, Calls, FaultCounter, PendingShards
@@ -35,6 +36,7 @@ class RolloutClient:
         ``sample_prompts(count)``)."""
         self.cfg, self.workers, self.data, self.calls = cfg, workers, data, calls
         self.faults = faults if faults is not None else FaultCounter()
+        self.kind = kind_spec(cfg)  # every shard names it: a restarted or reused worker makes this run's kind
         tr = cfg.trainer
         self.pipeline = GenerationPipeline(tr.max_policy_lag if tr.async_rollout else 0)
 
@@ -61,7 +63,8 @@ class RolloutClient:
         columns = [{k: v for k, v in row.items() if k != "prompt"} for row in rows] if rows is not None else None
         return PendingShards(
             "rollout", self.workers[: len(parts)],
-            [GenerationRequest(prompts[s], sampling, seeds[s], weights, columns[s] if columns else None) for s in parts],
+            [GenerationRequest(prompts[s], sampling, seeds[s], weights, columns[s] if columns else None, self.kind)
+             for s in parts],
             lambda worker, request: worker.generate.remote(request), calls=self.calls, faults=self.faults,
         )
 

@@ -54,6 +54,7 @@ class GRPOTrainer:
         self.timer = PhaseTimer()
         self.faults = FaultCounter()
         self.checkpoints = CheckpointManager(self.output_dir)
+        self.fresh = True  # a new run, not a resumed one (its metric files start empty)
 
     # -- setup ----------------------------------------------------------------------------------
     def setup(self, *, learners: bool = True, workers: Optional[Workers] = None, trial_group=None) -> "GRPOTrainer":
@@ -105,6 +106,7 @@ class GRPOTrainer:
             raise FileNotFoundError(f"trainer.resume={resume!r}: no complete checkpoint there")
         if ckpt is not None:
             self._load_checkpoint(ckpt)
+            self.fresh = False
             log.info("resumed from %s at step %d", ckpt, self.step)
         else:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +132,7 @@ class GRPOTrainer:
         logged and checkpointed (``checkpoint``: the folder saved at this step, or None); a Tune
         trial reports through it."""
         history = []
-        with MetricLogger(self.cfg.trainer, start_step=self.step, run_config=self.cfg.to_dict()) as logger:
+        with MetricLogger(self.cfg.trainer, start_step=self.step, run_config=self.cfg.to_dict(), fresh=self.fresh) as logger:
             if self.evaluator.enabled and self.step == 0:
                 before = self.evaluate()  # the starting policy
                 logger.log(0, before)

@@ -5,11 +5,12 @@ Why this shape: ``ray.serve.llm`` loads LoRA adapters dynamically only from clou
 local adapters as static ``--lora-modules`` and brings the whole protocol: ``/v1/chat/completions``
 (with SSE streaming), ``/v1/completions``, ``/v1/models`` (the base model and each adapter),
 ``/health``. Each replica builds that app from vLLM's own argument parser
-(:func:`grpo_ray.serve.options.vllm_server_args`), wraps it in four ASGI layers and hands it to Serve
+(:func:`grpo_ray.serve.options.vllm_server_args`), wraps it in five ASGI layers and hands it to Serve
 (``__serve_build_asgi_app__``), which routes HTTP to it and scales replicas. The layers: OpenAI's
 error body on every error (:mod:`.errors`), requests checked as strictly as OpenAI checks them before
 vLLM sees them (:mod:`.validation`; vLLM's own check coerces and defaults), the reasoning/answer
-fields (:mod:`.reasoning`), and each tuned model's training prompt recipe (:mod:`.prompts`).
+fields (:mod:`.reasoning`), tool calls for templates without tools and the server's own tool loop
+(:mod:`.tools`), and each tuned model's training prompt recipe (:mod:`.prompts`).
 
 For ``serve deploy`` on a cluster, :func:`app_builder` is the import path
 (``grpo_ray.serve.app:app_builder``); see ``examples/serve/serve_config.yaml``.
@@ -83,9 +84,11 @@ def wrap_vllm_app(app, o: ServeOptions, *, validate: bool = True):
     from grpo_ray.serve.errors import OpenAIErrorMiddleware
     from grpo_ray.serve.prompts import RunPromptMiddleware
     from grpo_ray.serve.reasoning import ReasoningFieldsMiddleware
+    from grpo_ray.serve.tools import ToolsMiddleware, served_tools
     from grpo_ray.serve.validation import RequestValidationMiddleware
 
-    inner = RunPromptMiddleware(app, {p.model: p.recipe for p in o.prompts}) if o.prompts else app
+    inner = ToolsMiddleware(app, served_tools(o), o.model, o.tool_parser)  # inside the recipe: it sees its prefix
+    inner = RunPromptMiddleware(inner, {p.model: p.recipe for p in o.prompts}) if o.prompts else inner
     inner = ReasoningFieldsMiddleware(inner, tag_style=o.tag_style) if o.split_reasoning else inner
     if validate:
         inner = RequestValidationMiddleware(inner, served_models=_served_models(app.state))

@@ -11,7 +11,7 @@ rewritten, and sent with its new length (:func:`rewriting_send`).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 
 class ChunkRewriter:
@@ -96,3 +96,24 @@ def rewriting_send(send, stream: Callable[[], ChunkRewriter], rewrite_json: Call
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     return wrapped_send
+
+
+def json_object(body: bytes) -> Optional[dict[str, Any]]:
+    """``body`` as a JSON object, or None (not JSON, too deep, or not an object)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+async def read_body(receive) -> Optional[bytes]:
+    """The whole request body, or None when the client left first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)

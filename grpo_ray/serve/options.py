@@ -44,6 +44,8 @@ class ServeOptions:
     extra_vllm_args: tuple[str, ...] = field(default_factory=tuple)
     run_prompt: bool = True  # chat requests get each training run's prompt recipe (serve/prompts.py)
     prompts: tuple["ServedPrompt", ...] = ()  # found from the run of each model and adapter when run_prompt
+    tool_parser: str = "auto"  # vLLM's tool-call parser; auto: llama3_json for Llama-3 templates, else hermes
+    run_tools: bool = False  # the server runs a tool-trained run's built-in tools itself (serve/tools.py)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -67,7 +69,41 @@ class ServeOptions:
         path = resolve_model_path(model)
         raw["prompts"] = _served_prompts(raw.pop("prompts", None), raw.get("run_prompt", True),
                                          {name: path, **{a.name: a.path for a in resolved}})
+        if raw.get("tool_parser", "auto") == "auto":
+            raw["tool_parser"] = _default_tool_parser(path)
+        if raw.get("run_tools"):
+            _check_run_tools(raw["prompts"])
         return cls(model=path, model_name=name, adapters=resolved, **raw)
+
+    def served_names(self) -> list[str]:
+        return [self.model_name, *(a.name for a in self.adapters)]
+
+
+def _default_tool_parser(model_path: str) -> str:
+    """vLLM's tool-call parser for the model's call format (read from its tokenizer)."""
+    from transformers import AutoTokenizer
+
+    from grpo_ray.rollout.tool_calls import default_parser
+
+    try:
+        return default_parser(AutoTokenizer.from_pretrained(model_path))
+    except (OSError, ValueError):
+        return "hermes"
+
+
+def _check_run_tools(prompts) -> None:
+    """--run-tools needs a served model trained with built-in tools, and runs only those."""
+    from grpo_ray.tools.registry import BUILTIN_TOOLS
+
+    with_tools = [p for p in prompts if p.tools]
+    if not with_tools:
+        raise UserError("--run-tools: no served model comes from a training run with rollout.tools; serve a tool-trained "
+                        "adapter or leave --run-tools out (clients can still pass tools)")
+    for p in with_tools:
+        other = [t for t in p.tools if t not in BUILTIN_TOOLS]
+        if other:
+            raise UserError(f"--run-tools: {p.model}'s run uses tools the server does not run itself ({', '.join(other)}); "
+                            f"only built-ins ({', '.join(BUILTIN_TOOLS)}) run on the server")
 
 
 def _served_prompts(given, run_prompt: bool, models: dict[str, str]) -> tuple["ServedPrompt", ...]:
@@ -152,6 +188,7 @@ def vllm_server_args(o: ServeOptions, *, on_cpu: bool) -> list[str]:
         args += ["--max-model-len", str(o.max_model_len)]
     if o.trust_remote_code:
         args.append("--trust-remote-code")
+    args += ["--enable-auto-tool-choice", "--tool-call-parser", o.tool_parser]  # OpenAI's tools= and tool_calls
     if o.adapters:
         args += ["--enable-lora", "--max-lora-rank", str(vllm_lora_rank(max(a.rank for a in o.adapters))),
                  "--max-loras", str(max(1, min(o.max_loras, len(o.adapters)))),

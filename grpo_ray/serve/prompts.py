@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from grpo_ray.data.prompts import PromptRecipe, demonstration_turns
-from grpo_ray.serve.asgi import ChunkRewriter, replay_body, rewriting_send
+from grpo_ray.serve.asgi import ChunkRewriter, json_object, read_body, replay_body, rewriting_send
 
 ROUTE = "/v1/chat/completions"
 SYSTEM_ROLES = ("system", "developer")
@@ -37,6 +37,8 @@ class ServedPrompt:
     model: str
     recipe: PromptRecipe
     source: str  # the run's config.yaml
+    tools: tuple[str, ...] = ()  # the run's tools (rollout.kind=multi_turn)
+    max_turns: int = 4  # the run's rollout.max_turns
 
     def describe(self) -> str:
         r = self.recipe
@@ -51,7 +53,7 @@ class ServedPrompt:
     def from_dict(cls, raw: dict[str, Any]) -> "ServedPrompt":
         r = raw["recipe"]
         recipe = PromptRecipe(r["system_prompt"], tuple(_demo_tuple(d) for d in r["demonstrations"]), r["assistant_prefix"])
-        return cls(raw["model"], recipe, raw["source"])
+        return cls(raw["model"], recipe, raw["source"], tuple(raw.get("tools", ())), int(raw.get("max_turns", 4)))
 
 
 def _demo_tuple(demo) -> tuple:
@@ -70,7 +72,9 @@ def find_served_prompts(models: dict[str, str]) -> tuple[ServedPrompt, ...]:
     for name, path in models.items():
         found = run_prompt(path)
         if found is not None:
-            out.append(ServedPrompt(name, found.recipe(_instruction(found.source)), str(found.source)))
+            options = found.kind.options if found.kind is not None else {}
+            out.append(ServedPrompt(name, found.recipe(_instruction(found.source)), str(found.source),
+                                    tuple(options.get("tools", ())), int(options.get("max_turns", 4))))
     return tuple(out)
 
 
@@ -105,7 +109,9 @@ def apply_recipe(payload: dict[str, Any], recipe: PromptRecipe) -> tuple[dict[st
     messages[at:at] = shots
     out, prefix = {**payload, "messages": messages}, ""
     sets_it_itself = "continue_final_message" in payload or "add_generation_prompt" in payload
-    if recipe.assistant_prefix and not ends_with_assistant and not sets_it_itself:
+    # the prefix opens the reply to a question: not a turn after tool results (the model goes on from them)
+    answers_a_question = isinstance(last, dict) and last.get("role") == "user"
+    if recipe.assistant_prefix and answers_a_question and not ends_with_assistant and not sets_it_itself:
         messages.append({"role": "assistant", "content": recipe.assistant_prefix})
         out.update(continue_final_message=True, add_generation_prompt=False)
         prefix = "" if payload.get("echo") else recipe.assistant_prefix  # vLLM's echo repeats it
@@ -113,7 +119,10 @@ def apply_recipe(payload: dict[str, Any], recipe: PromptRecipe) -> tuple[dict[st
 
 
 def prefix_json(payload: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """A chat completion with ``prefix`` before each choice's content."""
+    """A chat completion with ``prefix`` before each choice's content (not for the server's own tool loop,
+    whose reply is its last turn and whose transcript holds the prefix already)."""
+    if "transcript" in payload:
+        return payload
     for choice in payload.get("choices") or []:
         message = choice.get("message") if isinstance(choice, dict) else None
         if isinstance(message, dict) and isinstance(message.get("content"), str):
@@ -149,10 +158,10 @@ class RunPromptMiddleware:
     async def __call__(self, scope, receive, send):
         if scope.get("type") != "http" or scope.get("method") != "POST" or scope.get("path") != ROUTE:
             return await self.app(scope, receive, send)
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:  # the client left
             return
-        payload = _json_object(body)
+        payload = json_object(body)
         recipe = self.prompts.get(payload.get("model")) if isinstance(payload, dict) else None
         prefix = ""
         if recipe is not None and isinstance(payload.get("messages"), list):
@@ -162,25 +171,6 @@ class RunPromptMiddleware:
             scope = {**scope, "headers": headers + [(b"content-length", str(len(body)).encode())]}
         replay = replay_body(body, receive)
         return await self.app(scope, replay, _prefixing_send(send, prefix) if prefix else send)
-
-
-def _json_object(body: bytes) -> Optional[dict[str, Any]]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
-async def _read_body(receive) -> Optional[bytes]:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _prefixing_send(send, prefix: str):

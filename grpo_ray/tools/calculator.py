@@ -4,7 +4,8 @@ The expression is parsed with Python's own parser into a syntax tree, and only n
 unary signs and the operators + - * / // % ** are walked; anything else (names, calls, attributes,
 strings) is refused. Numbers are exact fractions (``0.1 + 0.2`` is ``0.3``), powers are bounded so a
 request cannot exhaust memory, and the result is written as an integer, a terminating decimal, or a
-decimal rounded to 12 significant digits.
+decimal rounded to 12 significant digits. An expression written with its expected result
+(``"15 - 6 = 9"``) is computed from its left side.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def evaluate(expression: str) -> Fraction:
     """``expression``'s exact value (:class:`CalculatorError` when it is not plain arithmetic)."""
     if not isinstance(expression, str):
         raise CalculatorError(f"expression must be a string, not {type(expression).__name__}")
-    text = expression.strip().rstrip("=").strip()
+    # "15 - 6 = 9" (a model writing its guess after the expression): the left side is what to compute
+    text = expression.split("=")[0].strip()
     if not text:
         raise CalculatorError("empty expression")
     if len(text) > MAX_EXPRESSION_CHARS:

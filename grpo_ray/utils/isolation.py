@@ -221,4 +221,9 @@ def child_main() -> None:
         except (EOFError, OSError):
             return None
 
-    getattr(importlib.import_module(module), attr)(receive(), receive, answer)
+    try:
+        setup = receive()  # the user's code arrives here: a module missing on this node fails to load
+    except BaseException as err:  # noqa: BLE001 - sent to the parent, which reports it
+        answer("failed", *describe(err))
+        return
+    getattr(importlib.import_module(module), attr)(setup, receive, answer)

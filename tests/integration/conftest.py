@@ -109,6 +109,7 @@ def tiny_hf(ray_cluster, tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def builtin_vllm(ray_cluster, tmp_path_factory):
-    workers = _shared_workers(builtin_config(tmp_path_factory.mktemp("builtin_vllm")))
+    # the model's whole context: the tool tests' prompts (the tools' description) fit as well
+    workers = _shared_workers(builtin_config(tmp_path_factory.mktemp("builtin_vllm"), "rollout.max_model_len=512"))
     yield workers
     _release(workers)

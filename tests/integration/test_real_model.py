@@ -3,8 +3,9 @@ q/k/v with 9 query and 3 KV heads, fused gate/up, tied embeddings, a real chat t
 
 - vLLM and transformers + PEFT agree on greedy text and logprobs under an adapter;
 - the merged sync repacks Llama's fused layers exactly as vLLM's own reload path loads them;
-- ``grpo-ray eval`` scores base and adapter on GSM8K's test split;
-- ``grpo-ray serve`` answers through the adapter with the official openai client.
+- ``grpo-ray serve`` answers through the adapter with the official openai client, and speaks OpenAI's tool
+  protocol for a run trained with the calculator (``tools=`` in, ``tool_calls`` out), or runs the
+  calculator itself (``--run-tools``).
 
 Kept short: one vLLM engine for the module, a handful of prompts, short completions. The built-in toy
 model stays the fast model for every other test.
@@ -132,30 +133,40 @@ def test_the_merge_equals_vllms_reload_on_llama(engine, adapter_dir, monkeypatch
     assert repacked.sampling_logprobs == reloaded.sampling_logprobs
 
 
-def test_eval_scores_base_and_adapter_on_gsm8k(adapter_dir, shared_data, tmp_path) -> None:
-    out = tmp_path / "eval"
-    done = subprocess.run(
-        [grpo_ray_exe(), "eval", "--model", "builtin:smollm2-135m-instruct", "--adapter", str(adapter_dir), "--compare-base",
-         "--dataset", "gsm8k", "--data-dir", str(shared_data / "gsm8k"), "--limit", "4", "--max-tokens", "32",
-         "--output", str(out)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    results = json.loads((out / "results.json").read_text())
-    assert results["count"] == 4 and set(results["results"]) == {"base", "tuned"}
-    assert "| hard correctness |" in done.stdout
-
-
 def grpo_ray_exe() -> str:
     return shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
 
 
-def test_serve_answers_through_the_adapter_with_the_openai_client(adapter_dir) -> None:
+@pytest.fixture(scope="module")
+def tools_run(model_dir, tmp_path_factory) -> Path:
+    """A training output dir of the calculator recipe (examples/smollm2_arithmetic_tools_cpu.yaml) whose
+    adapter is still the base (B = 0): what the server must ask as training did, with its tools."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from grpo_ray.config import load_config
+
+    out = tmp_path_factory.mktemp("tools_run")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "smollm2_arithmetic_tools_cpu.yaml",
+                      [f"trainer.output_dir={out}"])
+    (out / "config.yaml").write_text(cfg.to_yaml())
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear")).save_pretrained(str(out / "adapter"))
+    return out / "adapter"
+
+
+def test_serve_answers_through_the_adapter_with_the_openai_client(adapter_dir, tools_run) -> None:
     from openai import OpenAI
+
+    from grpo_ray.tools import resolve_tool
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([grpo_ray_exe(), "serve", "--model", "builtin:smollm2-135m-instruct", "--adapter",
-                             f"smol={adapter_dir}", "--port", str(port), "--max-model-len", "512"],
+                             f"smol={adapter_dir}", "--adapter", f"calc={tools_run}", "--run-tools", "--port", str(port),
+                             "--max-model-len", "1280"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
@@ -168,9 +179,26 @@ def test_serve_answers_through_the_adapter_with_the_openai_client(adapter_dir) -
                 assert proc.poll() is None, proc.stdout.read()[-3000:]
                 assert time.time() < deadline, "the server did not come up"
                 time.sleep(2)
-        assert {"smollm2-135m-instruct", "smol"} <= models
+        assert {"smollm2-135m-instruct", "smol", "calc"} <= models
         reply = client.chat.completions.create(model="smol", messages=prompts()[0][:-1], max_tokens=24, temperature=0)
         assert reply.choices[0].message.content and reply.usage.completion_tokens > 0
+        # OpenAI's tool protocol: the run's recipe starts the call, the client gets tool_calls and runs them
+        question = [{"role": "user", "content": "Tom has 17 boxes with 23 apples in each. How many apples does Tom have?"}]
+        calc = resolve_tool("calculator").schema
+        first = client.chat.completions.create(model="calc", messages=question, tools=[calc], max_tokens=64, temperature=0)
+        call = first.choices[0].message.tool_calls[0]
+        assert first.choices[0].finish_reason == "tool_calls" and call.function.name == "calculator"
+        result = resolve_tool("calculator").fn(**json.loads(call.function.arguments))
+        answer = client.chat.completions.create(
+            model="calc", tools=[calc], max_tokens=64, temperature=0,
+            messages=[*question, first.choices[0].message.model_dump(exclude_none=True),
+                      {"role": "tool", "tool_call_id": call.id, "content": result}])
+        assert answer.choices[0].message.content and not answer.choices[0].message.tool_calls
+        # --run-tools: no tools in the request, the server runs the run's calculator and returns the transcript
+        served = client.chat.completions.create(model="calc", messages=question, max_tokens=64, temperature=0)
+        transcript = served.model_extra["transcript"]
+        assert [m["role"] for m in transcript][:2] == ["assistant", "tool"]
+        assert transcript[1]["content"] == result
     finally:
         proc.send_signal(signal.SIGINT)
         try:

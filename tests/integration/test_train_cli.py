@@ -86,15 +86,18 @@ def test_train_writes_checkpoints_metrics_and_tensorboard(tiny_model_dir, tmp_pa
     assert len(acc.Scalars("reward")) == 2 and len(acc.Scalars("eval/hard_correctness")) == 2
 
 
-def test_dry_run_shows_samples_and_reward_means_without_training(tiny_model_dir, tmp_path):
+def test_dry_run_shows_samples_and_reward_means_without_training(ray_cluster, tiny_model_dir, tmp_path, capsys):
+    """The command's own function, in this process on the session's cluster (the console script and a
+    fresh cluster are the test above's)."""
+    from grpo_ray.cli import main
+
     out = tmp_path / "dry"
     # the transformers engine starts in seconds; the run above goes through vLLM
-    done = grpo_ray("train", "--config", str(EXAMPLE), *common(tiny_model_dir, out), "rollout.engine=hf", "--dry-run",
-                    cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "--- sample 0" in done.stdout and "Reward means over the batch" in done.stdout
+    assert main(["train", "--config", str(EXAMPLE), *common(tiny_model_dir, out), "rollout.engine=hf", "--dry-run"]) == 0
+    stdout = capsys.readouterr().out
+    assert "--- sample 0" in stdout and "Reward means over the batch" in stdout
     for name in ["correctness", "strict_format", "xml_count"]:
-        assert f"rewards/{name}/mean" in done.stdout
+        assert f"rewards/{name}/mean" in stdout
     assert not (out / "checkpoints").exists()
 
 

@@ -169,7 +169,7 @@ class VLLMEngine(RolloutEngine):
         import itertools
 
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
+        from vllm.inputs.engine import tokens_input
         from vllm.sampling_params import RequestOutputKind
 
         from grpo_ray.rollout.engines.turns import TurnOutput, TurnQueue
@@ -183,8 +183,7 @@ class VLLMEngine(RolloutEngine):
                 params = SamplingParams(n=1, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                                         max_tokens=turn.max_tokens, seed=turn.seed if s.temperature > 0 else None,
                                         logprobs=0, output_kind=RequestOutputKind.FINAL_ONLY)
-                engine.add_request(request_id, TokensPrompt(prompt_token_ids=turn.prompt_ids), params,
-                                   lora_request=self._lora)
+                engine.add_request(request_id, tokens_input(turn.prompt_ids), params, lora_request=self._lora)
             queue.ready = []
             if not engine.has_unfinished_requests():
                 queue.collect(block=True)  # every episode waits on its tools

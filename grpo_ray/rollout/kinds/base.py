@@ -74,7 +74,7 @@ def create_rollout_kind(spec: KindSpec) -> RolloutKind:
 
 # the rollout settings a multi-turn kind takes, by name
 MULTI_TURN_KEYS = ("tools", "environment", "max_turns", "max_tool_calls", "tool_timeout_s", "tool_output_max_chars",
-                   "tool_parser", "tool_processes")
+                   "tool_parser", "tool_processes", "tools_prompt")
 
 
 def kind_spec(cfg: "GRPOConfig") -> KindSpec:

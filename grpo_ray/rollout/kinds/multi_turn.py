@@ -31,7 +31,7 @@ from grpo_ray.rollout.tool_calls import ParsedTurn, ToolCallFormat
 from grpo_ray.wire import GenerationRequest, RolloutBatch
 
 DEFAULTS = {"tools": [], "environment": None, "max_turns": 4, "max_tool_calls": 4, "tool_timeout_s": 10.0,
-            "tool_output_max_chars": 1000, "tool_parser": "auto", "tool_processes": 2}
+            "tool_output_max_chars": 1000, "tool_parser": "auto", "tool_processes": 2, "tools_prompt": None}
 STAT_KEYS = ("turns", "tool_calls", "tool_errors", "tool_timeouts", "malformed_tool_calls", "model_tokens",
              "tool_tokens", "limit_hit")
 
@@ -133,7 +133,8 @@ class MultiTurn(RolloutKind):
         from grpo_ray.data.prompts import assistant_prefix
 
         if self.format is None or self.format.tokenizer is not engine.tokenizer:
-            self.format = ToolCallFormat(engine.tokenizer, self.toolbox.schemas(), self.settings["tool_parser"])
+            self.format = ToolCallFormat(engine.tokenizer, self.toolbox.schemas(), self.settings["tool_parser"],
+                                         self.settings["tools_prompt"])
         s, g = request.sampling, request.sampling.n
         seeds = request.seeds or per_prompt_seeds(s.seed, len(request.prompts))
         columns = request.columns or [{} for _ in request.prompts]
@@ -183,7 +184,7 @@ def tool_format(tokenizer, options: dict[str, Any]) -> ToolCallFormat:
         from grpo_ray.tools.registry import environment_methods
 
         schemas += [tool_schema(getattr(env, name), name) for name in environment_methods(env)]
-    return ToolCallFormat(tokenizer, schemas, s["tool_parser"])
+    return ToolCallFormat(tokenizer, schemas, s["tool_parser"], s["tools_prompt"])
 
 
 def _with_observation(prompt: list[dict[str, Any]], observation: Optional[str]) -> list[dict[str, Any]]:

@@ -171,6 +171,7 @@ class FakeRolloutWorker:
         self.strategy = strategy
         return True
 
+
     def generate(self, request) -> RolloutBatch:
         if request.weights is not None:
             self.receive_weights(request.weights)

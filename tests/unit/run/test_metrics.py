@@ -251,3 +251,15 @@ def test_phase_timer_doctest() -> None:
     import grpo_ray.run.metrics
 
     assert doctest.testmod(grpo_ray.run.metrics).failed == 0
+
+
+def test_a_fresh_run_drops_an_earlier_runs_step_zero_evaluation_too(tmp_path: Path) -> None:
+    with MetricLogger(trainer(tmp_path, ["jsonl"], 3)) as log:
+        log.log(0, {"eval/hard_correctness": 0.1})  # an earlier attempt that died after its first evaluation
+    with MetricLogger(trainer(tmp_path, ["jsonl"], 3), fresh=True) as log:
+        log.log(0, {"eval/hard_correctness": 0.2})
+        log.log(1, {"reward": 1.0})
+    assert [(r["step"], r.get("eval/hard_correctness")) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [(0, 0.2), (1, None)]
+    with MetricLogger(trainer(tmp_path, ["jsonl"], 3), start_step=0) as log:  # resumed at 0: step 0 is kept
+        log.log(1, {"reward": 2.0})
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 1]

@@ -137,3 +137,13 @@ def test_the_layer_rewrites_requests_to_a_tuned_name_only(streamed) -> None:
     assert json.loads(reply_text(_post(app, base))) == base  # another name: untouched
     text_request = {"model": "tuned", "prompt": "x"}
     assert json.loads(reply_text(_post(app, text_request, "/v1/completions"))) == text_request  # raw text: untouched
+
+
+def test_a_turn_after_tool_results_gets_no_prefix() -> None:
+    """The prefix opens the reply to a question; after a tool's result the model goes on from it, as in training."""
+    call = {"id": "c", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
+    messages = [USER, {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c", "content": "4"}]
+    out, prefix = apply_recipe({"messages": messages}, RECIPE)
+    assert out["messages"][-1]["role"] == "tool" and prefix == "" and "continue_final_message" not in out
+    assert roles_and_contents(out)[0] == ("system", RECIPE.system_prompt)  # the rest of the recipe still applies

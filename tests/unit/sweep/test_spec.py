@@ -79,3 +79,15 @@ def test_shipped_sweeps_are_valid() -> None:
     for f in files:
         plan = load_sweep(f)
         assert {"learner.lr", "algo.beta", "rollout.group_size"} <= set(plan.spec.search_space)
+
+
+def test_a_sweep_of_a_run_with_tools_checks_every_trials_tools(tmp_path) -> None:
+    from grpo_ray.rollout.kinds import kind_spec
+
+    tools = {"rollout.kind": "multi_turn", "rollout.tools": ["calculator"]}
+    plan = load_sweep(write(tmp_path, set=tools, search_space={"rollout.max_turns": {"choice": [2, 4]}}))
+    assert plan.check_every_trial() > 0
+    spec = kind_spec(plan.trial_config({"rollout.max_turns": 2}, tmp_path / "t"))
+    assert spec.name == "multi_turn" and spec.options["max_turns"] == 2 and spec.options["tools"] == ["calculator"]
+    with pytest.raises(ValueError, match="unknown tool 'calc'"):
+        load_sweep(write(tmp_path, set={**tools, "rollout.tools": ["calc"]}))
