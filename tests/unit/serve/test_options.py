@@ -85,3 +85,11 @@ def test_run_prompts_are_found_before_ray_starts_and_reach_the_replica(tmp_path)
         [("run", "<reasoning>\n", (("q", "a"),))]
     assert ServeOptions.from_dict(opts.to_dict()) == opts
     assert ServeOptions.from_dict({**raw, "run_prompt": False}).prompts == ()
+
+
+def test_a_replica_gets_at_least_its_tensor_parallel_gpus() -> None:
+    with pytest.raises(UserError, match=r"num_gpus=1 with tensor_parallel_size=2: .* needs num_gpus >= 2"):
+        ServeOptions.from_dict({"model": "builtin:arithmetic-base", "num_gpus": 1, "tensor_parallel_size": 2})
+    ok = ServeOptions.from_dict({"model": "builtin:arithmetic-base", "num_gpus": 2, "tensor_parallel_size": 2,
+                                 "run_prompt": False})
+    assert ok.num_gpus == 2

@@ -29,7 +29,8 @@ def test_gpu_tensor_parallel_uses_the_multiprocessing_executor() -> None:
     refuses a bundle of more than one GPU; "mp" runs the TP workers on the GPUs the actor holds."""
     kwargs, env = engine_kwargs(spec(tensor_parallel_size=2, gpu_memory_utilization=0.7), on_cpu=False)
     assert kwargs["distributed_executor_backend"] == "mp" and kwargs["tensor_parallel_size"] == 2
-    assert kwargs["gpu_memory_utilization"] == 0.7 and kwargs["dtype"] == "auto"
+    # the learner's dtype for "auto" (bf16 on GPUs), not vLLM's (the checkpoint's: fp16 for an fp16 model)
+    assert kwargs["gpu_memory_utilization"] == 0.7 and kwargs["dtype"] == "bfloat16"
     assert "enforce_eager" not in kwargs and "enable_chunked_prefill" not in kwargs and env == {}
     assert engine_kwargs(spec(), on_cpu=False)[0]["distributed_executor_backend"] == "uni"
 

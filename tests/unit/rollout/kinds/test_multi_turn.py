@@ -157,3 +157,40 @@ def test_episodes_do_not_wait_for_each_others_tools() -> None:
     drive_turns(sample, [Turn("slow", [0], 1), Turn("fast", [0], 1)], on_done)
     assert [k for k, _ in order] == ["slow", "fast", "fast", "fast", "fast", "slow"]
     assert time.perf_counter() - start < 4
+
+
+ENV = '''
+class Counter:
+    def reset(self, start: int = 0, **row):
+        self.count = int(start)
+        return f"The count starts at {self.count}."
+
+    def add(self, n: int) -> str:
+        """Add to the count.
+
+        Args:
+            n: How much to add.
+        """
+        self.count += n
+        return str(self.count)
+'''
+
+
+def test_an_environment_starts_from_the_row_and_its_methods_are_the_tools(tokenizer, tmp_path) -> None:
+    (tmp_path / "env.py").write_text(ENV)
+    add = '<tool_call>\n{"name": "add", "arguments": {"n": 5}}\n</tool_call>'
+
+    def env_script(question, n_turn, turn):
+        return (add, "stop") if n_turn == 0 else ("<answer>done</answer>", "stop")
+
+    kind = create_rollout_kind(KindSpec("multi_turn", {"environment": f"{tmp_path}/env.py:Counter"}))
+    engine = ScriptedEngine(tokenizer, env_script)
+    prompts = [[{"role": "user", "content": "Count."}], [{"role": "user", "content": "Count again."}]]
+    request = GenerationRequest(prompts, SamplingConfig(n=2, max_tokens=200, seed=1), columns=[{"start": 10}, {"start": 0}])
+    try:
+        batch = kind.rollout(engine, request)
+    finally:
+        kind.close()
+    assert "The count starts at 10." in tokenizer.decode(batch.prompt_ids[0])  # reset's observation joins the question
+    results = [[m["content"] for m in c if m["role"] == "tool"] for c in batch.conversations()]
+    assert results == [["15"], ["15"], ["5"], ["5"]]  # one instance per episode: each starts from its own row
