@@ -15,12 +15,19 @@ learning. A benchmark, not a test: the numbers depend on the machine.
 
     .venv/bin/python bench/compare_trl.py [--steps 12] [--engine vllm|hf]
     .venv/bin/python bench/compare_trl.py --task smollm2-gsm8k --steps 4 --runs sync full
+    .venv/bin/python bench/compare_trl.py --task smollm2-tools --steps 5 --runs sync
 
 ``--task smollm2-gsm8k`` is the same comparison on a real pretrained model: SmolLM2-135M-Instruct on
 GSM8K with examples/smollm2_gsm8k_cpu.yaml's prompt recipe (a demonstration turn and the
 "<reasoning>\n" assistant prefix, rendered into TRL's prompts as text), B=4 x G=4, 128 tokens, LoRA r16.
 Both sides take the task from the same config: data, G, B, lengths, temperature, LoRA, lr, rewards
 and their weights.
+
+``--task smollm2-tools`` is the calculator task (examples/smollm2_arithmetic_tools_cpu.yaml, B=4 x G=4,
+128 tokens per episode, tool tokens included): TRL's ``GRPOTrainer(tools=[calculator])`` with the same
+function, the same four demonstrations and at most ``max_tool_calls`` calls. TRL cannot prefill the
+assistant turn when tools are on, so its episodes start without the call's opening that grpo_ray's
+recipe writes for the model; the tool-call rate of both sides is printed next to their rewards.
 
 Drift-proofing on a shared machine: grpo_ray's synchronous steps alternate with TRL's, and P2's
 actor and bare-engine batches alternate (the bare engine is the rollout actor's own engine, called
@@ -82,6 +89,8 @@ TASKS = {
     "builtin": ("tiny_cpu.yaml", ["learner.micro_batch_size=64"]),
     "smollm2-gsm8k": ("smollm2_gsm8k_cpu.yaml", ["rollout.group_size=4", "trainer.prompts_per_step=4",
                                                 "learner.micro_batch_size=16"]),
+    "smollm2-tools": ("smollm2_arithmetic_tools_cpu.yaml", ["rollout.group_size=4", "trainer.prompts_per_step=4",
+                                                           "learner.micro_batch_size=8"]),
 }
 
 
@@ -167,8 +176,15 @@ def run_trl(cfg, steps: int, out: Path, between_steps=None):
     path = resolve_model_path(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     rows = load_split(cfg.data, seed=cfg.trainer.seed)
+    tools = trl_tools(cfg, tokenizer)
     prefix = cfg.data.assistant_prefix
-    if prefix:
+    if tools:
+        # TRL opens the assistant turn itself when tools are on (no prefill): the prompt is the chat up to
+        # the question, and the model writes the call's opening on its own
+        def prompt(messages):
+            return messages[:-1] if messages[-1]["role"] == "assistant" else messages
+        prefix = ""
+    elif prefix:
         # TRL opens a new assistant turn after a chat prompt; an assistant prefix is the open turn itself,
         # so those prompts go to TRL as the text grpo_ray's engine renders
         def prompt(messages):
@@ -196,10 +212,11 @@ def run_trl(cfg, steps: int, out: Path, between_steps=None):
         lr_scheduler_type="constant", beta=cfg.algo.beta, loss_type=cfg.algo.loss_type, scale_rewards=cfg.algo.scale_rewards,
         reward_weights=[f.weight for f in cfg.reward.functions], logging_steps=1, report_to="none",
         save_strategy="no", seed=cfg.trainer.seed,
+        **({"max_tool_calling_iterations": r.max_tool_calls} if tools else {}),
     )
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), reward_funcs=rewards, args=args,
-        train_dataset=data, processing_class=tokenizer,
+        train_dataset=data, processing_class=tokenizer, tools=tools or None,
         peft_config=LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules),
     )
     step_times = []
@@ -221,6 +238,23 @@ def run_trl(cfg, steps: int, out: Path, between_steps=None):
     return step_times, logs
 
 
+def trl_tools(cfg, tokenizer) -> list:
+    """The run's tools as the plain functions TRL takes. TRL needs a chat template that renders tool
+    calls and a response parser it knows: a template without tools (SmolLM2's) gets TRL's own Qwen2.5
+    one, which uses the same ChatML tokens and Hermes <tool_call> format as grpo_ray's calls."""
+    if cfg.rollout.kind != "multi_turn":
+        return []
+    from trl.chat_template_utils import supports_tool_calling
+
+    from grpo_ray.tools.registry import resolve_tool
+
+    if not supports_tool_calling(tokenizer):
+        import trl
+
+        tokenizer.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen2_5.jinja").read_text()
+    return [resolve_tool(spec).fn for spec in cfg.rollout.tools]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=12)
@@ -239,7 +273,10 @@ def main() -> None:
     trainer, sync = grpo_ray_trainer(args.task, args.steps, tmp / "sync", engine), []
     trl_times, trl_logs = run_trl(trainer.cfg, args.steps, tmp / "trl",
                                   between_steps=lambda: sync.append(trainer.train_step()[0]))
-    actor_tps, bare_tps = rollout_vs_bare(trainer)
+    # P2 compares single-turn generation; multi-turn throughput has its own benchmark
+    # (bench/multi_turn_throughput.py)
+    single_turn = trainer.cfg.rollout.kind != "multi_turn"
+    actor_tps, bare_tps = rollout_vs_bare(trainer) if single_turn else (None, None)
     cfg = trainer.cfg
     trainer.shutdown()
     ray.shutdown()  # each further run starts its own cluster
@@ -269,10 +306,15 @@ def main() -> None:
     trl_correct = next(k for k in trl_logs[-1] if k.startswith("rewards/") and k.endswith("/mean") and "correct" in k)
     print(f"| TRL GRPOTrainer | {trl_step:.2f} | | | | {tail_mean(x['reward'] for x in trl_logs):.3f} | "
           f"{tail_mean(x[trl_correct] for x in trl_logs):.3f} |")
+    if "tools/calls_per_episode" in sync[-1]:
+        print(f"\ntool calls per episode (last 4): grpo_ray {tail_mean(x['tools/calls_per_episode'] for x in sync):.2f}, "
+              f"TRL {tail_mean(x.get('tools/call_frequency', 0.0) for x in trl_logs):.2f}")
     print()
     print(f"P1 step time grpo_ray / TRL          = {step / trl_step:.3f}   (target <= 0.5)")
     bare = "bare vLLM" if args.engine == "vllm" else "bare HF   "
-    print(f"P2 rollout tok/s actor / {bare}   = {actor_tps:.0f} / {bare_tps:.0f} = {actor_tps / bare_tps:.3f}   (target >= 0.9)")
+    if single_turn:
+        print(f"P2 rollout tok/s actor / {bare}   = {actor_tps:.0f} / {bare_tps:.0f} = {actor_tps / bare_tps:.3f}   "
+              "(target >= 0.9)")
     print(f"P3 sync / step                       = {sync_s / step:.3%}   (target <= 2%)")
     if "full" in args.runs:
         full = runs["grpo_ray sync, full fine-tuning"]

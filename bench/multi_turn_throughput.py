@@ -2,12 +2,12 @@
 
 For a config with tools (``rollout.kind: multi_turn``), samples the same batch of training prompts two
 ways on one vLLM engine (the rollout engine's settings, in this process), alternating them (ABAB...)
-so that a machine whose speed drifts moves both alike:
+so that a machine whose speed drifts moves both alike (the order flips every round):
 
     multi-turn   the config's rollout kind: turns, tool calls and tool turns, episodes advancing
                  independently (tokens counted: those the model sampled)
-    single-turn  one plain generation per episode of exactly as many tokens as that batch's episodes
-                 sampled on average (min_tokens = max_tokens), same prompts, same G
+    single-turn  one plain generation per episode of exactly as many tokens as the latest multi-turn
+                 batch's episodes sampled on average (min_tokens = max_tokens), same prompts, same G
 
 and prints tokens/s of each and their ratio (the goal is at least 0.8: the tool loop, the tools and
 the re-prefill of each turn cost at most a fifth of plain generation).
@@ -73,13 +73,18 @@ def main() -> None:
         seconds = time.perf_counter() - start
         return sum(len(c.token_ids) for o in outs for c in o.outputs), seconds
 
-    multi(batches[0], 0)  # warm-up: the first batch pays for compiling and caching
+    _, _, warm = multi(batches[0], 0)  # warm-up: the first batch pays for compiling and caching
+    length = max(1, round(sum(e["model_tokens"] for e in warm.episode_stats) / len(warm.episode_stats)))
     totals = {"multi": [0, 0.0], "single": [0, 0.0]}
     turns, calls = [], []
     for i, batch in enumerate(batches[1:], start=1):
+        # the order alternates; single-turn takes the length the latest multi-turn batch sampled
+        if i % 2:
+            single_tokens, single_seconds = single(batch, i, length)
         tokens, seconds, out = multi(batch, i)
         length = max(1, round(tokens / len(out.episode_stats)))
-        single_tokens, single_seconds = single(batch, i, length)
+        if not i % 2:
+            single_tokens, single_seconds = single(batch, i, length)
         totals["multi"][0] += tokens
         totals["multi"][1] += seconds
         totals["single"][0] += single_tokens
