@@ -45,10 +45,10 @@ def test_sync_puts_the_learners_adapter_into_the_engine(cluster, tiny_model_dir,
     in_engine = engine_logprobs(cluster.rollouts[0], prompts, completions)
     in_learner = ray.get(trainer.workers.learners[0].logprobs.remote(prompts, completions))
     in_base = ray.get(trainer.workers.learners[0].logprobs.remote(prompts, completions, True))
-    for v, l, b in zip(in_engine, in_learner, in_base):
-        assert v == pytest.approx(l, abs=2e-3)
+    for v, lp, b in zip(in_engine, in_learner, in_base):
+        assert v == pytest.approx(lp, abs=2e-3)
         # the adapter moved the policy away from the base, so equality above is not base == base
-        assert max(abs(x - y) for x, y in zip(l, b)) > 1e-2
+        assert max(abs(x - y) for x, y in zip(lp, b)) > 1e-2
 
 
 def test_toy_reward_moves_the_policy_its_way(cluster, tiny_model_dir, tmp_path):

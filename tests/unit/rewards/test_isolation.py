@@ -84,29 +84,32 @@ def test_busy_loop_on_a_thread_keeps_burning() -> None:
     time.sleep(1.0)  # let the thread's loop end before other tests run
 
 
-def threads_and_children() -> tuple[int, list[psutil.Process]]:
+def threads_and_children(ignore: frozenset[int] = frozenset()) -> tuple[int, list[psutil.Process]]:
+    """This process's thread count and its children that still exist, less ``ignore`` (the pids of
+    children that an earlier test left behind, a zombie not yet reaped say)."""
     me = psutil.Process()
-    return me.num_threads(), me.children(recursive=True)
+    return me.num_threads(), [c for c in me.children(recursive=True) if c.pid not in ignore and c.is_running()]
 
 
 def test_no_thread_or_process_leak_over_batches() -> None:
     specs = [spec(sleepy_reward, "slow", seconds=30.0), spec(busy_reward, "busy", seconds=30.0),
              spec(length_reward, "len")]
+    earlier = frozenset(c.pid for c in psutil.Process().children(recursive=True))
     with RewardScorer(specs, "reasoning", 0.2, isolation="process") as scorer:
         scorer.score(PROMPTS, COMPLETIONS, {})
         scorer.wait_ready()
-        threads, children = threads_and_children()
+        threads, children = threads_and_children(earlier)
         for _ in range(5):
             result = scorer.score(PROMPTS, COMPLETIONS, {})
             assert result.failures == {"slow": 1, "busy": 1}
             assert [row[2] for row in result.rewards] == [1.0, 2.0]
         scorer.wait_ready()
-        threads_after, children_after = threads_and_children()
+        threads_after, children_after = threads_and_children(earlier)
         assert threads_after == threads, f"{threads} threads before 5 batches, {threads_after} after"
         assert len(children_after) == len(children) == 3  # one process per function, replaced not added
         assert all(c.status() != psutil.STATUS_ZOMBIE for c in children_after)
         assert scorer.processes["slow"].starts == scorer.processes["busy"].starts == 7
-    assert threads_and_children()[1] == []  # close() stops and reaps them all
+    assert threads_and_children(earlier)[1] == []  # close() stops and reaps them all
 
 
 def test_threads_leak_one_per_hung_batch() -> None:
