@@ -11,6 +11,11 @@ vLLM 0.32 has no bitsandbytes support (it was removed upstream), so the vLLM eng
 multiply by the same numbers. The copy is made once per node and model (under ``$GRPO_RAY_CACHE``,
 default ``~/.cache/grpo_ray``) and has the base's size in the served dtype: the rollout GPUs save no
 memory, the learners do (that is where QLoRA's memory goes). The transformers engine loads NF4 itself.
+
+The rollout workers of a node ask for the copy at once: one builds it under a file lock while the
+others wait and reuse it (``grpo_ray.utils.folders.build_once``). The build runs in a subprocess
+(``python -m grpo_ray.models.nf4``), so the whole model it loads, and the CUDA memory it leaves cached,
+are gone before the worker starts vLLM.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
+from grpo_ray.utils.folders import build_once
+
 NF4_SETTINGS = {"quant_type": "nf4", "double_quant": True, "blocksize": 64}
+DESCRIPTION_FILE = "NF4_ROUNDED.json"  # written last: a folder with it is complete
 
 
 def cache_root() -> Path:
@@ -60,26 +69,37 @@ def rounded_checkpoint_dir(model_path: str, *, dtype: str, device: str, revision
 def nf4_rounded_checkpoint(model_path: str, *, dtype: str = "auto", device: Optional[str] = None,
                            trust_remote_code: bool = False, revision: Optional[str] = None) -> Path:
     """A checkpoint folder whose weights are ``model_path``'s after NF4 rounding (see the module
-    docstring); made on first use, reused after. Safe when several processes race to make it."""
+    docstring); made on first use, once per node however many processes ask at once, reused after."""
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     target = rounded_checkpoint_dir(model_path, dtype=dtype, device=device, revision=revision)
-    if (target / "config.json").is_file():
+    if is_complete(target):
         return target
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise ImportError("model.load_in_4bit needs bitsandbytes on the rollout node: pip install 'grpo-ray[quant]'") from None
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_rounded(model_path, tmp, dtype=_torch_dtype(dtype, device), device=device,
-                  trust_remote_code=trust_remote_code, revision=revision)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process made it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    args = {"model_path": model_path, "dtype": dtype, "device": device, "trust_remote_code": trust_remote_code,
+            "revision": revision}
+    return build_once(target, lambda tmp: write_rounded_in_subprocess(out=str(tmp), **args), is_complete=is_complete)
+
+
+def is_complete(folder: Path) -> bool:
+    """A rounded copy is complete when its description, written last, is there."""
+    return (folder / DESCRIPTION_FILE).is_file() and (folder / "config.json").is_file()
+
+
+def write_rounded_in_subprocess(**args) -> None:
+    """:func:`write_rounded` in a fresh Python process (``args``: what :func:`_main` reads), so that its
+    model and CUDA cache go with it. A failure raises with the end of the child's output."""
+    package_root = str(Path(__file__).resolve().parents[2])  # grpo_ray importable however this process found it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run([sys.executable, "-m", "grpo_ray.models.nf4", json.dumps(args)], env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise RuntimeError(f"building the NF4-rounded copy of {args['model_path']} failed (exit {proc.returncode}):\n{tail}")
 
 
 def write_rounded(model_path: str, out: Path, *, dtype, device: str, trust_remote_code: bool = False,
@@ -105,7 +125,7 @@ def write_rounded(model_path: str, out: Path, *, dtype, device: str, trust_remot
     for name, param in model.named_parameters():  # tied weights appear once
         if id(param) not in seen:
             tensors[name] = param.detach().to(dtype).cpu()
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
     config = model.config
     if hasattr(config, "quantization_config"):
@@ -115,5 +135,17 @@ def write_rounded(model_path: str, out: Path, *, dtype, device: str, trust_remot
     if model.generation_config is not None:
         model.generation_config.save_pretrained(str(out))
     AutoTokenizer.from_pretrained(model_path, **hub).save_pretrained(str(out))
-    (out / "NF4_ROUNDED.json").write_text(json.dumps({"source": model_path, "revision": revision, **NF4_SETTINGS,
+    (out / DESCRIPTION_FILE).write_text(json.dumps({"source": model_path, "revision": revision, **NF4_SETTINGS,
                                                       "dtype": str(dtype), "bitsandbytes": bnb.__version__}, indent=2))
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m grpo_ray.models.nf4 JSON``: write one rounded copy (JSON: model_path, out, dtype, device,
+    trust_remote_code, revision), for :func:`write_rounded_in_subprocess`."""
+    a = json.loads(argv[0])
+    write_rounded(a["model_path"], Path(a["out"]), dtype=_torch_dtype(a["dtype"], a["device"]), device=a["device"],
+                  trust_remote_code=a["trust_remote_code"], revision=a["revision"])
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

