@@ -7,6 +7,11 @@ known (:func:`resolve_placement`: unset counts follow the hardware), and checked
 starts (:func:`placement_problems`), so a CUDA build that would meet a role with no GPU, or a cluster
 too small for the run, stops with one line instead of hanging or silently training on CPU.
 
+The learner ranks on one node see all of that node's learner GPUs, as Ray Train's workers do
+(:func:`share_node_gpus`): Ray masks ``CUDA_VISIBLE_DEVICES`` to each actor's own GPU, and NCCL over
+masked devices is slow to start on NVSwitch machines and has been reported to hang NVLS. Each rank
+then picks its own GPU by ``LOCAL_RANK``.
+
 Inside a Ray Tune trial the roles do not make their own groups: the trial reserved one placement group
 (:func:`trial_bundles`: the trial's driver first, then every role's bundles) before it started, and each
 role takes its bundles from it. Trials therefore never wait on each other for an actor's resources.
@@ -56,6 +61,47 @@ def resolve_placement(cfg: GRPOConfig, cluster_gpus: float) -> Placement:
     rollout = r.num_gpus_per_worker if r.num_gpus_per_worker is not None else (float(r.tensor_parallel_size) if has_gpus else 0.0)
     learner = lc.num_gpus_per_learner if lc.num_gpus_per_learner is not None else (1.0 if has_gpus else 0.0)
     return Placement(rollout, learner, cfg.reward.num_gpus_per_worker)
+
+
+@dataclass(frozen=True)
+class NodeGPUs:
+    """What one learner rank sees of its node once the node's learner GPUs are shared: ``visible`` (its
+    ``CUDA_VISIBLE_DEVICES``), ``local_rank`` among the node's ranks, ``local_world_size`` (ranks on the
+    node) and ``device_index`` (its own GPU's index in ``visible``: the rank's first, when it holds several)."""
+
+    visible: tuple[str, ...]
+    local_rank: int
+    local_world_size: int
+    device_index: int
+
+
+def _gpu_order(gpu_id: str) -> tuple[int, int, str]:
+    # Ray's ids are usually indices ("10" after "9"), but a node started with CUDA_VISIBLE_DEVICES=GPU-<uuid> has uuids
+    return (0, int(gpu_id), "") if gpu_id.isdigit() else (1, 0, gpu_id)
+
+
+def share_node_gpus(ranks: list[tuple[str, list[str]]]) -> list[NodeGPUs | None]:
+    """For each rank's (node id, its GPU ids), what it sees once every rank on a node sees the sorted
+    union of that node's learner GPUs (Ray Train's ``_share_cuda_visible_devices``); None for a rank
+    that holds no GPU. Local ranks follow the order of the ranks' GPUs on the node.
+
+    >>> [(s.visible, s.local_rank) for s in share_node_gpus([("a", ["1"]), ("b", ["0"]), ("a", ["0"])])]
+    [(('0', '1'), 1), (('0',), 0), (('0', '1'), 0)]
+    """
+    by_node: dict[str, set[str]] = {}
+    for node, gpus in ranks:
+        by_node.setdefault(node, set()).update(gpus)
+    visible = {node: tuple(sorted(gpus, key=_gpu_order)) for node, gpus in by_node.items()}
+    out: list[NodeGPUs | None] = []
+    for rank, (node, gpus) in enumerate(ranks):
+        if not gpus:
+            out.append(None)
+            continue
+        own = min(visible[node].index(g) for g in gpus)
+        peers = sorted((min(visible[node].index(g) for g in other), r)
+                       for r, (n, other) in enumerate(ranks) if n == node and other)
+        out.append(NodeGPUs(visible[node], peers.index((own, rank)), len(peers), own))
+    return out
 
 
 def cuda_vllm_installed() -> bool:
@@ -114,6 +160,31 @@ def check_cluster(cfg: GRPOConfig) -> Placement:
     if errors:
         raise UserError("\n".join(errors))
     return placement
+
+
+def check_learner_memory(cfg: GRPOConfig, gpu_memory: list[int | None]) -> None:
+    """A UserError when the learners' training state cannot fit their GPUs (``gpu_memory``: each rank's
+    device memory in bytes, None where it has no CUDA device: CPU learners, or fake GPUs in tests).
+    The parameter count comes from the model's config, with no weights loaded."""
+    known = [m for m in gpu_memory if m]
+    if not known:
+        return
+    from grpo_ray.learner.memory import count_parameters, memory_problem
+    from grpo_ray.models.paths import resolve_model_path
+
+    m = cfg.model
+    try:
+        params = count_parameters(resolve_model_path(m.name_or_path), revision=m.revision,
+                                  trust_remote_code=m.trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - advisory: a model it cannot count still fails or loads on the learners
+        log.warning("learner memory check skipped: could not count %s's parameters (%s: %s)", m.name_or_path,
+                    type(err).__name__, str(err).splitlines()[0][:160] if str(err) else "")
+        return
+    problem = memory_problem(params, min(known), dtype=m.dtype, load_in_4bit=m.load_in_4bit,
+                             zero_stage=cfg.learner.zero_stage, num_learners=cfg.learner.num_learners,
+                             lora=m.lora.enabled, reference=not m.lora.enabled and cfg.algo.beta != 0.0)
+    if problem:
+        raise UserError(problem)
 
 
 def _current_placement(cfg: GRPOConfig) -> Placement:
@@ -290,11 +361,25 @@ class Workers:
             ).remote(settings, i, lc.num_learners)
             for i in range(lc.num_learners)
         ]
+        self._share_learner_gpus()
         return self.learners
 
+    def _share_learner_gpus(self) -> None:
+        """Each learner rank sees its node's learner GPUs (:func:`share_node_gpus`), set before any of
+        them starts CUDA: the ranks have only been created, their models are built on ``setup``."""
+        ranks = ray.get([learner.gpus.remote() for learner in self.learners])
+        ray.get([learner.use_gpus.remote(shared) for learner, shared in zip(self.learners, share_node_gpus(ranks))
+                 if shared is not None])
+
     def start_learners(self, cfg: GRPOConfig) -> list:
-        """(Re)create the learner group: every rank, then one rendezvous for the process group."""
+        """(Re)create the learner group: every rank, then one rendezvous for the process group. Full
+        fine-tuning that cannot fit the learners' GPUs stops here, before any rank loads the model."""
         self.place_learners(cfg)
+        try:
+            check_learner_memory(cfg, ray.get([learner.gpu_memory.remote() for learner in self.learners]))
+        except UserError:
+            self.stop_learners()
+            raise
         addr, port = ray.get(self.learners[0].rendezvous_address.remote())
         ray.get([learner.setup.remote(addr, port) for learner in self.learners])
         return self.learners

@@ -21,6 +21,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
+# The loss types whose loss is local to a micro-batch (grpo_ray.algo.LOSS_AGGREGATIONS' split_invariant=False,
+# kept equal by tests/unit/test_config_names.py): they cannot be packed to a token budget.
+SPLIT_DEPENDENT_LOSS_TYPES = ("bnpo",)
 AdvantageScale = Literal["group", "batch", "none"]
 AdvantageEstimator = Literal["grpo", "rloo", "reinforce_pp_baseline"]
 PolicyObjective = Literal["clip", "cispo", "sapo"]
@@ -36,7 +39,7 @@ MetricSink = Literal["console", "jsonl", "tensorboard", "wandb", "mlflow"]
 # validating a config should).
 RolloutEngineName = Literal["vllm", "hf"]  # grpo_ray.rollout.engines.ENGINES
 RolloutKindName = Literal["single_turn", "multi_turn"]  # grpo_ray.rollout.kinds.ROLLOUT_KINDS
-SyncStrategy = Literal["auto", "lora", "full"]  # "auto" + grpo_ray.sync.WEIGHT_SYNCS
+SyncStrategy = Literal["auto", "lora", "full", "broadcast"]  # "auto" + grpo_ray.sync.WEIGHT_SYNCS
 RewardIsolation = Literal["auto", "process", "thread"]  # grpo_ray.rewards.scorer.ISOLATIONS
 
 
@@ -296,7 +299,20 @@ class LearnerConfig(_Section):
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field("constant", description="Learning-rate schedule after warm-up.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of trainer.steps spent warming up linearly.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clipping threshold.")
-    micro_batch_size: int = Field(8, ge=1, description="Sequences per forward/backward on one learner.")
+    micro_batch_size: int = Field(
+        8, ge=1, description="Sequences per forward/backward on one learner (unused with max_tokens_per_micro_batch).",
+    )
+    max_tokens_per_micro_batch: int | None = Field(
+        None, ge=0, description="Token budget of a forward/backward instead of micro_batch_size: each learner packs "
+        "its rows, longest first, into micro-batches of at most this many padded tokens (rows x longest prompt + "
+        "completion), so long completions get fewer rows and short ones more; 0 or null: off. Needs a loss_type "
+        "that sums exactly over micro-batches (not bnpo).",
+    )
+    logprob_chunk_size: int = Field(
+        1024, ge=0, description="Completion positions per application of the LM head when computing logprobs and "
+        "entropy: the float32 logits of one chunk exist at a time (recomputed in backward), not [rows, T, vocab]; "
+        "same values and gradients. 0: the whole completion at once.",
+    )
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
     num_learners: int = Field(1, ge=1, description="Data-parallel learner actors (one DeepSpeed group).")
     num_gpus_per_learner: Optional[float] = Field(
@@ -371,8 +387,9 @@ class EvalConfig(_Section):
 class SyncConfig(_Section):
     strategy: SyncStrategy = Field(
         "auto", description="How new weights go from the learners to the rollout engines (grpo_ray.sync): lora (the "
-        "adapter through the object store), full (every weight, in buckets, through the object store), or auto: "
-        "lora with a LoRA adapter, full under full fine-tuning.",
+        "adapter through the object store), full (every weight, in buckets, through the object store), broadcast "
+        "(every weight from learner rank 0 over a gloo group of its own, no object store; rollout engines on CPU), "
+        "or auto: lora with a LoRA adapter, full under full fine-tuning.",
     )
 
 
@@ -434,11 +451,31 @@ def _rule_batch_splits(c: GRPOConfig) -> Optional[str]:
             "change num_learners or prompts_per_step"
         )
     per_learner = per_step // learners
-    if per_learner % c.learner.micro_batch_size:
+    if not c.learner.max_tokens_per_micro_batch and per_learner % c.learner.micro_batch_size:
         return (
             f"learner.micro_batch_size={c.learner.micro_batch_size}: each learner gets {per_learner} "
             f"completions per step, which must be a multiple of the micro batch; pick a divisor of "
             f"{per_learner} (or change trainer.prompts_per_step)"
+        )
+    return None
+
+
+def _rule_token_budget(c: GRPOConfig) -> str | None:
+    budget = c.learner.max_tokens_per_micro_batch
+    if not budget:
+        return None
+    if c.algo.loss_type in SPLIT_DEPENDENT_LOSS_TYPES:
+        return (
+            f"learner.max_tokens_per_micro_batch={budget}: algo.loss_type={c.algo.loss_type} averages over each "
+            "micro-batch's own tokens, so its loss would change with how rows are packed; use algo.loss_type=dapo "
+            "(the token mean over the whole batch) or set learner.max_tokens_per_micro_batch=0"
+        )
+    longest = c.data.max_prompt_tokens + c.rollout.max_completion_tokens
+    if budget < longest:
+        return (
+            f"learner.max_tokens_per_micro_batch={budget}: below the longest row (data.max_prompt_tokens + "
+            f"rollout.max_completion_tokens = {longest}), which would not fit a micro-batch; raise it to {longest} "
+            "or more"
         )
     return None
 
@@ -512,9 +549,12 @@ def _rule_sync_strategy(c: GRPOConfig) -> Optional[str]:
     if s == "lora" and not lora:
         return ("sync.strategy=lora: full fine-tuning has no adapter to send; use sync.strategy=full (or auto), or "
                 "model.lora.enabled=true")
-    if s == "full" and lora:
-        return ("sync.strategy=full: with a LoRA adapter the base weights never change, so only the adapter needs "
+    if s in ("full", "broadcast") and lora:
+        return (f"sync.strategy={s}: with a LoRA adapter the base weights never change, so only the adapter needs "
                 "sending; use sync.strategy=lora (or auto)")
+    if s == "broadcast" and c.rollout.num_gpus_per_worker:
+        return ("sync.strategy=broadcast: its gloo transport reaches engines in the rollout worker's own process, "
+                "which vLLM on GPUs is not; use sync.strategy=full (or auto) with rollout GPUs")
     return None
 
 
@@ -567,9 +607,24 @@ def _rule_tensor_parallel(c: GRPOConfig) -> Optional[str]:
     return None
 
 
+def _rule_learner_gpus(c: GRPOConfig) -> str | None:
+    gpus, n = c.learner.num_gpus_per_learner, c.learner.num_learners
+    if gpus is None or gpus == int(gpus):
+        return None
+    if gpus > 1:
+        return (f"learner.num_gpus_per_learner={gpus:g}: a learner rank computes on one GPU; give it whole GPUs "
+                "(1, or leave it unset)")
+    if n > 1:  # a lone learner may share its GPU with the rollout worker (one-GPU machines)
+        return (f"learner.num_gpus_per_learner={gpus:g}: with {n} learners two ranks could land on one GPU, which "
+                "NCCL refuses; give each learner a whole GPU (1, or leave it unset), or train with "
+                "learner.num_learners=1 to share one GPU with the rollout worker")
+    return None
+
+
 _RULES = [
-    _rule_group_size, _rule_batch_splits, _rule_epsilon_high, _rule_advantage_scale, _rule_objective_options,
-    _rule_4bit, _rule_full_finetune, _rule_sync_strategy, _rule_tensor_parallel, _rule_rewards_resolve, _rule_tools,
+    _rule_group_size, _rule_batch_splits, _rule_token_budget, _rule_epsilon_high, _rule_advantage_scale,
+    _rule_objective_options, _rule_4bit, _rule_full_finetune, _rule_sync_strategy, _rule_tensor_parallel,
+    _rule_learner_gpus, _rule_rewards_resolve, _rule_tools,
 ]
 
 # Keys that moved, old dotted name -> new: an old config gets a one-line error naming the new key

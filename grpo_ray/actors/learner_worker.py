@@ -3,8 +3,11 @@
 Two-phase start: every rank is created first (light: it only keeps its settings); rank 0 then names
 an address and a free port, and all ranks build the model and join the process group together in
 ``setup`` (joining blocks until all have arrived). The device is what Ray assigned: CUDA and NCCL when
-the actor holds GPUs, CPU and gloo when it holds none. The actor gets the sections of the config it
-needs, not the whole config, so nothing else (reward files, say) is resolved on the learner's node.
+the actor holds GPUs, CPU and gloo when it holds none. In between, the driver has every rank on a node
+see all of the node's learner GPUs (``use_gpus``; ``grpo_ray.cluster.share_node_gpus``), so nothing in
+this actor may start CUDA before that (CUDA reads ``CUDA_VISIBLE_DEVICES`` once, when it starts). The
+actor gets the sections of the config it needs, not the whole config, so nothing else (reward files,
+say) is resolved on the learner's node.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import ray
 
 from grpo_ray.config import AlgoConfig, GRPOConfig, LearnerConfig, ModelConfig
 from grpo_ray.sync import SyncTopology, create_weight_sync
 from grpo_ray.wire import TrainShard, WeightUpdate
+
+if TYPE_CHECKING:
+    from grpo_ray.cluster import NodeGPUs
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,29 @@ class LearnerWorker:
             port = s.getsockname()[1]
         return ray.util.get_node_ip_address(), port
 
+    def gpus(self) -> tuple[str, list[str]]:
+        """(this rank's node id, the ids of the GPUs Ray gave it)."""
+        ctx = ray.get_runtime_context()
+        return ctx.get_node_id(), [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]
+
+    def use_gpus(self, shared: NodeGPUs) -> bool:
+        """See every learner GPU of this node and compute on this rank's own (before CUDA starts here)."""
+        os.environ.update(CUDA_VISIBLE_DEVICES=",".join(shared.visible), LOCAL_RANK=str(shared.local_rank),
+                          LOCAL_WORLD_SIZE=str(shared.local_world_size))
+        import torch
+
+        if torch.cuda.is_available():  # not on a CPU build of torch (fake GPUs in tests)
+            torch.cuda.set_device(shared.device_index)  # PolicyLearner computes on torch.cuda.current_device()
+        return True
+
+    def gpu_memory(self) -> int | None:
+        """Bytes of memory on this rank's CUDA device; None without one."""
+        import torch
+
+        if self.device != "cuda" or not torch.cuda.is_available():
+            return None
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+
     def launch_plan(self) -> dict[str, Any]:
         """Where this rank runs and what it hands DeepSpeed (read before, or instead of, ``setup``)."""
         from grpo_ray.learner.policy import deepspeed_config, torch_dtype
@@ -63,6 +92,7 @@ class LearnerWorker:
         s = self.settings
         dtype = torch_dtype(s.model.dtype, self.device)
         return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "local_rank": os.environ.get("LOCAL_RANK"), "local_world_size": os.environ.get("LOCAL_WORLD_SIZE"),
                 "device": self.device, "backend": "nccl" if self.device == "cuda" else "gloo", "dtype": str(dtype),
                 "deepspeed": deepspeed_config(s.learner, s.rows_per_step // self.world_size, dtype),
                 "node_id": ray.get_runtime_context().get_node_id()}
@@ -87,10 +117,15 @@ class LearnerWorker:
         self.sync.connect("learner", self.rank, topology)
         return True
 
-    def send_weights(self, version: int) -> Optional[WeightUpdate]:
+    def send_weights(self, version: int, live: bool = False) -> Optional[WeightUpdate]:
         """Version ``version`` of the policy for the rollout engines (every rank joins; rank 0 returns the
-        object-store update)."""
-        return self.sync.send(self.learner, version, ray.put)
+        update the handle names). ``live``: every rollout worker is receiving now (``grpo_ray.sync``)."""
+        return self.sync.send(self.learner, version, ray.put, live=live)
+
+    def store_weights(self, version: int) -> Optional[WeightUpdate]:
+        """``version`` (the one this learner holds) into the object store, for a rollout worker that missed
+        the strategy's own transfer of it (every rank joins)."""
+        return self.sync.store(self.learner, version, ray.put)
 
     @ray.method(num_returns=2)
     def snapshot(self) -> tuple[dict[str, float], dict[str, bytes]]:

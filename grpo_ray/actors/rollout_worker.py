@@ -68,6 +68,11 @@ class RolloutWorker:
         """Join the weight-sync strategy's transport as rollout worker ``index``. ``strategy``: the run's,
         when it differs from the one this worker was made with (a worker reused by another run)."""
         self._use_strategy(strategy)
+        if self.spec.device == "cuda" and not self.sync.reaches_gpu_engines:
+            from grpo_ray.errors import UserError
+
+            raise UserError(f"sync.strategy={self.sync.name}: this rollout worker's engine is on a GPU, which the "
+                            "strategy's transport does not reach; use sync.strategy=full (or auto)")
         self.sync.connect("rollout", index, topology)
         return True
 
@@ -85,14 +90,15 @@ class RolloutWorker:
             self.kind_spec, self.kind = spec, create_rollout_kind(spec)
         return self.kind
 
-    def receive_weights(self, handle: WeightsHandle) -> float:
-        """Hold ``handle``'s version (received only if this worker does not hold it); returns seconds."""
+    def receive_weights(self, handle: WeightsHandle, live: bool = False) -> float:
+        """Hold ``handle``'s version (received only if this worker does not hold it); returns seconds.
+        ``live``: part of a synchronous hand-off, every worker receiving at once (``grpo_ray.sync``)."""
         engine = self._engine()
         if handle.key == self.holds:
             return 0.0
         start = time.perf_counter()
         self._use_strategy(handle.strategy)
-        self.sync.receive(engine, handle, ray.get)
+        self.sync.receive(engine, handle, ray.get, live=live)
         self.holds = handle.key
         return time.perf_counter() - start
 

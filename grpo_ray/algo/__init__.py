@@ -27,7 +27,7 @@ from grpo_ray.algo.advantages import (
 from grpo_ray.algo.aggregation import LOSS_AGGREGATIONS
 from grpo_ray.algo.correction import truncated_importance_weights
 from grpo_ray.algo.kl import KL_ESTIMATORS, compute_kl
-from grpo_ray.algo.logprobs import entropy_from_logits, selective_log_softmax
+from grpo_ray.algo.logprobs import chunked_logprobs, entropy_from_logits, selective_log_softmax
 from grpo_ray.algo.losses import IMPORTANCE_SAMPLING_LEVELS, compute_policy_loss
 from grpo_ray.algo.masks import completion_mask_from_eos, mask_truncated_completions, pad_completion_values
 from grpo_ray.algo.objectives import POLICY_OBJECTIVES
@@ -41,6 +41,7 @@ __all__ = [
     "KL_ESTIMATORS",
     "LOSS_AGGREGATIONS",
     "POLICY_OBJECTIVES",
+    "chunked_logprobs",
     "combine_rewards",
     "completion_mask_from_eos",
     "compute_advantages",

@@ -2,14 +2,20 @@
 
 Logits are [N, T, V] with V around 150k for current tokenizers: a full ``log_softmax`` copy can cost
 more memory than the forward pass, so both functions work a slice at a time, as TRL 1.16 does in its
-non-Triton path (``trl/trainer/utils.py:538-643``).
+non-Triton path (``trl/trainer/utils.py:538-643``). At long T even the logits are too big to hold
+(N=8, T=4096, V=128k is 17 GB in float32): :func:`chunked_logprobs` starts from the hidden states
+and the LM head instead, and never holds more than one chunk of positions' logits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 
 def selective_log_softmax(logits: Tensor, index: Tensor) -> Tensor:
@@ -48,3 +54,63 @@ def entropy_from_logits(logits: Tensor, chunk_size: int = 128) -> Tensor:
         finite_logps = logps.clamp(min=torch.finfo(logps.dtype).min)
         chunks.append(-(logps.exp() * finite_logps).sum(-1))
     return torch.cat(chunks).reshape(logits.shape[:-1])
+
+
+def chunked_logprobs(
+    hidden: Tensor,
+    index: Tensor,
+    head: Callable[[Tensor], Tensor],
+    *,
+    chunk_size: int,
+    temperature: float = 1.0,
+    softcap: float | None = None,
+    with_entropy: bool = False,
+    num_chunks: int | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Logprobs of ``index`` under softmax(logits / temperature), logits = head(hidden): hidden [N, T, H],
+    index [N, T] -> logprobs [N, T], and the entropy [N, T] of that softmax (no gradient) or None.
+
+    Equal to ``selective_log_softmax(head(hidden).float() / temperature, index)``, ``chunk_size``
+    positions at a time, so float32 logits exist for one chunk only. With gradients on, each chunk's
+    head and log-softmax run under activation checkpointing: backward recomputes that chunk's logits
+    rather than keeping them, so backward too holds one chunk at a time. ``softcap`` is Gemma 2's
+    final-logit soft-capping, ``cap * tanh(logits / cap)``, before the temperature. ``num_chunks``
+    (at least ceil(T / chunk_size)) adds empty chunks at the end, for callers whose head must run
+    the same number of times in every process (ZeRO-3 gathers its weight at each call).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    width = index.shape[1]
+    needed = max(1, -(-width // chunk_size))
+    if num_chunks is not None and num_chunks < needed:
+        raise ValueError(f"num_chunks={num_chunks} cannot cover {width} positions in chunks of {chunk_size}")
+    logprobs, entropies = [], []
+    for k in range(num_chunks or needed):
+        cols = slice(min(k * chunk_size, width), min((k + 1) * chunk_size, width))
+        entropy = _ForwardOnly() if with_entropy else None
+        fn = partial(_chunk_logprobs, head=head, temperature=temperature, softcap=softcap, entropy=entropy)
+        if torch.is_grad_enabled():
+            logprobs.append(checkpoint(fn, hidden[:, cols], index[:, cols], use_reentrant=False))
+        else:
+            logprobs.append(fn(hidden[:, cols], index[:, cols]))
+        if entropy is not None:
+            entropies.append(entropy.value)
+    return torch.cat(logprobs, dim=1), torch.cat(entropies, dim=1) if with_entropy else None
+
+
+class _ForwardOnly:
+    """A value computed on a chunk's forward pass and left alone when checkpointing recomputes it."""
+
+    value: Tensor | None = None
+
+
+def _chunk_logprobs(hidden: Tensor, index: Tensor, *, head, temperature: float, softcap: float | None,
+                    entropy: _ForwardOnly | None) -> Tensor:
+    logits = head(hidden).float()
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    logits = logits / temperature
+    if entropy is not None and entropy.value is None:
+        with torch.no_grad():
+            entropy.value = entropy_from_logits(logits)
+    return selective_log_softmax(logits, index)

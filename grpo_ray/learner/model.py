@@ -73,12 +73,26 @@ def build_policy_model(model_cfg: ModelConfig, learner_cfg: LearnerConfig, *, de
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if model_cfg.lora.enabled:
             model.enable_input_require_grads()
+        # transformers recomputes activations only in training mode (from_pretrained returns eval mode, where
+        # the setting silently does nothing); dropout stays off, so the policy trains as it samples
+        model.train()
+        disable_dropout(model)
     model.config.use_cache = False
     if not model_cfg.lora.enabled:
         return model, tokenizer
     from peft import get_peft_model
 
     return get_peft_model(model, peft_lora_config(model_cfg)), tokenizer
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off in every layer, whatever the module's mode (as TRL's ``disable_dropout_in_model``), the
+    attention's too (kept as a float on attention modules and applied only in training mode)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 def build_reference_model(model_cfg: ModelConfig, *, device: torch.device):

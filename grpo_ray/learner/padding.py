@@ -7,11 +7,11 @@ row sees the same positions as the unpadded sequence the rollout engine scored.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
 
 
 @dataclass
@@ -60,3 +60,29 @@ def unique_prompts(mb: PaddedBatch) -> tuple[Tensor, Tensor]:
     first = torch.full((int(inverse.max()) + 1,), len(inverse), dtype=torch.long, device=inverse.device)
     first = first.scatter_reduce(0, inverse, torch.arange(len(inverse), device=inverse.device), reduce="amin")
     return first, inverse
+
+
+def pack_by_tokens(prompt_lens: Sequence[int], completion_lens: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Row indices grouped into micro-batches whose padded size, rows x (longest prompt + longest
+    completion), is at most ``max_tokens``; a row over the budget on its own gets a micro-batch alone.
+
+    Rows go longest first, each group filled until the next row would break the budget (verl's dynamic
+    batch size packs to a token budget too, there without padding): similar lengths share a group, so
+    little of the budget is padding. Ties keep their order, so a group's equal-length completions of
+    one prompt stay together for the shared-prompt forward.
+
+    >>> pack_by_tokens([2, 2, 2, 2], [6, 1, 3, 2], 12)
+    [[0], [2, 3], [1]]
+    """
+    order = sorted(range(len(prompt_lens)), key=lambda i: -(prompt_lens[i] + max(1, completion_lens[i])))
+    groups: list[list[int]] = []
+    width_p = width_c = 0
+    for i in order:
+        p, c = prompt_lens[i], max(1, completion_lens[i])  # pad_rows gives an empty completion one column
+        if groups and (len(groups[-1]) + 1) * (max(width_p, p) + max(width_c, c)) <= max_tokens:
+            groups[-1].append(i)
+            width_p, width_c = max(width_p, p), max(width_c, c)
+        else:
+            groups.append([i])
+            width_p, width_c = p, c
+    return groups

@@ -12,6 +12,18 @@ micro-batch loss is therefore multiplied by accumulation steps x world size befo
 step's gradient equals the gradient of the loss on the whole global batch, however it is split.
 ``bnpo`` is local by definition and keeps DeepSpeed's averaging, as in TRL (``loss_scales``).
 
+Micro-batches hold ``micro_batch_size`` rows, or are packed to ``max_tokens_per_micro_batch`` padded
+tokens. Packed, their number varies from step to step and rank to rank, which DeepSpeed's fixed
+``gradient_accumulation_steps`` cannot follow: the learner then marks the last micro-batch of each
+step as the accumulation boundary itself (``set_gradient_accumulation_boundary``), DeepSpeed's count is
+only the divisor of each loss (which the scale above undoes), and the ranks run as many micro-batches
+as the rank with the most (``grpo_ray.learner.micro_batches``). bnpo, whose loss changes with the
+packing, is refused with a budget.
+
+Logprobs come from the decoder's hidden states with the LM head applied ``logprob_chunk_size``
+positions at a time (``grpo_ray.learner.forward``), so [rows, T, vocab] float32 logits never exist;
+``logprob_chunk_size=0`` computes the whole logits as before.
+
 Metrics are joined by what they are (``grpo_ray.utils.reduce``): means weighted by tokens over
 micro-batches and ranks, maxima by their max, ``loss`` and ``num_tokens`` summed (each rank reports
 its share of the global loss).
@@ -28,15 +40,10 @@ from typing import Any, Optional
 
 import torch
 
-from grpo_ray.algo import (
-    LOSS_AGGREGATIONS,
-    compute_policy_loss,
-    entropy_from_logits,
-    pad_completion_values,
-    selective_log_softmax,
-    truncated_importance_weights,
-)
+from grpo_ray.algo import LOSS_AGGREGATIONS, compute_policy_loss, pad_completion_values, truncated_importance_weights
 from grpo_ray.config import AlgoConfig, LearnerConfig, ModelConfig
+from grpo_ray.learner.forward import completion_logprobs
+from grpo_ray.learner.micro_batches import MicroBatch, in_step, row_groups
 from grpo_ray.learner.model import build_policy_model, build_reference_model, torch_dtype
 from grpo_ray.learner.padding import PaddedBatch, pad_rows, unique_prompts
 from grpo_ray.models.adapter_io import peft_config_dict, write_adapter_folder
@@ -58,12 +65,20 @@ def loss_scales(loss_type: str, grad_accum: int, world_size: int) -> tuple[float
     return 1.0, 1.0 / (grad_accum * world_size)
 
 
+def accumulation_steps(c: LearnerConfig, rows_per_rank: int) -> int:
+    """The micro-batches per step DeepSpeed is told of. Packed to a token budget, their number varies and
+    the learner marks the boundary itself; DeepSpeed is then told the most a shard can make (a row
+    each), a number that only divides each micro-batch's loss (undone by ``loss_scales``)."""
+    return rows_per_rank if c.max_tokens_per_micro_batch else rows_per_rank // c.micro_batch_size
+
+
 def deepspeed_config(c: LearnerConfig, rows_per_rank: int, dtype: torch.dtype) -> dict[str, Any]:
     """The DeepSpeed config of one rank. Mixed precision follows the run's compute dtype (not the first
     parameter's: a 4-bit or LoRA model mixes dtypes), with DeepSpeed's float32 master weights."""
+    steps = accumulation_steps(c, rows_per_rank)
     return {
-        "train_micro_batch_size_per_gpu": c.micro_batch_size,
-        "gradient_accumulation_steps": rows_per_rank // c.micro_batch_size,
+        "train_micro_batch_size_per_gpu": rows_per_rank // steps,
+        "gradient_accumulation_steps": steps,
         "gradient_clipping": c.max_grad_norm,
         "zero_optimization": {"stage": c.zero_stage},
         "bf16": {"enabled": dtype == torch.bfloat16},
@@ -103,9 +118,12 @@ class PolicyLearner:
         torch.manual_seed(seed)  # same LoRA init on every rank (DeepSpeed also broadcasts rank 0's)
         model, self.tokenizer = build_policy_model(model_cfg, learner_cfg, device=self.device)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        if rows_per_step % learner_cfg.micro_batch_size:
+        if not learner_cfg.max_tokens_per_micro_batch and rows_per_step % learner_cfg.micro_batch_size:
             raise ValueError(f"rows_per_step={rows_per_step} is not a multiple of micro_batch_size={learner_cfg.micro_batch_size}")
-        self.grad_accum = rows_per_step // learner_cfg.micro_batch_size
+        if learner_cfg.max_tokens_per_micro_batch and not LOSS_AGGREGATIONS.get(algo_cfg.loss_type).split_invariant:
+            raise ValueError(f"loss_type={algo_cfg.loss_type} would depend on how rows are packed; "
+                             "use it without max_tokens_per_micro_batch")
+        self.grad_accum = accumulation_steps(learner_cfg, rows_per_step)  # DeepSpeed's count, which divides each loss
         self.engine = self._init_engine(model, rows_per_step, total_steps * algo_cfg.num_iterations)
         self.reference = self._init_reference() if not self.lora and algo_cfg.beta != 0.0 else None
         self.steps_done = 0
@@ -166,47 +184,26 @@ class PolicyLearner:
         return self.engine.module
 
     # -- forward --------------------------------------------------------------------------------
-    def _completion_logits(self, mb: PaddedBatch, forward):
-        """[n, T, V] logits that predict each completion token, from ``forward`` (the policy's engine or
-        the reference model)."""
-        width_c = mb.completion_ids.shape[1]
-        if self.share_prefix and width_c > 1:
-            first, inverse = unique_prompts(mb)
-            if len(first) < len(inverse):
-                return self._shared_prefix_logits(mb, first, inverse, forward)
-        out = forward(
-            input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids,
-            use_cache=False, logits_to_keep=width_c + 1,
-        )
-        return out.logits[:, :-1, :]  # position t predicts token t+1
-
-    @staticmethod
-    def _shared_prefix_logits(mb: PaddedBatch, first, inverse, forward):
-        """The same logits, running each distinct prompt once: its KV cache (with its autograd graph)
-        is indexed out to the rows that share it, so gradients through the prompt add up over the
-        group exactly as in the full forward. Rows with one prompt (G completions) cost one prompt
-        pass instead of G."""
-        p = mb.prompt_width
-        prompt = forward(
-            input_ids=mb.input_ids[first, :p], attention_mask=mb.attention_mask[first, :p],
-            position_ids=mb.position_ids[first, :p], use_cache=True, logits_to_keep=1,
-        )
-        cache = prompt.past_key_values
-        cache.batch_select_indices(inverse)
-        rest = forward(
-            input_ids=mb.input_ids[:, p:-1], attention_mask=mb.attention_mask[:, :-1],
-            position_ids=mb.position_ids[:, p:-1], past_key_values=cache, use_cache=True,
-        )
-        return torch.cat([prompt.logits[inverse, -1:, :], rest.logits], dim=1)
+    def _shares_prefix(self, mb: PaddedBatch) -> bool:
+        """Whether running each distinct prompt of ``mb`` once saves anything (and is allowed)."""
+        if not self.share_prefix or mb.completion_ids.shape[1] < 2:
+            return False
+        first, inverse = unique_prompts(mb)
+        return len(first) < len(inverse)
 
     def _completion_logprobs(self, mb: PaddedBatch, *, temperature: float, with_entropy: bool = False,
-                             reference: bool = False):
-        """[n, T] logprobs of the completion tokens (and their entropies) for one micro-batch."""
-        forward = self.reference if reference and self.reference is not None else self.engine
-        logits = self._completion_logits(mb, forward).float() / temperature
-        logprobs = selective_log_softmax(logits, mb.completion_ids)
-        entropy = entropy_from_logits(logits.detach()) if with_entropy else None
-        return logprobs, entropy
+                             reference: bool = False, share: bool | None = None, num_chunks: int | None = None):
+        """[n, T] logprobs of the completion tokens (and their entropies) for one micro-batch
+        (``grpo_ray.learner.forward``); ``share`` and ``num_chunks`` as the ranks agreed (None: this
+        rank's own choice)."""
+        if reference and self.reference is not None:  # a ZeRO-3 engine without optimizer, or the model itself
+            call, model = self.reference, getattr(self.reference, "module", self.reference)
+        else:
+            call, model = self.engine, self.peft_model
+        return completion_logprobs(
+            call, model, mb, temperature=temperature, chunk_size=self.cfg.logprob_chunk_size, with_entropy=with_entropy,
+            share_prefix=self._shares_prefix(mb) if share is None else share, num_chunks=num_chunks,
+        )
 
     @contextmanager
     def _scoring(self, reference: bool):
@@ -215,22 +212,32 @@ class PolicyLearner:
         with torch.no_grad(), disable:
             yield
 
-    def _micro_batches(self, shard: TrainShard) -> list[tuple[PaddedBatch, torch.Tensor, Optional[torch.Tensor]]]:
-        """(padded rows, advantages, sampling logprobs or None) per micro-batch; the completion mask is
-        the shard's per-token loss mask (0 on padding and on tokens out of the loss)."""
-        n, size = len(shard.completion_ids), self.cfg.micro_batch_size
+    def _micro_batches(self, shard: TrainShard) -> list[MicroBatch]:
+        """The shard's micro-batches as every rank runs them (see ``grpo_ray.learner.micro_batches``)."""
+        c = self.cfg
+        groups = row_groups(shard, c.micro_batch_size, c.max_tokens_per_micro_batch)
+        micro = [self._micro_batch(shard, rows) for rows in groups]
+        if not c.max_tokens_per_micro_batch and len(micro) != self.grad_accum:
+            raise ValueError(f"learner rank {self.rank} got {len(shard.completion_ids)} rows; it was built for "
+                             f"{self.grad_accum} micro-batches of {c.micro_batch_size}")
+        if self.world_size == 1:
+            return micro
+        packed, zero3 = bool(c.max_tokens_per_micro_batch), c.zero_stage == 3
+        return in_step(micro, count=packed, forward_calls=zero3, device=self.device)
+
+    def _micro_batch(self, shard: TrainShard, rows: list[int]) -> MicroBatch:
+        """Rows ``rows`` of the shard, padded; the completion mask is the shard's per-token loss mask (0 on
+        padding and on tokens out of the loss)."""
+        mb = pad_rows(_take(shard.prompt_ids, rows), _take(shard.completion_ids, rows), self.pad_id).to(self.device)
+        width = mb.completion_ids.shape[1]
+        loss_mask = pad_completion_values(_take(shard.loss_mask, rows), width).to(self.device)
+        mb.completion_mask = mb.completion_mask * loss_mask.to(mb.completion_mask.dtype)
+        adv = torch.tensor(_take(shard.advantages, rows), dtype=torch.float32, device=self.device)
         correct = self.algo.sampler_correction and shard.sampling_logprobs is not None
-        out = []
-        for start in range(0, n, size):
-            rows = slice(start, start + size)
-            mb = pad_rows(shard.prompt_ids[rows], shard.completion_ids[rows], self.pad_id).to(self.device)
-            width = mb.completion_ids.shape[1]
-            loss_mask = pad_completion_values(shard.loss_mask[rows], width).to(self.device)
-            mb.completion_mask = mb.completion_mask * loss_mask.to(mb.completion_mask.dtype)
-            adv = torch.tensor(shard.advantages[rows], dtype=torch.float32, device=self.device)
-            sampled = pad_completion_values(shard.sampling_logprobs[rows], width).to(self.device) if correct else None
-            out.append((mb, adv, sampled))
-        return out
+        sampled = pad_completion_values(_take(shard.sampling_logprobs, rows), width) if correct else None
+        chunk = self.cfg.logprob_chunk_size
+        return MicroBatch(mb, adv, sampled.to(self.device) if correct else None, self._shares_prefix(mb),
+                          -(-width // chunk) if chunk else None)
 
     # -- the update -------------------------------------------------------------------------------
     def train_step(self, shard: TrainShard) -> dict[str, float]:
@@ -238,47 +245,54 @@ class PolicyLearner:
         start = time.perf_counter()
         a = self.algo
         micro = self._micro_batches(shard)
-        gas = len(micro)
-        if gas != self.grad_accum:
-            raise ValueError(f"learner rank {self.rank} got {len(shard.completion_ids)} rows; it was built for "
-                             f"{self.grad_accum} micro-batches of {self.cfg.micro_batch_size}")
-        ref = self._no_grad_logprobs(micro, reference=True) if a.beta != 0.0 else [None] * gas
-        old = self._no_grad_logprobs(micro, reference=False) if a.num_iterations > 1 else [None] * gas
-        scale, loss_factor = loss_scales(a.loss_type, gas, self.world_size)
+        n = len(micro)
+        ref = self._no_grad_logprobs(micro, reference=True) if a.beta != 0.0 else [None] * n
+        old = self._no_grad_logprobs(micro, reference=False) if a.num_iterations > 1 else [None] * n
+        scale, loss_factor = loss_scales(a.loss_type, self.grad_accum, self.world_size)
         parts, weights = [], []
         grad_norm = None
         for _ in range(a.num_iterations):
-            for i, (mb, adv, sampled) in enumerate(micro):
-                logprobs, entropy = self._completion_logprobs(mb, temperature=self.temperature, with_entropy=True)
-                old_i = old[i] if old[i] is not None else logprobs.detach()
-                token_weights, sampler_metrics = None, {}
-                if sampled is not None:  # the rollout engine's policy vs the learner's old policy
-                    token_weights, sampler_metrics = truncated_importance_weights(
-                        old_i, sampled, mb.completion_mask, a.sampler_correction_cap)
-                loss, metrics = compute_policy_loss(
-                    logprobs, old_i, adv, mb.completion_mask, token_weights=token_weights,
-                    loss_type=a.loss_type, epsilon_low=a.epsilon, epsilon_high=a.resolved_epsilon_high,
-                    beta=a.beta, ref_logprobs=ref[i], kl_estimator=a.kl_estimator,
-                    importance_sampling_level=a.importance_sampling_level,
-                    policy_objective=a.policy_objective, delta=a.delta, cispo_max_ratio=a.cispo_max_ratio,
-                    sapo_temperature_pos=a.sapo_temperature_pos, sapo_temperature_neg=a.sapo_temperature_neg,
-                    max_completion_length=self.max_completion_tokens,
-                    global_num_tokens=shard.global_num_tokens, global_num_sequences=shard.global_num_sequences,
-                )
-                self.engine.backward(loss * scale)  # DeepSpeed divides by gas, and averages over ranks
-                if i == gas - 1:
+            for i, m in enumerate(micro):
+                if self.cfg.max_tokens_per_micro_batch:  # DeepSpeed's own count cannot know where a packed step ends
+                    self.engine.set_gradient_accumulation_boundary(i == n - 1)
+                loss, metrics, entropy = self._micro_batch_loss(m, ref[i], old[i], shard)
+                self.engine.backward(loss * (scale * m.weight))  # DeepSpeed divides by gas, and averages over ranks
+                if i == n - 1:
                     grad_norm = self._grad_norm()
                 self.engine.step()  # an optimizer step only at the accumulation boundary
-                part, tokens = _micro_batch_metrics(loss, {**metrics, **sampler_metrics}, entropy, mb.completion_mask,
-                                                    loss_factor / a.num_iterations, a.num_iterations)
-                parts.append(part)
-                weights.append(tokens)
+                if m.weight:  # a stand-in (weight 0) only kept this rank in step with the others
+                    part, tokens = _micro_batch_metrics(loss, metrics, entropy, m.batch.completion_mask,
+                                                        loss_factor / a.num_iterations, a.num_iterations)
+                    parts.append(part)
+                    weights.append(tokens)
         self.steps_done += 1
         result = reduce_named(parts, weights=weights)
         result["grad_norm"] = grad_norm if grad_norm is not None else float(self.engine.get_global_grad_norm() or 0.0)
         result["learning_rate"] = float(self.engine.lr_scheduler.get_last_lr()[0])
         result["timing/learner_step"] = time.perf_counter() - start
         return result
+
+    def _micro_batch_loss(self, m: MicroBatch, ref, old, shard: TrainShard):
+        """(loss, metrics, entropy [n, T]) of one micro-batch under the current policy."""
+        a, mb = self.algo, m.batch
+        logprobs, entropy = self._completion_logprobs(mb, temperature=self.temperature, with_entropy=True,
+                                                      share=m.share_prefix, num_chunks=m.num_chunks)
+        old = old if old is not None else logprobs.detach()
+        token_weights, sampler_metrics = None, {}
+        if m.sampling_logprobs is not None:  # the rollout engine's policy vs the learner's old policy
+            token_weights, sampler_metrics = truncated_importance_weights(
+                old, m.sampling_logprobs, mb.completion_mask, a.sampler_correction_cap)
+        loss, metrics = compute_policy_loss(
+            logprobs, old, m.advantages, mb.completion_mask, token_weights=token_weights,
+            loss_type=a.loss_type, epsilon_low=a.epsilon, epsilon_high=a.resolved_epsilon_high,
+            beta=a.beta, ref_logprobs=ref, kl_estimator=a.kl_estimator,
+            importance_sampling_level=a.importance_sampling_level,
+            policy_objective=a.policy_objective, delta=a.delta, cispo_max_ratio=a.cispo_max_ratio,
+            sapo_temperature_pos=a.sapo_temperature_pos, sapo_temperature_neg=a.sapo_temperature_neg,
+            max_completion_length=self.max_completion_tokens,
+            global_num_tokens=shard.global_num_tokens, global_num_sequences=shard.global_num_sequences,
+        )
+        return loss, {**metrics, **sampler_metrics}, entropy
 
     def _grad_norm(self) -> Optional[float]:
         """Pre-clip gradient norm at the boundary. ZeRO 1-3 optimizers report it themselves; ZeRO-0 in
@@ -288,10 +302,10 @@ class PolicyLearner:
         grads = [p.grad.detach().float().norm() for p in self.peft_model.parameters() if p.grad is not None]
         return float(torch.stack(grads).norm()) if grads else 0.0
 
-    def _no_grad_logprobs(self, micro, *, reference: bool) -> list[torch.Tensor]:
+    def _no_grad_logprobs(self, micro: list[MicroBatch], *, reference: bool) -> list[torch.Tensor]:
         with self._scoring(reference):
-            return [self._completion_logprobs(mb, temperature=self.temperature, reference=reference)[0]
-                    for mb, *_ in micro]
+            return [self._completion_logprobs(m.batch, temperature=self.temperature, reference=reference,
+                                              share=m.share_prefix, num_chunks=m.num_chunks)[0] for m in micro]
 
     # -- inspection ---------------------------------------------------------------------------------
     def logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], *, reference: bool = False) -> list[list[float]]:
@@ -429,6 +443,10 @@ class PolicyLearner:
         for group, lr_lambda in zip(self.engine.optimizer.param_groups, scheduler.lr_lambdas):
             group.update(lr=c.lr * lr_lambda(scheduler.last_epoch), betas=tuple(c.adam_betas), weight_decay=c.weight_decay)
         scheduler._last_lr = [g["lr"] for g in self.engine.optimizer.param_groups]
+
+
+def _take(values: list, rows: list[int]) -> list:
+    return [values[r] for r in rows]
 
 
 def _gathered(params, zero_stage: int):

@@ -24,6 +24,7 @@ from typing import Any, Optional
 from grpo_ray.config import GRPOConfig
 from grpo_ray.run.shards import RAY, Calls, FaultCounter, PendingShards, dead_actors
 from grpo_ray.run.snapshots import LearnerSnapshots, SnapshotLost
+from grpo_ray.sync import WEIGHT_SYNCS
 from grpo_ray.sync.base import SyncTopology
 from grpo_ray.utils.reduce import reduce_named
 from grpo_ray.wire import RolloutBatch, WeightsHandle, split_into_shards
@@ -48,14 +49,14 @@ class WeightHandoff:
 
     def __init__(self, learners: list, rollouts: list, version: int, *, load: bool = True, lineage: str = "",
                  strategy: str = "", calls: Calls = RAY, faults: Optional[FaultCounter] = None) -> None:
-        refs = [learner.send_weights.remote(version) for learner in learners]
+        refs = [learner.send_weights.remote(version, load) for learner in learners]
         self.handle = WeightsHandle(version, refs[0], lineage, strategy)  # rank 0's update; the others join a gather
-        self.calls = calls
+        self.calls, self.live = calls, load
         self._others = refs[1:]
         self._loads = None
         if load:
             self._loads = PendingShards("rollout", rollouts, [self.handle] * len(rollouts),
-                                        lambda worker, handle: worker.receive_weights.remote(handle),
+                                        lambda worker, handle: worker.receive_weights.remote(handle, True),
                                         calls=calls, faults=faults)
 
     def wait(self) -> dict[str, float]:
@@ -76,6 +77,7 @@ class LearnerGroup:
         self.faults = faults if faults is not None else FaultCounter()
         self.version = 0  # weights version on the rollout workers: the number of updates applied
         self.lineage = new_lineage()
+        self._connected_at = 0  # rollout faults counted when the sync transport was last connected
         self.weights: Optional[WeightsHandle] = None  # the handle of ``version``: every generation shard carries one
         snapshot = cfg.learner.snapshot_state
         self.snapshots = LearnerSnapshots(cfg.model.lora.enabled if snapshot is None else snapshot, calls)
@@ -86,21 +88,43 @@ class LearnerGroup:
 
     # -- weights --------------------------------------------------------------------------------
     def connect(self) -> None:
-        """Every learner rank and rollout worker joins the sync strategy's transport (once per group)."""
-        topology = SyncTopology(len(self.learners), len(self.workers.rollouts))
+        """Every learner rank and rollout worker joins the sync strategy's transport: when the group starts,
+        and again whenever a member of a transport of the strategy's own was replaced or it broke."""
         strategy = self.cfg.sync_strategy
+        address = self.calls.get(self.learners[0].rendezvous_address.remote()) if WEIGHT_SYNCS.get(strategy).needs_address else None
+        topology = SyncTopology(len(self.learners), len(self.workers.rollouts), address, tuple(self.learners))
         self.calls.get([learner.connect_sync.remote(topology) for learner in self.learners]
                        + [worker.connect_sync.remote(topology, i, strategy) for i, worker in enumerate(self.workers.rollouts)])
+        self._connected_at = self.faults.total.get("rollout", 0)
+
+    def _reconnect_if_needed(self) -> None:
+        """A strategy with a transport of its own needs every member alive and connected: after a rollout
+        worker was restarted (its new process is in no group), connect everyone again."""
+        if WEIGHT_SYNCS.get(self.cfg.sync_strategy).needs_address and self.faults.total.get("rollout", 0) != self._connected_at:
+            self.connect()
 
     def publish(self, step: int) -> None:
         """Hand the current version to every rollout worker (a fresh or restarted one holds no weights),
         and keep a snapshot of the learners as they are after ``step``."""
         handoff = self._handoff(self.version, load=True)
         handoff.wait()
+        self._check_transport(handoff)
         self.weights = handoff.handle
         self.snapshots.take(self.learners, step)
 
+    def _check_transport(self, handoff: WeightHandoff) -> dict[str, float]:
+        """After a synchronous hand-off over the strategy's own transport: if it did not go through whole
+        (rank 0 fell back to the object store), connect again before the next one."""
+        if not (handoff.live and WEIGHT_SYNCS.get(self.cfg.sync_strategy).needs_address):
+            return {}
+        complete = bool(getattr(self.calls.get(handoff.handle.ref), "complete", False))
+        if not complete:
+            self._connected_at = -1
+        return {"sync/broadcast_complete": float(complete)}
+
     def _handoff(self, version: int, load: bool) -> WeightHandoff:
+        if load:
+            self._reconnect_if_needed()
         return WeightHandoff(self.learners, self.workers.rollouts, version, load=load, lineage=self.lineage,
                              strategy=self.cfg.sync_strategy, calls=self.calls, faults=self.faults)
 
@@ -119,7 +143,7 @@ class LearnerGroup:
                     handoff = self._handoff(self.version + 1, load=not generating)
                     per_rank = self.calls.get(refs)
                 with phase("sync"):
-                    sync_metrics = handoff.wait()
+                    sync_metrics = {**handoff.wait(), **self._check_transport(handoff)}
                 break
             except self.calls.failed as err:
                 dead = dead_actors(self.learners, self.calls)

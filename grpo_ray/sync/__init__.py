@@ -6,6 +6,8 @@ here by name and chosen with ``sync.strategy``:
 =======  =====================================================================================
 lora     the LoRA adapter through the object store (the default with LoRA)
 full     every weight in buckets through the object store (the default under full fine-tuning)
+broadcast  every weight from learner rank 0 over a gloo group of its own, the object store for
+         whoever missed it (rollout engines in the worker's process: CPU)
 =======  =====================================================================================
 
 The driver's side (which versions go to which workers, queued behind the update) is
@@ -13,16 +15,18 @@ The driver's side (which versions go to which workers, queued behind the update)
 """
 
 from grpo_ray.sync.base import SyncTopology, WeightSync
+from grpo_ray.sync.broadcast import BroadcastSync
 from grpo_ray.sync.object_store import FullSync, LoraSync
 from grpo_ray.utils.registry import Registry
 
 WEIGHT_SYNCS: Registry[type[WeightSync]] = Registry("weight sync strategy")
 WEIGHT_SYNCS.register("lora")(LoraSync)
 WEIGHT_SYNCS.register("full")(FullSync)
+WEIGHT_SYNCS.register("broadcast")(BroadcastSync)
 
 
 def create_weight_sync(name: str) -> WeightSync:
     return WEIGHT_SYNCS.get(name)()
 
 
-__all__ = ["WEIGHT_SYNCS", "FullSync", "LoraSync", "SyncTopology", "WeightSync", "create_weight_sync"]
+__all__ = ["WEIGHT_SYNCS", "BroadcastSync", "FullSync", "LoraSync", "SyncTopology", "WeightSync", "create_weight_sync"]

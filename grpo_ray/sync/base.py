@@ -6,11 +6,12 @@ A strategy has a lifecycle, run on both sides of the hand-off:
    rollout worker, knowing the whole :class:`SyncTopology`. A strategy that moves weights through a
    transport of its own (a collective broadcast from learner rank 0 into the engines, say) joins it
    here; the object-store strategies have nothing to join.
-2. For each version: ``send(learner, version, put)`` on every learner rank (under ZeRO-3 the ranks
-   gather the sharded weights together); rank 0 returns the :class:`~grpo_ray.wire.WeightUpdate` that
-   goes into the object store. ``receive(engine, handle, fetch)`` on each rollout worker puts
-   ``handle``'s version into its engine. Both are submitted at once, so a receiver can take part in a
-   transfer while the sender is still sending.
+2. For each version: ``send(learner, version, put, live)`` on every learner rank (under ZeRO-3 the
+   ranks gather the sharded weights together); rank 0 returns the :class:`~grpo_ray.wire.WeightUpdate`
+   that the handle names. ``receive(engine, handle, fetch, live)`` on each rollout worker puts
+   ``handle``'s version into its engine. ``live``: a synchronous hand-off, where both are submitted at
+   once and every rollout worker receives, so a receiver can take part in a transfer while the sender
+   is still sending; otherwise (async generation, a restarted worker) a worker receives on its own.
 3. ``close()`` when the actor stops.
 
 Learners and rollout workers build their strategy from ``sync.strategy`` when they are created, not
@@ -45,22 +46,33 @@ class SyncTopology:
     num_learners: int
     num_rollouts: int
     address: Optional[tuple[str, int]] = None
+    learners: tuple = ()  # the learner actors, for a worker that asks them for a version it missed
 
 
 class WeightSync(ABC):
     name: str = ""
+    needs_address = False  # whether connect needs SyncTopology.address (a transport of the strategy's own)
+    reaches_gpu_engines = True  # whether it can put weights into an engine on GPUs (vLLM's own processes)
 
     def connect(self, side: Side, index: int, topology: SyncTopology) -> None:
         """Join the strategy's transport as learner rank or rollout worker ``index`` (default: none)."""
         self.side, self.index, self.topology = side, index, topology
 
     @abstractmethod
-    def send(self, learner: "PolicyLearner", version: int, put: Callable[[Any], Any]) -> Optional["WeightUpdate"]:
-        """On every learner rank; rank 0 returns the update of ``version`` for the object store."""
+    def send(self, learner: "PolicyLearner", version: int, put: Callable[[Any], Any], live: bool = False
+             ) -> Optional["WeightUpdate"]:
+        """On every learner rank; rank 0 returns the update of ``version`` that the handle names."""
 
-    def receive(self, engine: "RolloutEngine", handle: "WeightsHandle", fetch: Callable[[Any], Any]) -> None:
+    def receive(self, engine: "RolloutEngine", handle: "WeightsHandle", fetch: Callable[[Any], Any],
+                live: bool = False) -> None:
         """On a rollout worker: the weights of ``handle.version`` into ``engine``."""
         self.receive_from_store(engine, handle, fetch)
+
+    def store(self, learner: "PolicyLearner", version: int, put: Callable[[Any], Any]) -> Optional["WeightUpdate"]:
+        """On every learner rank: ``version`` (the one the learners hold) into the object store, for a
+        worker that missed a transfer of the strategy's own. The object-store strategies put it there
+        on every send."""
+        raise NotImplementedError(f"sync strategy {self.name!r} puts every version in the object store when sent")
 
     def receive_from_store(self, engine: "RolloutEngine", handle: "WeightsHandle", fetch: Callable[[Any], Any]) -> None:
         """The object-store path: fetch the update ``handle`` names and apply it."""

@@ -20,7 +20,7 @@ class LoraSync(WeightSync):
 
     name = "lora"
 
-    def send(self, learner, version, put):
+    def send(self, learner, version, put, live=False):
         tensors = learner.lora_tensors()  # every rank joins a ZeRO-3 gather; rank 0 alone copies to host
         if learner.rank != 0:
             return None
@@ -54,7 +54,7 @@ class FullSync(WeightSync):
     def __init__(self, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> None:
         self.bucket_bytes = bucket_bytes
 
-    def send(self, learner, version, put):
+    def send(self, learner, version, put, live=False):
         refs, total, bucket, size = [], 0, {}, 0
         for name, tensor in learner.full_state():  # rank 0: host copies, one parameter at a time; others: None
             if tensor is None:

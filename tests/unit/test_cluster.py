@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from grpo_ray.cluster import Placement, async_core_contention, required_cpus, role_bundles, trial_bundles
+from grpo_ray.cluster import (
+    NodeGPUs,
+    Placement,
+    async_core_contention,
+    check_learner_memory,
+    required_cpus,
+    role_bundles,
+    share_node_gpus,
+    trial_bundles,
+)
 from grpo_ray.config import load_config
 
 pytestmark = pytest.mark.unit
@@ -107,3 +116,46 @@ def test_the_hub_settings_reach_every_actor(monkeypatch) -> None:
     env = actor_env()
     assert env["HF_TOKEN"] == "hf_secret" and env["HF_HOME"] == "/data/hf" and "HF_HUB_OFFLINE" not in env
     assert env["TOKENIZERS_PARALLELISM"] == "false"
+
+
+# -- learner ranks see their node's learner GPUs; the memory check before the learners load ----------
+
+
+def test_learner_ranks_on_a_node_see_its_learner_gpus_and_pick_theirs() -> None:
+    # two nodes: ranks 0 and 2 on node a (GPUs 3 and 1: another role holds 0 and 2), ranks 1 and 3 on b
+    shared = share_node_gpus([("a", ["3"]), ("b", ["0"]), ("a", ["1"]), ("b", ["1"])])
+    assert shared == [NodeGPUs(("1", "3"), 1, 2, 1), NodeGPUs(("0", "1"), 0, 2, 0),
+                      NodeGPUs(("1", "3"), 0, 2, 0), NodeGPUs(("0", "1"), 1, 2, 1)]
+    # ids sort as numbers (10 after 9), a rank holding two GPUs computes on its first
+    wide = share_node_gpus([("a", ["10", "11"]), ("a", ["8", "9"])])
+    assert [(s.visible, s.local_rank, s.device_index) for s in wide] == [
+        (("8", "9", "10", "11"), 1, 2), (("8", "9", "10", "11"), 0, 0)]
+    # CPU learners: nothing to share
+    assert share_node_gpus([("a", []), ("a", [])]) == [None, None]
+
+
+def test_the_docstring_example_of_sharing_holds() -> None:
+    import doctest
+
+    from grpo_ray import cluster
+
+    result = doctest.testmod(cluster)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_memory_check_runs_only_for_learners_on_cuda_devices(monkeypatch) -> None:
+    from grpo_ray.errors import UserError
+    from grpo_ray.learner import memory
+
+    counted = []
+    monkeypatch.setattr(memory, "count_parameters", lambda path, **kw: counted.append(path) or 8_000_000_000)
+    full = cfg("model.lora.enabled=false", "sync.strategy=full", "rollout.lora_apply=merge", "learner.zero_stage=2",
+               "algo.beta=0")
+    check_learner_memory(full, [None])  # a CPU learner, or fake GPUs: no CUDA device to measure
+    assert counted == []
+    with pytest.raises(UserError, match=r"^learner.zero_stage=2: full fine-tuning of 8.00B parameters needs at least "
+                                        r"119.2 GiB on each of the 1 learner GPU\(s\) \(float32 weights"):
+        check_learner_memory(full, [80 * 2**30])  # tiny_cpu.yaml computes in float32: 4 + 4 + 8 bytes on 1 rank
+    check_learner_memory(full, [160 * 2**30, None])  # fits (the smallest known GPU counts)
+    assert counted and len(set(counted)) == 1
+    check_learner_memory(cfg(), [80 * 2**30])  # LoRA: the base's 32 GB of float32 weights fit

@@ -192,3 +192,16 @@ def test_tools_need_the_multi_turn_kind_and_must_resolve(tmp_path) -> None:
     cfg = load_config(None, ["rollout.kind=multi_turn", "rollout.tools=[calculator, python]", "rollout.max_turns=3"])
     spec = kind_spec(cfg)
     assert spec.name == "multi_turn" and spec.options["tools"] == ["calculator", "python"] and spec.options["max_turns"] == 3
+
+
+def test_fractional_learner_gpus_only_for_a_lone_learner() -> None:
+    # two ranks on halves of GPUs could share a device, which NCCL refuses
+    assert error_of("learner.num_gpus_per_learner=0.5", "learner.num_learners=2") == (
+        "learner.num_gpus_per_learner=0.5: with 2 learners two ranks could land on one GPU, which NCCL refuses; give "
+        "each learner a whole GPU (1, or leave it unset), or train with learner.num_learners=1 to share one GPU with "
+        "the rollout worker")
+    assert error_of("learner.num_gpus_per_learner=1.5").startswith(
+        "learner.num_gpus_per_learner=1.5: a learner rank computes on one GPU; give it whole GPUs")
+    # one learner sharing the only GPU with the rollout worker (bench/compare_trl.py, tests/gpu); whole GPUs
+    assert load_config(None, ["learner.num_gpus_per_learner=0.5"]).learner.num_gpus_per_learner == 0.5
+    assert load_config(None, ["learner.num_gpus_per_learner=1", "learner.num_learners=2"]).learner.num_learners == 2

@@ -59,6 +59,13 @@ def test_sync_strategies_are_auto_and_the_registry():
     assert sorted(typing.get_args(SyncStrategy)) == sorted(["auto", *WEIGHT_SYNCS.names()])
 
 
+def test_token_budget_refuses_exactly_the_split_dependent_loss_types():
+    from grpo_ray.config import SPLIT_DEPENDENT_LOSS_TYPES
+
+    dependent = sorted(name for name in algo.LOSS_AGGREGATIONS if not algo.LOSS_AGGREGATIONS.get(name).split_invariant)
+    assert sorted(SPLIT_DEPENDENT_LOSS_TYPES) == dependent == ["bnpo"]
+
+
 def test_reward_isolation_choices_are_the_scorers():
     assert typing.get_args(RewardIsolation) == ISOLATIONS
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from grpo_ray.algo import entropy_from_logits, selective_log_softmax
+from grpo_ray.algo import chunked_logprobs, entropy_from_logits, selective_log_softmax
 
 pytestmark = pytest.mark.unit
 
@@ -65,3 +65,84 @@ def test_entropy_of_empty_batch_and_bad_chunk():
     assert entropy_from_logits(torch.zeros(0, 3, 5)).shape == (0, 3)
     with pytest.raises(ValueError, match="chunk_size"):
         entropy_from_logits(torch.zeros(1, 5), chunk_size=0)
+
+
+def _head_and_batch(seed: int = 2, n: int = 3, t: int = 7, h: int = 5, v: int = 11):
+    gen = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(h, v, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(v, h, generator=gen, dtype=torch.float64))
+    hidden = torch.randn(n, t, h, generator=gen, dtype=torch.float64, requires_grad=True)
+    return head, hidden, torch.randint(0, v, (n, t), generator=gen)
+
+
+def _whole(head, hidden, index, temperature=1.0):
+    logits = head(hidden).float() / temperature
+    return selective_log_softmax(logits, index), entropy_from_logits(logits.detach())
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 50])  # 3 does not divide T=7; 50 is one chunk
+def test_chunked_logprobs_equal_the_whole_logits_and_their_gradients(chunk_size):
+    head, hidden, index = _head_and_batch()
+    lp, ent = _whole(head, hidden, index, temperature=0.7)
+    grads = torch.autograd.grad(lp.sum(), [hidden, head.weight])
+    lp_c, ent_c = chunked_logprobs(hidden, index, head, chunk_size=chunk_size, temperature=0.7, with_entropy=True)
+    grads_c = torch.autograd.grad(lp_c.sum(), [hidden, head.weight])
+    torch.testing.assert_close(lp_c, lp)
+    torch.testing.assert_close(ent_c, ent)
+    assert not ent_c.requires_grad
+    for g, g_c in zip(grads, grads_c):
+        torch.testing.assert_close(g_c, g)
+
+
+def test_chunked_logprobs_never_keep_a_chunk_of_logits_for_backward():
+    """What autograd saves outside the checkpointed chunks holds no [.., V] logits: backward recomputes
+    them, one chunk at a time (the unchunked form keeps the whole [N, T, V])."""
+    head, hidden, index = _head_and_batch(t=8, v=64)
+    calls = []
+    head.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[1]))
+
+    def widest_saved(fn) -> int:
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape[-1]) or t, lambda t: t):
+            out = fn()
+        out.sum().backward()
+        return max(saved)
+
+    assert widest_saved(lambda: _whole(head, hidden, index)[0]) == 64
+    calls.clear()
+    assert widest_saved(lambda: chunked_logprobs(hidden, index, head, chunk_size=3)[0]) < 64
+    assert calls[:3] == [3, 3, 2] and sorted(calls[3:]) == [2, 3, 3]  # three chunks, each recomputed in backward
+
+
+def test_chunked_logprobs_soft_cap_by_hand():
+    head, hidden, index = _head_and_batch()
+    capped = torch.tanh(head(hidden).float() / 2.0) * 2.0 / 0.5
+    expected = capped.log_softmax(-1).gather(-1, index[..., None])[..., 0]
+    lp, _ = chunked_logprobs(hidden, index, head, chunk_size=2, temperature=0.5, softcap=2.0)
+    torch.testing.assert_close(lp, expected)
+    assert float(lp.detach().min()) > -2 * 2.0 / 0.5 - math.log(11)  # capped logits span at most 2 * cap / temperature
+
+
+def test_chunked_logprobs_pad_to_num_chunks_with_empty_ones():
+    """Every process calls the head the same number of times (ZeRO-3), the short ones on empty chunks,
+    forward and backward; the values do not change."""
+    head, hidden, index = _head_and_batch()
+    calls = []
+    head.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[1]))
+    lp, _ = chunked_logprobs(hidden, index, head, chunk_size=4, num_chunks=4)
+    lp.sum().backward()
+    assert sorted(calls) == sorted([4, 3, 0, 0] * 2)
+    torch.testing.assert_close(lp, _whole(head, hidden, index)[0])
+    with pytest.raises(ValueError, match="num_chunks=1"):
+        chunked_logprobs(hidden, index, head, chunk_size=4, num_chunks=1)
+
+
+def test_chunked_logprobs_without_gradients_skip_checkpointing():
+    head, hidden, index = _head_and_batch()
+    calls = []
+    head.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[1]))
+    with torch.no_grad():
+        lp, ent = chunked_logprobs(hidden, index, head, chunk_size=5, with_entropy=True)
+    assert calls == [5, 2] and not lp.requires_grad
+    torch.testing.assert_close(ent, _whole(head, hidden, index)[1])

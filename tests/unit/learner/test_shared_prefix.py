@@ -3,13 +3,11 @@ group. Logits and gradients must equal the full forward's."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
+from grpo_ray.learner.forward import completion_logits
 from grpo_ray.learner.padding import pad_rows, unique_prompts
-from grpo_ray.learner.policy import PolicyLearner
 
 pytestmark = pytest.mark.unit
 
@@ -45,10 +43,8 @@ def _grads(model, logits_fn, batch):
 
 
 def test_same_logits_and_gradients_as_full_forward(model, batch) -> None:
-    learner = SimpleNamespace(engine=model, share_prefix=False)
-    first, inverse = unique_prompts(batch)
-    full, g_full = _grads(model, lambda: PolicyLearner._completion_logits(learner, batch, model), batch)
-    shared, g_shared = _grads(model, lambda: PolicyLearner._shared_prefix_logits(batch, first, inverse, model), batch)
+    full, g_full = _grads(model, lambda: completion_logits(model, batch, share_prefix=False), batch)
+    shared, g_shared = _grads(model, lambda: completion_logits(model, batch, share_prefix=True), batch)
     mask = batch.completion_mask.bool()
     torch.testing.assert_close(shared[mask], full[mask], rtol=0, atol=2e-5)
     assert g_full.keys() == g_shared.keys() and len(g_full) > 0

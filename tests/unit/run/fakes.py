@@ -160,7 +160,7 @@ class FakeRolloutWorker:
     def on_restart(self) -> None:
         self.holds, self.version = None, -1
 
-    def receive_weights(self, handle) -> float:
+    def receive_weights(self, handle, live=False) -> float:
         if handle.key != self.holds:
             update = handle.ref.resolve()
             self.version, self.holds = update.version, handle.key
@@ -238,7 +238,7 @@ class FakeLearner:
         return {"loss": float(len(self.trained)), "num_tokens": float(sum(map(len, shard.completion_ids))),
                 "fingerprint": float(self.fingerprint % 1000)}
 
-    def send_weights(self, version):
+    def send_weights(self, version, live=False):
         if self.rank != 0:
             return None
         return LoraAdapter(version, {}, {"fingerprint": self.fingerprint})

@@ -49,13 +49,18 @@ class Engine:
 def test_auto_follows_lora_and_a_strategy_that_does_not_fit_is_refused() -> None:
     assert load_config(None, []).sync_strategy == "lora"
     assert load_config(None, ["model.lora.enabled=false"]).sync_strategy == "full"
-    assert WEIGHT_SYNCS.names() == ["full", "lora"]
+    assert WEIGHT_SYNCS.names() == ["broadcast", "full", "lora"]
     from grpo_ray.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"^sync.strategy=lora: full fine-tuning has no adapter"):
         load_config(None, ["model.lora.enabled=false", "sync.strategy=lora"])
     with pytest.raises(ConfigError, match=r"^sync.strategy=full: with a LoRA adapter"):
         load_config(None, ["sync.strategy=full"])
+    with pytest.raises(ConfigError, match=r"^sync.strategy=broadcast: with a LoRA adapter"):
+        load_config(None, ["sync.strategy=broadcast"])
+    with pytest.raises(ConfigError, match=r"^sync.strategy=broadcast: its gloo transport .* use sync.strategy=full"):
+        load_config(None, ["model.lora.enabled=false", "sync.strategy=broadcast", "rollout.num_gpus_per_worker=1"])
+    assert load_config(None, ["model.lora.enabled=false", "sync.strategy=broadcast"]).sync_strategy == "broadcast"
 
 
 def test_the_receiver_takes_the_handles_update_from_the_store_after_connecting() -> None:
