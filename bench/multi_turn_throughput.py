@@ -6,8 +6,10 @@ so that a machine whose speed drifts moves both alike (the order flips every rou
 
     multi-turn   the config's rollout kind: turns, tool calls and tool turns, episodes advancing
                  independently (tokens counted: those the model sampled)
-    single-turn  one plain generation per episode of exactly as many tokens as the latest multi-turn
-                 batch's episodes sampled on average (min_tokens = max_tokens), same prompts, same G
+    single-turn  one plain generation per episode (a request of its own, as each episode's first turn
+                 is) of exactly as many tokens as the same episode of the latest multi-turn batch
+                 sampled (min_tokens = max_tokens), same prompts, same G: the same tokens, lengths and
+                 tail, without turns or tools
 
 and prints tokens/s of each and their ratio (the goal is at least 0.8: the tool loop, the tools and
 the re-prefill of each turn cost at most a fifth of plain generation).
@@ -61,32 +63,36 @@ def main() -> None:
         tokens = sum(e["model_tokens"] for e in out.episode_stats)
         return tokens, seconds, out
 
-    def single(batch, seed, length):
+    def single(batch, seed, lengths):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = [SamplingParams(n=r.group_size, temperature=r.temperature, max_tokens=length, min_tokens=length,
-                                 seed=s) for s in per_prompt_seeds(seed, len(batch))]
-        prompts = [TokensPrompt(prompt_token_ids=encode(x["prompt"])) for x in batch]
+        g = r.group_size
+        params = [SamplingParams(n=1, temperature=r.temperature, max_tokens=lengths[i * g + j],
+                                 min_tokens=lengths[i * g + j], seed=s + j)
+                  for i, s in enumerate(per_prompt_seeds(seed, len(batch))) for j in range(g)]
+        prompts = [TokensPrompt(prompt_token_ids=encode(x["prompt"])) for x in batch for _ in range(g)]
         start = time.perf_counter()
         outs = engine.llm.generate(prompts, params, use_tqdm=False)
         seconds = time.perf_counter() - start
         return sum(len(c.token_ids) for o in outs for c in o.outputs), seconds
 
     _, _, warm = multi(batches[0], 0)  # warm-up: the first batch pays for compiling and caching
-    length = max(1, round(sum(e["model_tokens"] for e in warm.episode_stats) / len(warm.episode_stats)))
+    lengths = [max(1, e["model_tokens"]) for e in warm.episode_stats]
     totals = {"multi": [0, 0.0], "single": [0, 0.0]}
+    stepping = 0.0  # seconds of the multi-turn rollouts spent in the engine's steps (the rest: tools, bookkeeping)
     turns, calls = [], []
     for i, batch in enumerate(batches[1:], start=1):
-        # the order alternates; single-turn takes the length the latest multi-turn batch sampled
+        # the order alternates; single-turn takes the lengths the latest multi-turn batch sampled
         if i % 2:
-            single_tokens, single_seconds = single(batch, i, length)
+            single_tokens, single_seconds = single(batch, i, lengths)
         tokens, seconds, out = multi(batch, i)
-        length = max(1, round(tokens / len(out.episode_stats)))
+        lengths = [max(1, e["model_tokens"]) for e in out.episode_stats]
         if not i % 2:
-            single_tokens, single_seconds = single(batch, i, length)
+            single_tokens, single_seconds = single(batch, i, lengths)
         totals["multi"][0] += tokens
         totals["multi"][1] += seconds
+        stepping += out.stats["generate_s"]
         totals["single"][0] += single_tokens
         totals["single"][1] += single_seconds
         turns += [e["turns"] for e in out.episode_stats]
@@ -97,7 +103,7 @@ def main() -> None:
     m, s = (totals[k][0] / totals[k][1] for k in ("multi", "single"))
     print(f"\n{cfg.model.name_or_path}, {args.rounds} rounds of B={b} x G={r.group_size}; "
           f"{sum(turns) / len(turns):.2f} turns and {sum(calls) / len(calls):.2f} tool calls per episode")
-    print(f"multi-turn rollout   {m:.0f} tokens/s")
+    print(f"multi-turn rollout   {m:.0f} tokens/s ({stepping / totals['multi'][1]:.0%} of its time in the engine's steps)")
     print(f"single-turn          {s:.0f} tokens/s")
     print(f"ratio                {m / s:.3f}   (goal >= 0.8)")
 
