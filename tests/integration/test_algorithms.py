@@ -1,6 +1,7 @@
 """Every algorithm switch through the real engine and learner: each advantage estimator and policy
 objective updates one real batch (scored with the soft overlong reward among others), dynamic
-sampling's data cursor is exact across a checkpoint and resume, and full fine-tuning learns the task\nthrough the broadcast weight sync.
+sampling's data cursor is exact across a checkpoint and resume, and full fine-tuning learns the task
+through the broadcast weight sync.
 
 The session's vLLM rollout actor on the built-in model (``builtin_vllm``); each run starts its own learner.
 """

@@ -10,6 +10,7 @@ import pytest
 
 from grpo_ray.tools import ToolSpecError, resolve_environment, resolve_tool
 from grpo_ray.tools.process import Toolbox
+from tests.unit.tools.sources import COUNTER_ENV
 
 pytestmark = pytest.mark.unit
 
@@ -49,22 +50,7 @@ def undocumented(x):
     return x
 
 
-class Counter:
-    """Counts what it is told; each episode has its own count."""
-
-    def reset(self, start: int = 0, **row):
-        self.count = int(start)
-        return f"The count starts at {self.count}."
-
-    def add(self, n: int) -> str:
-        """Add to the count.
-
-        Args:
-            n: How much to add.
-        """
-        self.count += n
-        return str(self.count)
-'''
+''' + COUNTER_ENV
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from grpo_ray.rollout.engines.base import RolloutEngine
 from grpo_ray.rollout.engines.turns import TurnOutput, drive_turns
 from grpo_ray.rollout.kinds import KindSpec, create_rollout_kind
 from grpo_ray.wire import GenerationRequest, SamplingConfig
+from tests.unit.tools.sources import COUNTER_ENV
 
 pytestmark = pytest.mark.unit
 
@@ -159,25 +160,10 @@ def test_episodes_do_not_wait_for_each_others_tools() -> None:
     assert time.perf_counter() - start < 4
 
 
-ENV = '''
-class Counter:
-    def reset(self, start: int = 0, **row):
-        self.count = int(start)
-        return f"The count starts at {self.count}."
-
-    def add(self, n: int) -> str:
-        """Add to the count.
-
-        Args:
-            n: How much to add.
-        """
-        self.count += n
-        return str(self.count)
-'''
 
 
 def test_an_environment_starts_from_the_row_and_its_methods_are_the_tools(tokenizer, tmp_path) -> None:
-    (tmp_path / "env.py").write_text(ENV)
+    (tmp_path / "env.py").write_text(COUNTER_ENV)
     add = '<tool_call>\n{"name": "add", "arguments": {"n": 5}}\n</tool_call>'
 
     def env_script(question, n_turn, turn):
