@@ -229,6 +229,7 @@ def run_trl(cfg, steps: int, out: Path, between_steps=None):
 
         def on_step_end(self, *a, **k):
             step_times.append(time.perf_counter() - self.t)
+            print(f"TRL step {len(step_times)}: {step_times[-1]:.1f} s", flush=True)  # a cut run keeps its numbers
             if between_steps is not None:
                 between_steps()
 
@@ -271,8 +272,11 @@ def main() -> None:
     # grpo_ray's synchronous steps alternate with TRL's (its cluster idles during TRL's step), so a
     # machine whose speed drifts during the run moves both alike
     trainer, sync = grpo_ray_trainer(args.task, args.steps, tmp / "sync", engine), []
-    trl_times, trl_logs = run_trl(trainer.cfg, args.steps, tmp / "trl",
-                                  between_steps=lambda: sync.append(trainer.train_step()[0]))
+    def grpo_ray_step() -> None:
+        sync.append(trainer.train_step()[0])
+        print(f"grpo_ray step {len(sync)}: {sync[-1]['timing/step']:.1f} s", flush=True)
+
+    trl_times, trl_logs = run_trl(trainer.cfg, args.steps, tmp / "trl", between_steps=grpo_ray_step)
     # P2 compares single-turn generation; multi-turn throughput has its own benchmark
     # (bench/multi_turn_throughput.py)
     single_turn = trainer.cfg.rollout.kind != "multi_turn"
