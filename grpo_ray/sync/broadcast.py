@@ -38,7 +38,7 @@ from typing import Iterable, Iterator, Optional
 import torch
 
 from grpo_ray.sync.base import SyncTopology
-from grpo_ray.sync.object_store import DEFAULT_BUCKET_BYTES, FullSync
+from grpo_ray.sync.object_store import DEFAULT_BUCKET_BYTES, FullSync, buckets_of
 from grpo_ray.wire import WeightUpdate
 
 log = logging.getLogger("grpo_ray.sync")
@@ -138,23 +138,6 @@ def unpack(layout, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     """The tensors of a packed bucket, as views of ``flat`` (no copy)."""
     return {name: flat[offset:offset + nbytes].view(getattr(torch, dtype)).reshape(shape)
             for name, dtype, shape, offset, nbytes in layout}
-
-
-def buckets_of(state: Iterable[tuple[str, Optional[torch.Tensor]]], bucket_bytes: int) -> Iterator[dict[str, torch.Tensor]]:
-    """``(name, tensor)`` pairs grouped into dicts of at most ``bucket_bytes`` (a bigger tensor goes alone);
-    pairs without a tensor (ZeRO-3 ranks other than 0) are consumed and dropped."""
-    bucket, size = {}, 0
-    for name, tensor in state:
-        if tensor is None:
-            continue
-        nbytes = tensor.numel() * tensor.element_size()
-        if bucket and size + nbytes > bucket_bytes:
-            yield bucket
-            bucket, size = {}, 0
-        bucket[name] = tensor
-        size += nbytes
-    if bucket:
-        yield bucket
 
 
 class BroadcastSync(FullSync):

@@ -3,10 +3,14 @@ pulls it to its own node, so nothing assumes a shared filesystem or a network be
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Optional
 
 from grpo_ray.sync.base import WeightSync
 from grpo_ray.wire import FullWeights, LoraAdapter, tensors_from_numpy, tensors_to_numpy
+
+if TYPE_CHECKING:
+    import torch
 
 # full-weight buckets: big enough that per-object overhead is small, small enough that a rollout worker
 # holds one bucket beside the model (vLLM's own weight loaders take them one at a time)
@@ -55,23 +59,32 @@ class FullSync(WeightSync):
         self.bucket_bytes = bucket_bytes
 
     def send(self, learner, version, put, live=False):
-        refs, total, bucket, size = [], 0, {}, 0
-        for name, tensor in learner.full_state():  # rank 0: host copies, one parameter at a time; others: None
-            if tensor is None:
-                continue
-            nbytes = tensor.numel() * tensor.element_size()
-            if bucket and size + nbytes > self.bucket_bytes:
-                refs.append(put(_Bucket(bucket)))
-                bucket, size = {}, 0
-            bucket[name] = tensor
-            size += nbytes
-            total += nbytes
+        refs, total = [], 0
+        # rank 0: host copies, one parameter at a time, each bucket put as soon as it is full; others: None
+        for bucket in buckets_of(learner.full_state(), self.bucket_bytes):
+            refs.append(put(_Bucket(bucket)))
+            total += sum(t.numel() * t.element_size() for t in bucket.values())
         if learner.rank != 0:
             return None
-        if bucket:
-            refs.append(put(_Bucket(bucket)))
         return FullWeights(version, refs, total)
 
     def apply(self, engine, update, fetch):
         engine.load_weights(fetch(ref).tensors for ref in update.buckets)
         engine.version = update.version
+
+
+def buckets_of(state: Iterable[tuple[str, Optional[torch.Tensor]]], bucket_bytes: int) -> Iterator[dict[str, torch.Tensor]]:
+    """``(name, tensor)`` pairs grouped into dicts of at most ``bucket_bytes`` (a bigger tensor goes alone);
+    pairs without a tensor (ZeRO-3 ranks other than 0) are consumed and dropped."""
+    bucket, size = {}, 0
+    for name, tensor in state:
+        if tensor is None:
+            continue
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > bucket_bytes:
+            yield bucket
+            bucket, size = {}, 0
+        bucket[name] = tensor
+        size += nbytes
+    if bucket:
+        yield bucket
