@@ -206,10 +206,12 @@ def role_bundles(cfg: GRPOConfig, placement: Optional[Placement] = None) -> dict
     return {role: [{k: v for k, v in b.items() if v > 0} or {"CPU": 0.01} for b in bundles] for role, bundles in raw.items()}
 
 
-def trial_bundles(cfg: GRPOConfig, driver_cpus: float, placement: Optional[Placement] = None) -> list[dict[str, float]]:
-    """One Tune trial's reservation: its driver's bundle, then the bundles of every role in ROLES order."""
+def trial_bundles(cfg: GRPOConfig, driver_cpus: float, placement: Optional[Placement] = None,
+                  roles: tuple[str, ...] = ROLES) -> list[dict[str, float]]:
+    """One Tune trial's reservation: its driver's bundle, then the bundles of each of ``roles`` (those
+    the trial starts itself) in ROLES order."""
     by_role = role_bundles(cfg, placement)
-    return [{"CPU": driver_cpus}] + [b for role in ROLES for b in by_role[role]]
+    return [{"CPU": driver_cpus}] + [b for role in ROLES if role in roles for b in by_role[role]]
 
 
 def required_cpus(cfg: GRPOConfig) -> float:
@@ -293,6 +295,10 @@ class Workers:
     groups: dict = field(default_factory=dict)  # role -> Group
     trial_group: Optional[PlacementGroup] = None
     placement: Optional[Placement] = None
+    trial_roles: tuple[str, ...] = ROLES  # the roles whose bundles the trial's group holds (trial_bundles)
+    # Times Ray restarts a dead learner rank. A run's own group is replaced whole instead (LearnerGroup.recover:
+    # a rank cannot rejoin the others' process group); a shared-base sweep's lone learner is restarted.
+    learner_restarts: int = 0
 
     @classmethod
     def start(cls, cfg: GRPOConfig, *, learners: bool = True, trial_group: Optional[PlacementGroup] = None) -> "Workers":
@@ -357,7 +363,7 @@ class Workers:
         self.learners = [
             LearnerWorker.options(
                 num_cpus=lc.num_cpus_per_learner, num_gpus=p.learner_gpus, resources=dict(lc.resources),
-                scheduling_strategy=group.slot(i),
+                scheduling_strategy=group.slot(i), max_restarts=self.learner_restarts, max_task_retries=0,
             ).remote(settings, i, lc.num_learners)
             for i in range(lc.num_learners)
         ]
@@ -406,7 +412,7 @@ class Workers:
         by_role = role_bundles(cfg, self._placement(cfg))
         bundles = by_role[role]
         if self.trial_group is not None:
-            offset = 1 + sum(len(by_role[r]) for r in ROLES[: ROLES.index(role)])
+            offset = 1 + sum(len(by_role[r]) for r in ROLES[: ROLES.index(role)] if r in self.trial_roles)
             group = Group(self.trial_group, list(range(offset, offset + len(bundles))), owned=False)
         else:
             pg = placement_group(bundles, strategy=_STRATEGY[role])

@@ -26,6 +26,7 @@ from grpo_ray.wire import TrainShard, WeightUpdate
 
 if TYPE_CHECKING:
     from grpo_ray.cluster import NodeGPUs
+    from grpo_ray.learner.slots import LearnerSlots, SlotSettings
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,13 @@ class LearnerSettings:
     temperature: float
     seed: int
     sync: str  # the weight-sync strategy (grpo_ray.sync)
+
+
+def slot_settings(settings: LearnerSettings) -> "SlotSettings":
+    from grpo_ray.learner.slots import SlotSettings
+
+    s = settings
+    return SlotSettings(s.model, s.learner, s.algo, s.total_steps, s.rows_per_step, s.max_completion_tokens, s.temperature)
 
 
 def learner_settings(cfg: GRPOConfig) -> LearnerSettings:
@@ -55,6 +63,7 @@ class LearnerWorker:
         self.device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.sync = create_weight_sync(settings.sync)
         self.learner = None
+        self.slots: Optional[LearnerSlots] = None  # runs sharing this learner (open_slot), each call naming its own
 
     def rendezvous_address(self) -> tuple[str, int]:
         with socket.socket() as s:
@@ -109,44 +118,95 @@ class LearnerWorker:
         )
         return True
 
-    def train_step(self, shard: TrainShard) -> dict[str, float]:
-        return self.learner.train_step(shard)
+    # -- runs sharing this learner (grpo_ray.learner.slots): every call below may name its run's slot --
+    def open_slot(self, slot: str, settings: LearnerSettings) -> bool:
+        """Hold another run's trainable state under ``slot``, starting fresh (a sweep's trials sharing one
+        base model: ``grpo_ray.sweep.shared``)."""
+        from grpo_ray.learner.slots import LearnerSlots
+
+        if self.learner is None:  # restarted by Ray: a lone rank builds its model again on its own
+            if self.world_size != 1:
+                raise RuntimeError("a learner shared by several runs is one rank; this one has not been set up")
+            self.setup(*self.rendezvous_address())
+        if self.slots is None:
+            self.slots = LearnerSlots(self.learner, slot_settings(self.settings))
+        self.slots.open(slot, slot_settings(settings))
+        return True
+
+    def close_slot(self, slot: str) -> bool:
+        if self.slots is not None:
+            self.slots.close(slot)
+        return True
+
+    def check_slot(self, slot: Optional[str] = None) -> bool:
+        """Raises unless this learner holds ``slot`` (a run's liveness probe: grpo_ray.sweep.shared.SlotBound)."""
+        if slot is not None and (self.slots is None or slot not in self.slots):
+            raise KeyError(f"this learner holds no slot {slot!r} (it was restarted, or the slot was closed)")
+        return True
+
+    def slot_stats(self) -> dict[str, Any]:
+        """The open slots, and how many times a call found another slot than the one in use (each a restore)."""
+        if self.slots is None:
+            return {"open": [], "switches": 0}
+        return {"open": sorted(self.slots.settings), "switches": self.slots.switches}
+
+    def _at(self, slot: Optional[str]):
+        """The learner, holding ``slot``'s state when a slot is named."""
+        if slot is None:
+            return self.learner
+        if self.slots is None:
+            raise KeyError(f"no slot {slot!r} on this learner: no run has opened one")
+        return self.slots.use(slot)
+
+    def _changed(self, slot: Optional[str]) -> None:
+        if slot is not None:
+            self.slots.changed()
+
+    def train_step(self, shard: TrainShard, slot: Optional[str] = None) -> dict[str, float]:
+        metrics = self._at(slot).train_step(shard)
+        self._changed(slot)
+        return metrics
 
     def connect_sync(self, topology: SyncTopology) -> bool:
         """Join the weight-sync strategy's transport as this rank."""
         self.sync.connect("learner", self.rank, topology)
         return True
 
-    def send_weights(self, version: int, live: bool = False) -> Optional[WeightUpdate]:
+    def send_weights(self, version: int, live: bool = False, slot: Optional[str] = None) -> Optional[WeightUpdate]:
         """Version ``version`` of the policy for the rollout engines (every rank joins; rank 0 returns the
         update the handle names). ``live``: every rollout worker is receiving now (``grpo_ray.sync``)."""
-        return self.sync.send(self.learner, version, ray.put, live=live)
+        return self.sync.send(self._at(slot), version, ray.put, live=live)
 
-    def store_weights(self, version: int) -> Optional[WeightUpdate]:
+    def store_weights(self, version: int, slot: Optional[str] = None) -> Optional[WeightUpdate]:
         """``version`` (the one this learner holds) into the object store, for a rollout worker that missed
         the strategy's own transfer of it (every rank joins)."""
-        return self.sync.store(self.learner, version, ray.put)
+        return self.sync.store(self._at(slot), version, ray.put)
 
     @ray.method(num_returns=2)
-    def snapshot(self) -> tuple[dict[str, float], dict[str, bytes]]:
+    def snapshot(self, slot: Optional[str] = None) -> tuple[dict[str, float], dict[str, bytes]]:
         """(seconds and bytes, this rank's trainable state): both returned to the driver, which owns them,
         so the state outlives this process in the node's object store."""
         start = time.perf_counter()
-        files = self.learner.snapshot()
+        files = self.learner.snapshot() if slot is None else self.slots.snapshot(slot)
         return {"seconds": time.perf_counter() - start, "bytes": float(sum(map(len, files.values())))}, files
 
-    def restore(self, files: dict[str, bytes]) -> int:
-        self.learner.restore(files)
-        return self.learner.steps_done
+    def restore(self, files: dict[str, bytes], slot: Optional[str] = None) -> int:
+        learner = self._at(slot)
+        learner.restore(files)
+        self._changed(slot)
+        return learner.steps_done
 
-    def logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], reference: bool = False):
+    def logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], reference: bool = False,
+                 slot: Optional[str] = None):
         """Each completion token's logprob under the policy (or the reference), at temperature 1."""
-        return self.learner.logprobs(prompt_ids, completion_ids, reference=reference)
+        return self._at(slot).logprobs(prompt_ids, completion_ids, reference=reference)
 
-    def save(self, directory: str, version: int) -> bool:
-        self.learner.save(directory, version)
+    def save(self, directory: str, version: int, slot: Optional[str] = None) -> bool:
+        self._at(slot).save(directory, version)
         return True
 
-    def load(self, directory: str) -> int:
-        self.learner.load(directory)
-        return self.learner.steps_done
+    def load(self, directory: str, slot: Optional[str] = None) -> int:
+        learner = self._at(slot)
+        learner.load(directory)
+        self._changed(slot)
+        return learner.steps_done

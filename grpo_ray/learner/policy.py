@@ -51,18 +51,22 @@ from grpo_ray.utils.reduce import reduce_named
 from grpo_ray.wire import LoraAdapter, TrainShard
 
 
-def loss_scales(loss_type: str, grad_accum: int, world_size: int) -> tuple[float, float]:
+def loss_scales(loss_type: str, grad_accum: int, world_size: int, count: Optional[int] = None) -> tuple[float, float]:
     """(backward multiplier, reported-loss factor) for each micro-batch loss of ``loss_type``.
+    ``grad_accum``: DeepSpeed's accumulation count, which divides every loss; ``count``: the
+    micro-batches this step really has (``grad_accum`` unless the learner marks the boundary itself).
 
     A split-invariant loss type (its registry entry says so) sums to the global batch's loss over the
     micro-batches and ranks of a step, so each micro-batch loss is multiplied by grad_accum x world_size
     to undo DeepSpeed's averaging, and reported as it is: the sum over micro-batches and ranks is the
-    global loss. A local one (bnpo) keeps the averaging and reports its micro-batch loss over
-    grad_accum x world_size, so that the same sum is the mean over micro-batches and ranks.
+    global loss. A local one (bnpo) is averaged over the step's ``count`` micro-batches and the ranks:
+    its backward multiplier turns DeepSpeed's division by grad_accum into one by count, and it reports
+    its micro-batch loss over count x world_size, so that the same sum is the mean.
     """
+    count = grad_accum if count is None else count
     if LOSS_AGGREGATIONS.get(loss_type).split_invariant:
         return float(grad_accum * world_size), 1.0
-    return 1.0, 1.0 / (grad_accum * world_size)
+    return grad_accum / count, 1.0 / (count * world_size)
 
 
 def accumulation_steps(c: LearnerConfig, rows_per_rank: int) -> int:
@@ -124,6 +128,10 @@ class PolicyLearner:
             raise ValueError(f"loss_type={algo_cfg.loss_type} would depend on how rows are packed; "
                              "use it without max_tokens_per_micro_batch")
         self.grad_accum = accumulation_steps(learner_cfg, rows_per_step)  # DeepSpeed's count, which divides each loss
+        self.rows_per_step = rows_per_step
+        # whether the learner marks each step's last micro-batch itself (a token budget makes their number
+        # vary; a learner shared by several runs (``configure``) has one count per run)
+        self.boundary_by_hand = bool(learner_cfg.max_tokens_per_micro_batch)
         self.engine = self._init_engine(model, rows_per_step, total_steps * algo_cfg.num_iterations)
         self.reference = self._init_reference() if not self.lora and algo_cfg.beta != 0.0 else None
         self.steps_done = 0
@@ -217,9 +225,10 @@ class PolicyLearner:
         c = self.cfg
         groups = row_groups(shard, c.micro_batch_size, c.max_tokens_per_micro_batch)
         micro = [self._micro_batch(shard, rows) for rows in groups]
-        if not c.max_tokens_per_micro_batch and len(micro) != self.grad_accum:
+        expected = self.rows_per_step // c.micro_batch_size
+        if not c.max_tokens_per_micro_batch and len(micro) != expected:
             raise ValueError(f"learner rank {self.rank} got {len(shard.completion_ids)} rows; it was built for "
-                             f"{self.grad_accum} micro-batches of {c.micro_batch_size}")
+                             f"{expected} micro-batches of {c.micro_batch_size}")
         if self.world_size == 1:
             return micro
         packed, zero3 = bool(c.max_tokens_per_micro_batch), c.zero_stage == 3
@@ -248,12 +257,12 @@ class PolicyLearner:
         n = len(micro)
         ref = self._no_grad_logprobs(micro, reference=True) if a.beta != 0.0 else [None] * n
         old = self._no_grad_logprobs(micro, reference=False) if a.num_iterations > 1 else [None] * n
-        scale, loss_factor = loss_scales(a.loss_type, self.grad_accum, self.world_size)
+        scale, loss_factor = loss_scales(a.loss_type, self.grad_accum, self.world_size, n)
         parts, weights = [], []
         grad_norm = None
         for _ in range(a.num_iterations):
             for i, m in enumerate(micro):
-                if self.cfg.max_tokens_per_micro_batch:  # DeepSpeed's own count cannot know where a packed step ends
+                if self.boundary_by_hand:  # DeepSpeed's own count cannot know where this step ends
                     self.engine.set_gradient_accumulation_boundary(i == n - 1)
                 loss, metrics, entropy = self._micro_batch_loss(m, ref[i], old[i], shard)
                 self.engine.backward(loss * (scale * m.weight))  # DeepSpeed divides by gas, and averages over ranks
@@ -433,6 +442,19 @@ class PolicyLearner:
         torch.set_rng_state(rng["cpu"])
         if rng["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"])
+
+    def configure(self, learner_cfg: LearnerConfig, algo_cfg: AlgoConfig, *, rows_per_step: int,
+                  max_completion_tokens: int, temperature: float) -> None:
+        """Train under another run's settings from now on (``grpo_ray.learner.slots``: several runs share
+        this learner, one at a time). Only what each update reads may differ: the objective, the
+        optimizer's lr, betas and weight decay, the rows a step and how they are split; the model and the
+        schedule's shape are the engine's (``grpo_ray.learner.slots.ENGINE_FIELDS``). The learner marks
+        each step's boundary itself from now on, since the runs' micro-batch counts may differ."""
+        self.cfg, self.algo = learner_cfg, algo_cfg
+        self.rows_per_step, self.max_completion_tokens, self.temperature = rows_per_step, max_completion_tokens, temperature
+        self.share_prefix = learner_cfg.share_prompt_prefix and not learner_cfg.gradient_checkpointing
+        self.boundary_by_hand = True
+        self._apply_configured_hyperparameters()
 
     def _apply_configured_hyperparameters(self) -> None:
         """The loaded scheduler and optimizer carry the saved run's lr, betas and weight decay; this

@@ -68,7 +68,8 @@ class RayCalls(Calls):
         try:
             ray.get(actor.__ray_ready__.remote(), timeout=timeout_s)
             return True
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        # a task error: the actor answers but cannot serve this run (a restarted shared learner without its slot)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.RayTaskError):
             return False
 
 

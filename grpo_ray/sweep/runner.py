@@ -18,7 +18,7 @@ def fit_sweep(plan) -> list[TrialRecord]:
     import ray
     from ray import tune
 
-    from grpo_ray.cluster import init_ray, trial_bundles
+    from grpo_ray.cluster import ROLES, init_ray, trial_bundles
     from grpo_ray.sweep.results import records_from_results
     from grpo_ray.sweep.search import make_scheduler, make_search_alg, param_space
     from grpo_ray.sweep.trial import run_trial
@@ -26,15 +26,25 @@ def fit_sweep(plan) -> list[TrialRecord]:
     spec, sweep_dir = plan.spec, plan.sweep_dir
     max_steps = plan.base.trainer.steps
     save_every = spec.scheduler.perturbation_interval if spec.scheduler.name == "pbt" else None
-    trial_cpus = sum(b.get("CPU", 0) for b in trial_bundles(plan.base, spec.resources.driver_cpus))
-    init_ray(plan.base, min_cpus=trial_cpus * spec.max_concurrent_trials)
+    roles = ("reward",) if spec.share_base else ROLES  # a shared-base trial starts only its reward workers
+    trial_cpus = sum(b.get("CPU", 0) for b in trial_bundles(plan.base, spec.resources.driver_cpus, roles=roles))
+    shared_cpus = sum(b.get("CPU", 0) for b in trial_bundles(plan.base, 0, roles=("rollout", "learner"))) if spec.share_base else 0
+    init_ray(plan.base, min_cpus=trial_cpus * spec.max_concurrent_trials + shared_cpus)
 
     def resources(params):  # per trial: the search space may change actor counts
         cfg = plan.trial_config(params, sweep_dir)
-        return tune.PlacementGroupFactory(trial_bundles(cfg, spec.resources.driver_cpus), strategy="PACK")
+        return tune.PlacementGroupFactory(trial_bundles(cfg, spec.resources.driver_cpus, roles=roles), strategy="PACK")
 
+    shared, callbacks = None, []
+    if spec.share_base:
+        from grpo_ray.sweep.shared import SharedBase, SlotCloser
+
+        print("starting the base model's rollout workers and learner, shared by every trial", file=sys.stderr)
+        shared = SharedBase.start(plan.trial_config({}, sweep_dir))
+        callbacks.append(SlotCloser())
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, plan=plan, launch_dir=os.getcwd(), save_every=save_every), resources,
+        tune.with_parameters(run_trial, plan=plan, launch_dir=os.getcwd(), save_every=save_every, shared=shared),
+        resources,
     )
     if tune.Tuner.can_restore(str(sweep_dir)):
         print(f"resuming the sweep in {sweep_dir}", file=sys.stderr)
@@ -54,12 +64,18 @@ def fit_sweep(plan) -> list[TrialRecord]:
                 name=spec.name, storage_path=str(sweep_dir.parent),
                 # PBT clones a trial from another's checkpoint, which must not be pruned under it
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.name == "pbt" else spec.keep_checkpoints),
-                failure_config=tune.FailureConfig(max_failures=0), verbose=1,
+                failure_config=tune.FailureConfig(max_failures=0), verbose=1, callbacks=callbacks,
             ),
         )
     try:
         grid = tuner.fit()
+        if shared is not None:
+            stats = ray.get(shared.learner.slot_stats.remote())
+            print(f"shared learner: {stats['switches']} slot switches; slots still open: "
+                  f"{', '.join(stats['open']) or 'none'}", file=sys.stderr)
     finally:
+        if shared is not None:
+            shared.shutdown()
         ray.shutdown()
     return records_from_results(grid, plan, max_steps)
 

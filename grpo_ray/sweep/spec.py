@@ -23,6 +23,25 @@ from grpo_ray.config import (
 DomainKind = Literal["loguniform", "uniform", "randint", "choice", "grid"]
 TRAIN_SECTIONS = tuple(GRPOConfig.model_fields)  # model, data, rollout, ...
 MAX_CHECKED_COMBINATIONS = 4096
+# What may differ between the trials of a shared-base sweep (share_base: true): what a trial's driver,
+# its reward workers and its slot on the shared learner hold (a whole section where it ends with a dot).
+# The rest (the model and its adapter's shape, the engines' lengths and seeds, the schedule's shape,
+# the actor counts) is built once for all of them.
+SHARED_PER_TRIAL = (
+    "algo.", "reward.", "eval.", "learner.lr", "learner.weight_decay", "learner.adam_betas", "learner.micro_batch_size",
+    "learner.max_tokens_per_micro_batch", "learner.logprob_chunk_size", "learner.share_prompt_prefix",
+    "rollout.group_size", "rollout.temperature", "rollout.top_p", "rollout.top_k", "trainer.prompts_per_step",
+    "trainer.save_every", "trainer.log_completions_every", "data.limit", "data.system_prompt",
+    "data.assistant_prefix", "data.demonstrations",
+)
+SHARED_FIXED = ("algo.num_iterations",)  # within a per-trial section, but sets the schedule's length
+
+
+def varies_per_trial(key: str) -> bool:
+    """Whether a shared-base sweep lets trials differ in ``key`` (see :data:`SHARED_PER_TRIAL`)."""
+    if key in SHARED_FIXED:
+        return False
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in SHARED_PER_TRIAL)
 
 
 class _Section(BaseModel):
@@ -101,6 +120,8 @@ class SweepConfig(_Section):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     output_dir: str = Field("outputs/sweeps", description="Sweeps are written to output_dir/name.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Tune keeps per trial (under PBT: all of them).")
+    share_base: bool = Field(False, description="Every trial trains its LoRA adapter on one set of rollout workers and "
+                             "one learner holding the base model once (grpo_ray.sweep.shared); trials then run together.")
 
     @model_validator(mode="after")
     def _check(self) -> "SweepConfig":
@@ -118,6 +139,10 @@ class SweepConfig(_Section):
             raise ValueError(f"search.algorithm=optuna: {grids[0]} is a grid; Optuna samples, use choice")
         if grids and self.scheduler.name == "pbt":
             raise ValueError(f"scheduler.name=pbt: {grids[0]} is a grid; PBT mutates values, use choice")
+        fixed = [k for k in self.search_space if not varies_per_trial(k)]
+        if self.share_base and fixed:
+            raise ValueError(f"share_base: {fixed[0]} cannot differ between trials that share one base model's actors; "
+                             "sweep it with share_base: false, or fix it in set")
         return self
 
 
@@ -127,6 +152,8 @@ class SweepPlan:
     def __init__(self, spec: SweepConfig, base_raw: dict[str, Any], sweep_file: Optional[Path]) -> None:
         self.spec, self.base_raw, self.sweep_file = spec, base_raw, sweep_file
         self.base = config_from_dict(base_raw)  # the base itself must be valid
+        if spec.share_base:
+            _check_shared_base(self.base)
 
     @property
     def sweep_dir(self) -> Path:
@@ -156,6 +183,20 @@ class SweepPlan:
                 shown = ", ".join(f"{k}={v}" for k, v in params.items())
                 raise ConfigError(f"search_space can produce an invalid trial ({shown}): {first}") from None
         return count
+
+
+def _check_shared_base(base: GRPOConfig) -> None:
+    """What a shared-base sweep needs of its base config: LoRA (trials differ in adapters), one learner
+    (every trial's calls reach it in one order) and adapters through the object store."""
+    if not base.model.lora.enabled:
+        raise ConfigError("share_base: the trials share the base model's weights, so they must train LoRA adapters "
+                          "(model.lora.enabled=true)")
+    if base.learner.num_learners != 1:
+        raise ConfigError(f"share_base: learner.num_learners={base.learner.num_learners}; a shared learner is one rank "
+                          "(several trials' calls would reach several ranks in different orders)")
+    if base.sync_strategy != "lora":
+        raise ConfigError(f"share_base: sync.strategy={base.sync.strategy}; trials hand their adapters over with "
+                          "sync.strategy=lora (or auto)")
 
 
 def load_sweep(path: Union[str, Path], overrides: Optional[list[str]] = None) -> SweepPlan:

@@ -1,4 +1,5 @@
-"""One Tune trial: a whole GRPO run on the trial's own actors, reporting every step.
+"""One Tune trial: a whole GRPO run on the trial's own actors (or, in a shared-base sweep, on the
+sweep's rollout workers and a slot of its learner: ``grpo_ray.sweep.shared``), reporting every step.
 
 The trial's placement group (reserved by Tune from :func:`grpo_ray.cluster.trial_bundles`) holds this
 driver's bundle and every actor's, so the rollout, reward and learner workers are placed in it. Each
@@ -33,8 +34,10 @@ def trial_output_dir() -> Path:
         return Path(ctx.get_trial_dir()) / RUN_DIR
 
 
-def run_trial(params: dict[str, Any], *, plan: SweepPlan, launch_dir: str, save_every: Optional[int]) -> None:
-    """The Tune function trainable. ``params``: this trial's sampled values, by dotted key."""
+def run_trial(params: dict[str, Any], *, plan: SweepPlan, launch_dir: str, save_every: Optional[int],
+              shared: Optional[Any] = None) -> None:
+    """The Tune function trainable. ``params``: this trial's sampled values, by dotted key. ``shared``:
+    the base-model actors of a shared-base sweep (``grpo_ray.sweep.shared.SharedBase``)."""
     from grpo_ray.run.trainer import GRPOTrainer
 
     if os.path.isdir(launch_dir):  # relative paths in the config mean what they meant where the sweep started
@@ -55,7 +58,15 @@ def run_trial(params: dict[str, Any], *, plan: SweepPlan, launch_dir: str, save_
 
     trainer = GRPOTrainer(cfg)
     try:
-        trainer.setup(trial_group=get_current_placement_group())
+        if shared is not None:  # the rollout workers and the learner are the sweep's; this trial takes a slot
+            from grpo_ray.sweep.shared import TrialWorkers
+
+            workers = TrialWorkers(trial_group=get_current_placement_group(), shared=shared,
+                                   slot=tune.get_context().get_trial_id())
+            workers.place_rollouts(cfg)
+            trainer.setup(workers=workers)
+        else:
+            trainer.setup(trial_group=get_current_placement_group())
         shutil.rmtree(restored, ignore_errors=True)  # loaded into the learners; the trial's own copy is in Tune's
 
         def report(step: int, metrics: dict[str, float], saved: Optional[Path]) -> None:

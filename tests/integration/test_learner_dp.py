@@ -7,6 +7,8 @@ parameters, for 3) across the ranks and must still give the single-learner updat
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import ray
 import torch
@@ -47,6 +49,13 @@ def global_batch(tiny_model_dir):
     return [p for p in prompts for _ in range(GROUP)], completions, advantages
 
 
+def masks(completion_ids: list[list[int]]) -> list[list[int]]:
+    loss_mask = [[1] * len(c) for c in completion_ids]
+    loss_mask[5] = [0] * len(completion_ids[5])  # a masked row must stay masked however the batch is split
+    loss_mask[2][-1] = 0  # and so must one masked token
+    return loss_mask
+
+
 _DONE: dict = {}  # updates already made in this module, by their settings (the single-rank references recur)
 
 
@@ -67,10 +76,7 @@ def _one_update(tiny_model_dir, tmp_path, global_batch, learners: int, zero_stag
     try:
         workers.start_learners(cfg)
         prompt_ids, completion_ids, advantages = global_batch
-        loss_mask = [[1] * len(c) for c in completion_ids]
-        loss_mask[5] = [0] * len(completion_ids[5])  # a masked row must stay masked however the batch is split
-        loss_mask[2][-1] = 0  # and so must one masked token
-        shards = split_into_shards(prompt_ids, completion_ids, advantages, loss_mask, learners)
+        shards = split_into_shards(prompt_ids, completion_ids, advantages, masks(completion_ids), learners)
         metrics = ray.get([w.train_step.remote(s) for w, s in zip(workers.learners, shards)])
         payloads = ray.get([w.send_weights.remote(1) for w in workers.learners])
         return payloads[0].tensors, metrics
@@ -125,3 +131,108 @@ def test_only_rank0_copies_the_full_weights_to_the_host(local_ray, tiny_model_di
         assert (tmp_path / "ckpt" / "model" / "config.json").is_file()
     finally:
         workers.shutdown()
+
+
+def _train(learners: list, shards: list, slot_steps: list[tuple[int, int]]) -> list:
+    """Run ``(learner index, shard index)`` steps in that order; each learner's adapter at the end."""
+    for i, s in slot_steps:
+        ray.get(learners[i].train_step.remote(shards[s]))
+    return [ray.get(learner.send_weights.remote(1)).tensors for learner in learners]
+
+
+def test_runs_sharing_one_learner_make_the_updates_each_makes_alone(local_ray, tiny_model_dir, tmp_path, global_batch):
+    """Two runs in slots of one learner (a shared-base sweep's trials: grpo_ray.learner.slots), their calls
+    interleaved, make the updates each makes on a learner of its own. Run b differs from the learner's
+    build in lr, objective and KL weight, and in its batch (8 rows: two micro-batches where DeepSpeed was
+    told four); its two steps show its optimizer state survives a's steps in between."""
+    from grpo_ray.actors.learner_worker import learner_settings
+    from grpo_ray.sweep.shared import SlotBound
+
+    alone_a, _ = one_update(tiny_model_dir, tmp_path, global_batch, 1, 0, "dapo")  # one step on the 16 rows
+    b_keys = ("learner.micro_batch_size=4", "algo.loss_type=bnpo", "algo.beta=0", "learner.lr=0.01",
+              "trainer.prompts_per_step=2", "learner.max_grad_norm=1e9")
+    cfg_a = tiny_config(tiny_model_dir, tmp_path, "learner.micro_batch_size=4", "algo.loss_type=dapo", "algo.beta=0.04",
+                        "learner.max_grad_norm=1e9")
+    cfg_b = tiny_config(tiny_model_dir, tmp_path, *b_keys)
+    prompt_ids, completion_ids, advantages = global_batch
+    loss_mask = masks(completion_ids)
+    full = split_into_shards(prompt_ids, completion_ids, advantages, loss_mask, 1)[0]
+    halves = [split_into_shards(prompt_ids[r], completion_ids[r], advantages[r], loss_mask[r], 1)[0]
+              for r in (slice(0, 8), slice(8, 16))]
+    alone, shared = Workers(), Workers()
+    try:
+        alone.start_learners(cfg_b)
+        (alone_b,) = _train(alone.learners, halves, [(0, 0), (0, 1)])
+        shared.start_learners(cfg_a)  # built for a
+        actor = shared.learners[0]
+        ray.get([actor.open_slot.remote("a", learner_settings(cfg_a)), actor.open_slot.remote("b", learner_settings(cfg_b))])
+        a, b = SlotBound(actor, "a"), SlotBound(actor, "b")
+        ray.get(a.train_step.remote(full))
+        slot_a = ray.get(a.send_weights.remote(1)).tensors
+        (slot_b,) = _train([b], halves, [(0, 0)])  # b's first step, after a's
+        ray.get(a.train_step.remote(full))  # a again between b's steps
+        (slot_b,) = _train([b], halves, [(0, 1)])
+        assert ray.get(actor.slot_stats.remote()) == {"open": ["a", "b"], "switches": 4}
+        # PBT's exploit: trial b restarts from trial a's checkpoint, in a slot opened afresh, with its own lr
+        ray.get(a.save.remote(str(tmp_path / "a_ckpt"), 2))
+        a_now = ray.get(a.send_weights.remote(2)).tensors
+        ray.get(actor.open_slot.remote("b", learner_settings(cfg_b)))
+        ray.get(b.load.remote(str(tmp_path / "a_ckpt")))
+        exploited = ray.get(b.send_weights.remote(3)).tensors
+        metrics = ray.get(b.train_step.remote(halves[0]))
+    finally:
+        alone.shutdown()
+        shared.shutdown()
+    assert max(float((slot_b[k] - alone_a[k]).abs().max()) for k in alone_a if "lora_B" in k) > 1e-3  # b is not a
+    for k in alone_a:
+        torch.testing.assert_close(slot_a[k], alone_a[k], rtol=1e-5, atol=1e-6, msg=k)
+        torch.testing.assert_close(slot_b[k], alone_b[k], rtol=1e-5, atol=1e-6, msg=k)
+        assert torch.equal(exploited[k], a_now[k]), k
+    assert metrics["learning_rate"] == pytest.approx(0.01)  # b's own, not a's 0.03 saved with the checkpoint
+
+
+def test_a_restarted_shared_learner_gets_each_runs_slot_back_from_its_snapshot(local_ray, tiny_model_dir, tmp_path,
+                                                                                global_batch):
+    """A shared-base sweep's learner dies: Ray restarts it, holding no slots, and each run's liveness
+    probe says so; each run's recovery (the solo run's LearnerGroup.recover) reopens its slot and restores
+    its own snapshot of its last step into it."""
+    from grpo_ray.run.learner_group import LearnerGroup
+    from grpo_ray.run.shards import dead_actors
+    from grpo_ray.sweep.shared import SharedBase, TrialWorkers
+
+    cfg = tiny_config(tiny_model_dir, tmp_path, "learner.micro_batch_size=4", "trainer.prompts_per_step=2")
+    prompt_ids, completion_ids, advantages = global_batch
+    loss_mask = masks(completion_ids)
+    halves = [split_into_shards(prompt_ids[r], completion_ids[r], advantages[r], loss_mask[r], 1)[0]
+              for r in (slice(0, 8), slice(8, 16))]
+    workers = Workers(learner_restarts=1)
+    try:
+        workers.start_learners(cfg)
+        shared = SharedBase([], workers.learners[0])
+        runs = {name: LearnerGroup(cfg, TrialWorkers(shared=shared, slot=name)) for name in ("a", "b")}
+        for (name, group), shard in zip(runs.items(), halves):
+            group.workers.start_learners(cfg)
+            ray.get(group.learners[0].train_step.remote(shard))  # a and b learn different things
+            group.snapshots.take(group.learners, 1)  # what every step ends with
+        before = {name: ray.get(g.learners[0].send_weights.remote(1)).tensors for name, g in runs.items()}
+        ray.kill(workers.learners[0], no_restart=False)
+        deadline = time.monotonic() + 120
+        while True:  # until the restarted process answers
+            assert time.monotonic() < deadline, "the learner was not restarted"
+            try:
+                if not ray.get(workers.learners[0].slot_stats.remote())["open"]:
+                    break
+            except ray.exceptions.RayActorError:  # restarting
+                pass
+            time.sleep(0.5)
+        for name, group in runs.items():
+            assert dead_actors(group.learners) == [0], name  # answers, but holds no slot of the run
+            group.recover([0], RuntimeError("killed"), 1)
+        after = {name: ray.get(g.learners[0].send_weights.remote(1)).tensors for name, g in runs.items()}
+        assert ray.get(workers.learners[0].slot_stats.remote())["open"] == ["a", "b"]
+    finally:
+        workers.shutdown()
+    assert max(float((before["a"][k] - before["b"][k]).abs().max()) for k in before["a"]) > 1e-3
+    for name in runs:
+        for k in before[name]:
+            assert torch.equal(after[name][k], before[name][k]), (name, k)

@@ -161,3 +161,38 @@ def test_invalid_search_space_is_rejected_before_any_trial(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "rollout.group_size=6" in lines[0] and "micro" in lines[0]
     assert not (tmp_path / "sweeps").exists()  # nothing started, nothing written
+
+
+@pytest.fixture(scope="module")
+def shared_sweep(tmp_path_factory):
+    """The same two trials with share_base: one rollout worker and one learner for both, which run at once."""
+    tmp = tmp_path_factory.mktemp("tune_shared")
+    path = write_sweep(tmp, name="shared", share_base=True, max_concurrent_trials=2)
+    done = grpo_ray("tune", "--config", str(path), cwd=tmp)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return tmp / "sweeps" / "shared", done.stdout, done.stderr
+
+
+def test_a_shared_base_sweep_runs_its_trials_together_on_one_learner(shared_sweep):
+    sweep_dir, stdout, stderr = shared_sweep
+    rows = list(csv.DictReader(open(sweep_dir / "results.csv")))
+    by_lr = {float(r["learner.lr"]): r for r in rows}
+    assert by_lr.keys() == set(LRS)
+    # ASHA stopped the lr-0 trial; Tune's callback gave its slot back, and the other trial's at its end
+    assert by_lr[0.0]["status"] == "stopped early" and int(by_lr[0.0]["steps"]) == GRACE
+    assert by_lr[LRS[0]]["status"] == "completed" and int(by_lr[LRS[0]]["steps"]) == STEPS
+    assert float(by_lr[0.0][f"final {METRIC}"]) < float(by_lr[LRS[0]][f"best {METRIC}"])
+    assert "slots still open: none" in stderr
+    switches = int(stderr.split("shared learner: ")[1].split(" slot switches")[0])
+    assert switches >= 4, stderr[-2000:]  # the trials' calls took turns on the one learner
+    trial_dirs = [d for d in sweep_dir.iterdir() if (d / "result.json").is_file()]
+    spans = []
+    for d in trial_dirs:
+        reports = tune_results(d)
+        # each trial's slot trained with the trial's own learning rate
+        assert reports[-1]["learning_rate"] == pytest.approx(reports[-1]["config"]["learner.lr"])
+        spans.append((reports[0]["timestamp"], reports[-1]["timestamp"]))
+    (a0, a1), (b0, b1) = spans
+    assert a0 <= b1 and b0 <= a1, spans  # their reports overlap in time: the trials ran together
+    best = json.loads((sweep_dir / "best_trial.json").read_text())
+    assert best["params"]["learner.lr"] == LRS[0] and Path(best["adapter"], "adapter_model.safetensors").is_file()

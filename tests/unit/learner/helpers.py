@@ -69,6 +69,7 @@ def bare_learner(model, learner_cfg: LearnerConfig, algo_cfg: AlgoConfig, *, row
     learner.temperature, learner.max_completion_tokens = 0.9, 32
     learner.share_prefix, learner.device, learner.pad_id = share_prefix, torch.device("cpu"), 0
     learner.grad_accum, learner.steps_done, learner.reference = accumulation_steps(learner_cfg, rows), 0, None
+    learner.rows_per_step, learner.boundary_by_hand = rows, bool(learner_cfg.max_tokens_per_micro_batch)
     learner.engine = AccumulatingEngine(model, learner.grad_accum, world_size)
     return learner
 

@@ -37,3 +37,9 @@ def test_a_newly_registered_loss_type_is_scaled_by_its_own_flag(monkeypatch, spl
     fn = aggregate_dapo if split_invariant else aggregate_bnpo
     monkeypatch.setitem(LOSS_AGGREGATIONS._items, "test_only", LossAggregation(fn, split_invariant))
     assert loss_scales("test_only", grad_accum=2, world_size=3) == expected
+
+
+def test_a_local_loss_is_averaged_over_the_micro_batches_the_step_really_has():
+    """DeepSpeed divides by the count it was built with (16); a shared learner's run has 4."""
+    assert loss_scales("bnpo", grad_accum=16, world_size=1, count=4) == (4.0, 0.25)
+    assert loss_scales("dapo", grad_accum=16, world_size=2, count=4) == (32.0, 1.0)  # summed: only DeepSpeed's count

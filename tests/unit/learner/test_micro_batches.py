@@ -128,3 +128,17 @@ def test_zero3_ranks_agree_on_the_calls_inside_each_forward(model, monkeypatch):
     assert calls["decoder"] == forwards
     assert calls["empty_chunks"] == 2 * forwards + 2 * n  # and the policy's recomputed in backward
     _assert_same_step(alone, agreed)
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "bnpo"])
+def test_a_learner_built_for_another_count_makes_the_update_of_one_built_for_this_one(model, loss_type):
+    """A learner shared by several runs (grpo_ray.learner.slots) was built, and told DeepSpeed, for one
+    run's micro-batch count; another run's 8 rows in 4 micro-batches of 2 make the update a learner
+    built for them makes, bnpo's mean over micro-batches included."""
+    built_for_it = _update(model, LearnerConfig(micro_batch_size=2), loss_type)
+    algo = AlgoConfig(beta=0.04, loss_type=loss_type)
+    shared = bare_learner(model, LearnerConfig(micro_batch_size=2), algo, rows=32)  # DeepSpeed told 16 micro-batches
+    shared.rows_per_step, shared.boundary_by_hand = 8, True  # what configure() sets for the run
+    other = shared.train_step(uneven_shard()), shared.engine
+    assert other[1].gas == 16 and other[1].backward_at_boundary == [False, False, False, True]
+    _assert_same_step(built_for_it, other)

@@ -61,6 +61,7 @@ def _learner(model) -> PolicyLearner:
     learner.temperature, learner.max_completion_tokens = 1.0, 16
     learner.share_prefix, learner.device, learner.pad_id = False, torch.device("cpu"), 0
     learner.grad_accum, learner.steps_done, learner.reference = 2, 0, None
+    learner.rows_per_step, learner.boundary_by_hand = 4, False
     learner.engine = RecordingEngine(model)
     return learner
 

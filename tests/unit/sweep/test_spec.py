@@ -91,3 +91,28 @@ def test_a_sweep_of_a_run_with_tools_checks_every_trials_tools(tmp_path) -> None
     assert spec.name == "multi_turn" and spec.options["max_turns"] == 2 and spec.options["tools"] == ["calculator"]
     with pytest.raises(ValueError, match="unknown tool 'calc'"):
         load_sweep(write(tmp_path, set={**tools, "rollout.tools": ["calc"]}))
+
+
+def test_a_shared_base_sweep_takes_per_trial_keys_and_refuses_the_base_models(tmp_path) -> None:
+    space = {"learner.lr": {"loguniform": [1e-5, 1e-3]}, "algo.beta": {"choice": [0.0, 0.04]},
+             "rollout.group_size": {"choice": [4, 8]}, "reward.functions": {"choice": [[{"name": "correctness"}]]}}
+    plan = load_sweep(write(tmp_path, share_base=True, search_space=space))
+    assert plan.spec.share_base
+    for key, values in [("model.lora.r", [8, 16]), ("rollout.max_model_len", [256, 512]),
+                        ("algo.num_iterations", [1, 2]), ("learner.lr_scheduler", ["constant", "cosine"]),
+                        ("trainer.seed", [0, 1])]:
+        with pytest.raises(ConfigError) as err:
+            load_sweep(write(tmp_path, share_base=True, search_space={key: {"choice": values}}))
+        assert "\n" not in str(err.value) and f"share_base: {key} cannot differ" in str(err.value)
+    # the same keys are fine when every trial has its own actors
+    assert not load_sweep(write(tmp_path, search_space={"model.lora.r": {"choice": [8, 16]}})).spec.share_base
+
+
+@pytest.mark.parametrize("fixed, words", [
+    ({"model.lora.enabled": False}, "model.lora.enabled=true"),
+    ({"learner.num_learners": 2}, "learner.num_learners=2"),
+    ({"sync.strategy": "full"}, "sync.strategy=full"),
+])
+def test_a_shared_base_needs_lora_one_learner_and_adapter_syncs(tmp_path, fixed, words) -> None:
+    with pytest.raises(ConfigError, match=words):
+        load_sweep(write(tmp_path, share_base=True, set=fixed))

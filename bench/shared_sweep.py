@@ -1,0 +1,98 @@
+"""A shared-base sweep against today's sweep of separate trials: peak memory and wall time, side by side.
+
+Runs the same 4-trial sweep two ways, alternating them (ABAB... for ``--rounds``; the order flips every
+round) so that a machine whose speed drifts moves both alike:
+
+    separate   every trial its own rollout worker, learner, reward worker and driver, one trial at a
+               time (max_concurrent_trials: 1, as tune_configs/cpu_tiny.yaml runs on two cores)
+    shared     share_base: one rollout worker and one learner hold the base model for every trial; the
+               4 trials run together, each with its own driver, reward worker and learner slot
+
+Memory is the sum of the resident set sizes of the Ray worker processes (actors and Tune's trial
+processes: ``ray::`` in their command line), sampled every half second; its peak is printed for each
+mode, and the separate mode's is the peak of one trial's actors (they run one at a time). The goal is a
+shared peak with 4 trials live of at most 1.5x the separate peak, and a wall time of at most 1.0x.
+
+    .venv/bin/python bench/shared_sweep.py [--sweep tune_configs/cpu_tiny_shared.yaml] [--rounds 1] [--set k=v ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ray_worker_rss() -> int:
+    total = 0
+    for proc in psutil.process_iter(["cmdline", "memory_info"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if cmd.startswith("ray::") and proc.info["memory_info"] is not None:
+                total += proc.info["memory_info"].rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+def run_sweep(sweep: Path, shared: bool, out: Path, overrides: list[str]) -> tuple[float, int, str]:
+    """(seconds, peak Ray-worker RSS in bytes, the sweep's last lines) of one ``grpo-ray tune`` run."""
+    exe = shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
+    args = [exe, "tune", "--config", str(sweep), f"share_base={str(shared).lower()}", f"output_dir={out}",
+            f"name={'shared' if shared else 'separate'}", *overrides]
+    if not shared:
+        args.append("max_concurrent_trials=1")
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], ray_worker_rss())
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{'shared' if shared else 'separate'} sweep failed:\n{proc.stderr[-4000:]}")
+    return seconds, peak[0], "\n".join(proc.stdout.strip().splitlines()[-8:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sweep", default=str(REPO / "tune_configs" / "cpu_tiny_shared.yaml"))
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each mode, alternating")
+    ap.add_argument("--set", action="append", default=[], help="key=value override of the sweep (e.g. trainer.steps=6)")
+    args = ap.parse_args()
+    results: dict[bool, list[tuple[float, int]]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory(prefix="shared_sweep_") as tmp:
+        for i in range(args.rounds):
+            for shared in ((False, True) if i % 2 == 0 else (True, False)):
+                out = Path(tmp) / f"round{i}"
+                seconds, peak, tail = run_sweep(Path(args.sweep), shared, out, args.set)
+                results[shared].append((seconds, peak))
+                print(f"round {i + 1} {'shared  ' if shared else 'separate'}: {seconds:7.1f} s, peak Ray-worker RSS "
+                      f"{peak / 2**20:7.0f} MiB\n{tail}", flush=True)
+    sep_s = sum(s for s, _ in results[False]) / args.rounds
+    sh_s = sum(s for s, _ in results[True]) / args.rounds
+    sep_m = max(m for _, m in results[False])
+    sh_m = max(m for _, m in results[True])
+    print(f"\nwall time   separate {sep_s:7.1f} s   shared {sh_s:7.1f} s   shared/separate {sh_s / sep_s:.2f} (goal <= 1.0)")
+    print(f"peak memory separate {sep_m / 2**20:7.0f} MiB shared {sh_m / 2**20:7.0f} MiB shared/separate "
+          f"{sh_m / sep_m:.2f} (goal <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
