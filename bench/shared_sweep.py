@@ -45,7 +45,7 @@ def ray_worker_rss() -> int:
 
 
 def run_sweep(sweep: Path, shared: bool, out: Path, overrides: list[str]) -> tuple[float, int, str]:
-    """(seconds, peak Ray-worker RSS in bytes, the sweep's last lines) of one ``grpo-ray tune`` run."""
+    """(seconds, peak Ray-worker RSS in bytes, the sweep's results table) of one ``grpo-ray tune`` run."""
     exe = shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
     args = [exe, "tune", "--config", str(sweep), f"share_base={str(shared).lower()}", f"output_dir={out}",
             f"name={'shared' if shared else 'separate'}", *overrides]
@@ -67,7 +67,7 @@ def run_sweep(sweep: Path, shared: bool, out: Path, overrides: list[str]) -> tup
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"{'shared' if shared else 'separate'} sweep failed:\n{proc.stderr[-4000:]}")
-    return seconds, peak[0], "\n".join(proc.stdout.strip().splitlines()[-8:])
+    return seconds, peak[0], (out / ("shared" if shared else "separate") / "results.md").read_text()
 
 
 def main() -> None:
@@ -77,19 +77,27 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="key=value override of the sweep (e.g. trainer.steps=6)")
     args = ap.parse_args()
     results: dict[bool, list[tuple[float, int]]] = {False: [], True: []}
+    tables: dict[bool, str] = {}
     with tempfile.TemporaryDirectory(prefix="shared_sweep_") as tmp:
         for i in range(args.rounds):
             for shared in ((False, True) if i % 2 == 0 else (True, False)):
                 out = Path(tmp) / f"round{i}"
-                seconds, peak, tail = run_sweep(Path(args.sweep), shared, out, args.set)
+                seconds, peak, table = run_sweep(Path(args.sweep), shared, out, args.set)
                 results[shared].append((seconds, peak))
+                tables[shared] = table
                 print(f"round {i + 1} {'shared  ' if shared else 'separate'}: {seconds:7.1f} s, peak Ray-worker RSS "
-                      f"{peak / 2**20:7.0f} MiB\n{tail}", flush=True)
+                      f"{peak / 2**20:7.0f} MiB\n{table}", flush=True)
     sep_s = sum(s for s, _ in results[False]) / args.rounds
     sh_s = sum(s for s, _ in results[True]) / args.rounds
     sep_m = max(m for _, m in results[False])
     sh_m = max(m for _, m in results[True])
-    print(f"\nwall time   separate {sep_s:7.1f} s   shared {sh_s:7.1f} s   shared/separate {sh_s / sep_s:.2f} (goal <= 1.0)")
+    def without_ids(table: str) -> list[str]:  # trial ids differ between sweeps; values and metrics must not
+        return ["|".join(line.split("|")[2:]) for line in table.splitlines() if line.startswith("|")]
+
+    # ASHA decides on what has reached a rung when a trial reports: trials run together may be stopped
+    # at another rung than one at a time, so a difference in steps or status is the scheduler's
+    print(f"\nsame results table (values, metrics, steps, status): {without_ids(tables[False]) == without_ids(tables[True])}")
+    print(f"wall time   separate {sep_s:7.1f} s   shared {sh_s:7.1f} s   shared/separate {sh_s / sep_s:.2f} (goal <= 1.0)")
     print(f"peak memory separate {sep_m / 2**20:7.0f} MiB shared {sh_m / 2**20:7.0f} MiB shared/separate "
           f"{sh_m / sep_m:.2f} (goal <= 1.5)")
 

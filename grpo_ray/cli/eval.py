@@ -120,6 +120,12 @@ def check_model_and_adapter(model: str, adapter: str | None) -> None:
         raise UserError(str(err)) from None
 
 
+def check_fits(max_tokens: int, context: int) -> None:
+    if max_tokens >= context:
+        raise UserError(f"--max-tokens={max_tokens} leaves no room for a question in a {context}-token context; "
+                        "raise --max-model-len or lower --max-tokens")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit={args.limit}: give a positive number of rows")
@@ -127,6 +133,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--max-tokens={args.max_tokens}: give a positive number of tokens")
     check_engine_arguments(args)
     check_model_and_adapter(args.model, args.adapter)
+    from grpo_ray.data.paths import DataSourceError, local_path
+
+    try:  # a missing file is named before torch and the engines are imported
+        local_path(args.dataset)
+    except DataSourceError as err:
+        raise UserError(str(err)) from None
 
     from grpo_ray.evaluation.records import sample_records
     from grpo_ray.evaluation.runner import EvalRequest, run_eval
@@ -172,9 +184,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(f"--temperature={args.temperature}: give 0 (greedy) or more")
     check_engine_arguments(args)
     check_model_and_adapter(args.model, args.adapter)
+    from grpo_ray.models.paths import local_context_length, resolve_model_path
+
+    # a local model's context is known from its config.json: a length that cannot fit fails before torch loads
+    known = args.max_model_len or local_context_length(resolve_model_path(args.model))
+    if known:
+        check_fits(args.max_tokens, known if args.max_model_len else min(known, DEFAULT_MAX_MODEL_LEN))
 
     from grpo_ray.rollout.generator import Generator, default_max_model_len, load_adapter
-    from grpo_ray.models.paths import resolve_model_path
     from grpo_ray.rewards.parsing import extract_xml_answer
     from grpo_ray.rollout.kinds.base import KindSpec, prompt_encoder
     from grpo_ray.wire import GenerationRequest, SamplingConfig
@@ -184,9 +201,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         context = args.max_model_len or default_max_model_len(resolve_model_path(args.model))
     except FileNotFoundError as err:
         raise UserError(str(err)) from None
-    if args.max_tokens >= context:
-        raise UserError(f"--max-tokens={args.max_tokens} leaves no room for a question in a {context}-token context; "
-                        "raise --max-model-len or lower --max-tokens")
+    check_fits(args.max_tokens, context)
     run = resolve_run_prompt(args)
     gen = Generator(args.model, max_model_len=context, engine=args.engine, dtype=args.dtype,
                     adapter_config=adapter.peft_config if adapter else None, kind=run.kind,

@@ -15,27 +15,11 @@ from urllib.parse import urlparse
 
 import datasets
 
+from grpo_ray.data.paths import TABLE_BUILDERS, DataSourceError, local_path  # noqa: F401 - re-exported
+
 logger = logging.getLogger(__name__)
 
-# file suffix -> the ``datasets`` packaged builder that reads it (through pyarrow)
-TABLE_BUILDERS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-
-
-class DataSourceError(ValueError):
-    """A dataset could not be found or read as asked. ``str()`` is one line saying what to change."""
-
-
-def local_path(source: str) -> Path | None:
-    """``source`` as an existing local path, or ``None`` when it is not one (then it may be a hub
-    id). A source that can only be a path (absolute, ``./``, ``~``, or a table suffix) but does
-    not exist raises instead of being sent to the hub."""
-    path = Path(source).expanduser()
-    if path.exists():
-        return path
-    if source.startswith(("/", ".", "~")) or path.suffix.lower() in TABLE_BUILDERS:
-        raise DataSourceError(f"{source}: no such file or folder")
-    return None
 
 
 def read_local_table(path: Path, split: str, subset: str | None = None) -> datasets.Dataset:

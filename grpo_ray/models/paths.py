@@ -57,6 +57,17 @@ _ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_POINTER = "adapter.json"
 
 
+def local_context_length(model_path: str) -> Optional[int]:
+    """``max_position_embeddings`` from a local model folder's config.json (read without importing
+    transformers, so a command can check its lengths at once); None for a hub id or a config without it."""
+    config = Path(model_path) / "config.json"
+    if not config.is_file():
+        return None
+    raw = json.loads(config.read_text())
+    value = raw.get("max_position_embeddings") or (raw.get("text_config") or {}).get("max_position_embeddings")
+    return int(value) if value else None
+
+
 def is_adapter_folder(path: Path) -> bool:
     """A PEFT adapter folder: one holding ``adapter_config.json``."""
     return (Path(path) / _ADAPTER_CONFIG).is_file()

@@ -25,6 +25,11 @@ DEFAULT_MAX_MODEL_LEN = 4096
 
 def model_context_length(model_path: str, *, trust_remote_code: bool = False, revision: Optional[str] = None) -> Optional[int]:
     """The model's longest sequence (``max_position_embeddings``), when its config says."""
+    from grpo_ray.models.paths import local_context_length
+
+    local = local_context_length(model_path)
+    if local:
+        return local
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code, revision=revision)

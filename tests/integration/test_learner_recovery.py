@@ -105,20 +105,24 @@ def assert_same_run(history, weights, reference) -> None:
         torch.testing.assert_close(weights[k], ref_weights[k], rtol=0, atol=1e-6, msg=k)
 
 
+LEARNERS = ("learner.num_learners=2", "learner.zero_stage=2", "learner.micro_batch_size=8")  # two ZeRO-2 ranks
+
+
 def test_killed_learner_is_replaced_and_the_run_equals_an_uninterrupted_one(cluster, tiny_model_dir, tmp_path,
                                                                            uninterrupted):
     """Rank 1 of two (ZeRO-2) is killed in step 3's update: both ranks are replaced from their snapshots."""
-    learners, rank = ("learner.num_learners=2", "learner.zero_stage=2", "learner.micro_batch_size=8"), 1
-    history, weights, trainer = run(cluster, config(tiny_model_dir, tmp_path, *learners), kill_in_step=3, rank=rank)
+    history, weights, trainer = run(cluster, config(tiny_model_dir, tmp_path, *LEARNERS), kill_in_step=3, rank=1)
     assert steps_logged(tmp_path) == list(range(1, STEPS + 1))
     assert [h["faults/learner_shards_resent"] for h in history] == [0, 0, 1, 0]
     assert history[-1]["faults/learner_shards_resent_total"] == 1
     assert "timing/learner_recovery" in history[2] and history[1]["learner/snapshot_bytes"] > 0
-    assert_same_run(history, weights, uninterrupted(*learners))
+    assert_same_run(history, weights, uninterrupted(*LEARNERS))
 
 
 def test_without_its_snapshot_the_run_goes_back_to_the_last_checkpoint(cluster, tiny_model_dir, tmp_path, uninterrupted):
-    history, weights, trainer = run(cluster, config(tiny_model_dir, tmp_path), kill_in_step=3, lose_snapshot=True)
+    """Rank 0 is killed in step 3's update and the snapshots are unreadable (as when their node is lost)."""
+    history, weights, trainer = run(cluster, config(tiny_model_dir, tmp_path, *LEARNERS), kill_in_step=3,
+                                    lose_snapshot=True)
     assert steps_logged(tmp_path) == list(range(1, STEPS + 1))  # steps 3.. were redone from step 2's checkpoint, logged once
     assert [h["step"] for h in history] == [1, 2, 3, 4]
-    assert_same_run(history, weights, uninterrupted())
+    assert_same_run(history, weights, uninterrupted(*LEARNERS))
