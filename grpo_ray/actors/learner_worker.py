@@ -20,33 +20,23 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import ray
 
-from grpo_ray.config import AlgoConfig, GRPOConfig, LearnerConfig, ModelConfig
+from grpo_ray.config import GRPOConfig
+from grpo_ray.learner.slots import SlotSettings
 from grpo_ray.sync import SyncTopology, create_weight_sync
 from grpo_ray.wire import TrainShard, WeightUpdate
 
 if TYPE_CHECKING:
     from grpo_ray.cluster import NodeGPUs
-    from grpo_ray.learner.slots import LearnerSlots, SlotSettings
+    from grpo_ray.learner.slots import LearnerSlots
 
 
 @dataclass(frozen=True)
-class LearnerSettings:
-    model: ModelConfig
-    learner: LearnerConfig
-    algo: AlgoConfig
-    total_steps: int
-    rows_per_step: int  # over all ranks
-    max_completion_tokens: int
-    temperature: float
+class LearnerSettings(SlotSettings):
+    """What a learner rank is built from: a run's slot settings, plus the seed of its initialisation and
+    its weight-sync strategy."""
+
     seed: int
     sync: str  # the weight-sync strategy (grpo_ray.sync)
-
-
-def slot_settings(settings: LearnerSettings) -> "SlotSettings":
-    from grpo_ray.learner.slots import SlotSettings
-
-    s = settings
-    return SlotSettings(s.model, s.learner, s.algo, s.total_steps, s.rows_per_step, s.max_completion_tokens, s.temperature)
 
 
 def learner_settings(cfg: GRPOConfig) -> LearnerSettings:
@@ -129,8 +119,8 @@ class LearnerWorker:
                 raise RuntimeError("a learner shared by several runs is one rank; this one has not been set up")
             self.setup(*self.rendezvous_address())
         if self.slots is None:
-            self.slots = LearnerSlots(self.learner, slot_settings(self.settings))
-        self.slots.open(slot, slot_settings(settings))
+            self.slots = LearnerSlots(self.learner, self.settings)
+        self.slots.open(slot, settings)
         return True
 
     def close_slot(self, slot: str) -> bool:
