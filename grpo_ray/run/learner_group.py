@@ -123,6 +123,9 @@ class LearnerGroup:
         return {"sync/broadcast_complete": float(complete)}
 
     def _handoff(self, version: int, load: bool) -> WeightHandoff:
+        # Rollout workers shared with other runs (a shared-base sweep) load this run's weights with its next
+        # shard, which carries them: loaded now, another run's shard would likely replace them before then.
+        load = load and not getattr(self.workers, "rollouts_shared", False)
         if load:
             self._reconnect_if_needed()
         return WeightHandoff(self.learners, self.workers.rollouts, version, load=load, lineage=self.lineage,

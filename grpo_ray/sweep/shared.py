@@ -120,6 +120,7 @@ class TrialWorkers(Workers):
     slot: str = ""
     trial_roles: tuple[str, ...] = TRIAL_ROLES
     opened: bool = field(default=False)
+    rollouts_shared: bool = True  # the trial's weights go to the rollout workers with its shards (LearnerGroup)
 
     def place_rollouts(self, cfg: GRPOConfig) -> list:
         self.rollouts = list(self.shared.rollouts)

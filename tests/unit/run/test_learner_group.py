@@ -49,6 +49,17 @@ def test_with_generations_queued_the_workers_load_the_version_themselves(make_cf
     assert g.weights.version == 1 and [w.obj.loads for w in workers.rollouts] == [[0], [0]]
 
 
+def test_rollout_workers_shared_with_other_runs_get_the_weights_with_the_next_shard(make_cfg) -> None:
+    """A shared-base sweep's trial: no eager loads (another trial would replace them); every shard carries them."""
+    workers = FakeWorkers()
+    workers.rollouts_shared = True
+    g = LearnerGroup(make_cfg(), workers, calls=FakeCalls())
+    g.connect()
+    g.publish(0)
+    learn(g, range(2))
+    assert g.weights.version == 2 and [w.obj.loads for w in workers.rollouts] == [[], []]
+
+
 def test_a_dead_rank_is_replaced_from_the_snapshot_and_the_step_sent_again(make_cfg) -> None:
     cfg = make_cfg()
     clean, _ = group(cfg)
