@@ -85,8 +85,9 @@ def _one_update(tiny_model_dir, tmp_path, global_batch, learners: int, zero_stag
 
 
 def test_two_learners_make_the_update_of_one(local_ray, tiny_model_dir, tmp_path, global_batch):
-    single, m1 = one_update(tiny_model_dir, tmp_path, global_batch, 1, 0, "dapo")
-    double, m2 = one_update(tiny_model_dir, tmp_path, global_batch, 2, 2, "dapo")
+    """With grpo's per-sequence means over two ZeRO-2 ranks (dapo's token sums: the ZeRO-3 test below)."""
+    single, m1 = one_update(tiny_model_dir, tmp_path, global_batch, 1, 0, "grpo")
+    double, m2 = one_update(tiny_model_dir, tmp_path, global_batch, 2, 2, "grpo")
     lora_b = [k for k in single if "lora_B" in k]
     assert max(float(single[k].abs().max()) for k in lora_b) > 1e-4, "the update did nothing"
     for k in single:
@@ -96,9 +97,8 @@ def test_two_learners_make_the_update_of_one(local_ray, tiny_model_dir, tmp_path
 
 
 def test_zero3_makes_the_same_update(local_ray, tiny_model_dir, tmp_path, global_batch):
-    """With grpo's per-sequence means (dapo's token sums above): split over two ZeRO-3 ranks, the same update."""
-    reference, _ = one_update(tiny_model_dir, tmp_path, global_batch, 1, 0, "grpo")
-    sharded, _ = one_update(tiny_model_dir, tmp_path, global_batch, 2, 3, "grpo")
+    reference, _ = one_update(tiny_model_dir, tmp_path, global_batch, 1, 0, "dapo")
+    sharded, _ = one_update(tiny_model_dir, tmp_path, global_batch, 2, 3, "dapo")
     for k in reference:
         torch.testing.assert_close(sharded[k], reference[k], rtol=1e-4, atol=ATOL, msg=k)
 
