@@ -163,11 +163,18 @@ def test_invalid_search_space_is_rejected_before_any_trial(tmp_path):
     assert not (tmp_path / "sweeps").exists()  # nothing started, nothing written
 
 
+SHARED_LRS = [1e-3, 1e-3, 0.0]  # two equal trials together first, then the lr-0 one against their rung
+
+
 @pytest.fixture(scope="module")
 def shared_sweep(tmp_path_factory):
-    """The same two trials with share_base: one rollout worker and one learner for both, which run at once."""
+    """Three trials with share_base, two at a time, on one rollout worker, reward worker and learner. The
+    two equal trials run together (each in its own learner slot); the lr-0 trial starts when one of them
+    ends, so ASHA's rung already holds their step-2 results when it reports its own (with trials running
+    together, what ASHA stops depends on the order they reach a rung in)."""
     tmp = tmp_path_factory.mktemp("tune_shared")
-    path = write_sweep(tmp, name="shared", share_base=True, max_concurrent_trials=2)
+    path = write_sweep(tmp, name="shared", share_base=True, max_concurrent_trials=2,
+                       search_space={"learner.lr": {"grid": SHARED_LRS}})
     done = grpo_ray("tune", "--config", str(path), cwd=tmp)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return tmp / "sweeps" / "shared", done.stdout, done.stderr
@@ -176,23 +183,22 @@ def shared_sweep(tmp_path_factory):
 def test_a_shared_base_sweep_runs_its_trials_together_on_one_learner(shared_sweep):
     sweep_dir, stdout, stderr = shared_sweep
     rows = list(csv.DictReader(open(sweep_dir / "results.csv")))
-    by_lr = {float(r["learner.lr"]): r for r in rows}
-    assert by_lr.keys() == set(LRS)
-    # ASHA stopped the lr-0 trial; Tune's callback gave its slot back, and the other trial's at its end
-    assert by_lr[0.0]["status"] == "stopped early" and int(by_lr[0.0]["steps"]) == GRACE
-    assert by_lr[LRS[0]]["status"] == "completed" and int(by_lr[LRS[0]]["steps"]) == STEPS
-    assert float(by_lr[0.0][f"final {METRIC}"]) < float(by_lr[LRS[0]][f"best {METRIC}"])
+    assert sorted(float(r["learner.lr"]) for r in rows) == sorted(SHARED_LRS)
+    stopped = [r for r in rows if float(r["learner.lr"]) == 0.0]
+    learned = [r for r in rows if float(r["learner.lr"]) > 0]
+    # ASHA stopped the lr-0 trial; Tune's callback gave its slot back, and the others' at their end
+    assert stopped[0]["status"] == "stopped early" and int(stopped[0]["steps"]) == GRACE
+    assert all(r["status"] == "completed" and int(r["steps"]) == STEPS for r in learned)
+    assert float(stopped[0][f"final {METRIC}"]) < float(learned[0][f"best {METRIC}"])
     assert "slots still open: none" in stderr
     switches = int(stderr.split("shared learner: ")[1].split(" slot switches")[0])
     assert switches >= 4, stderr[-2000:]  # the trials' calls took turns on the one learner
-    trial_dirs = [d for d in sweep_dir.iterdir() if (d / "result.json").is_file()]
-    spans = []
-    for d in trial_dirs:
-        reports = tune_results(d)
-        # each trial's slot trained with the trial's own learning rate
-        assert reports[-1]["learning_rate"] == pytest.approx(reports[-1]["config"]["learner.lr"])
-        spans.append((reports[0]["timestamp"], reports[-1]["timestamp"]))
-    (a0, a1), (b0, b1) = spans
-    assert a0 <= b1 and b0 <= a1, spans  # their reports overlap in time: the trials ran together
+    reports = {d.name: tune_results(d) for d in sweep_dir.iterdir() if (d / "result.json").is_file()}
+    for trial in reports.values():  # each trial's slot trained with the trial's own learning rate
+        assert trial[-1]["learning_rate"] == pytest.approx(trial[-1]["config"]["learner.lr"])
+    a, b = [r for r in reports.values() if r[-1]["config"]["learner.lr"] > 0]
+    assert a[0]["timestamp"] <= b[-1]["timestamp"] and b[0]["timestamp"] <= a[-1]["timestamp"]  # they ran together
+    # taking turns on the shared engine and learner, two equal trials made the same run
+    assert [r[METRIC] for r in a] == [r[METRIC] for r in b] and [r["reward"] for r in a] == [r["reward"] for r in b]
     best = json.loads((sweep_dir / "best_trial.json").read_text())
-    assert best["params"]["learner.lr"] == LRS[0] and Path(best["adapter"], "adapter_model.safetensors").is_file()
+    assert best["params"]["learner.lr"] == 1e-3 and Path(best["adapter"], "adapter_model.safetensors").is_file()
