@@ -165,13 +165,25 @@ def plot_trials(records: Sequence[TrialRecord], path: Path, metric: str, *, titl
     return path
 
 
+def _saved_trials(grid) -> list:
+    """The trials as Tune's saved experiment state has them (what a resumed sweep starts from)."""
+    try:
+        from ray.tune import ExperimentAnalysis
+
+        return list(ExperimentAnalysis(grid.experiment_path).trials)
+    except Exception:  # noqa: BLE001 - no saved state to read: the in-memory statuses are the only ones
+        return []
+
+
 def records_from_results(grid, plan, max_steps: int) -> list[TrialRecord]:
     """Tune's ResultGrid -> records, in trial order. Trials that reported nothing keep an empty history."""
     from grpo_ray.sweep.trial import RUN_DIR
 
     keys = list(plan.spec.search_space)
-    # Tune keeps each trial's status on its experiment analysis (not on the Result)
-    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    # Tune keeps each trial's status on its experiment analysis (not on the Result). After Ctrl-C the
+    # in-memory one has the running trials stopped (TERMINATED); the state Tune saved on disk, which a
+    # resume reads, still has them running: read that one.
+    trials = _saved_trials(grid) or getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
     tune_status = {str(Path(t.path)): t.status for t in trials if getattr(t, "path", None)}
     records = []
     for result in grid:
