@@ -7,8 +7,10 @@ Two trials, one at a time, in grid order: the first learns (lr 1e-3), the second
 cannot. The metric is held-out greedy correctness, evaluated every 2 steps: the lr-0 trial keeps the
 base model's score exactly (greedy decoding of unchanged weights), while a learning trial gains
 5-10 points by step 2 (measured on these 30 problems: 0.0 -> 0.10). ASHA must stop the lr-0
-trial at its first rung. The sweep is interrupted once (Ctrl-C after the first checkpoint) and
-resumed by running the same command again.
+trial at its first rung. The shared-base sweep (one set of actors for its trials) is interrupted once
+(Ctrl-C after the first checkpoint) and resumed by running the same command again: its resume rebuilds
+the shared actors and each trial's learner slot from the trial's own checkpoint, which is more than a
+separate trial's resume does.
 """
 
 from __future__ import annotations
@@ -67,17 +69,24 @@ def interrupt_at_first_checkpoint(path: Path, cwd: Path) -> tuple[int, str]:
     return proc.wait(timeout=300), "".join(lines)
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """The sweep, interrupted once (Ctrl-C after the first checkpoint at step 2) and resumed by
-    running the same command again."""
-    tmp = tmp_path_factory.mktemp("tune")
-    path = write_sweep(tmp)
-    code, output = interrupt_at_first_checkpoint(path, tmp)
+def interrupted_and_resumed(path: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """Ctrl-C after the first checkpoint (step 2), then the same command again."""
+    code, output = interrupt_at_first_checkpoint(path, cwd)
     assert code == 130 and "run the same command again to resume" in output, output[-3000:]
-    done = grpo_ray("tune", "--config", str(path), cwd=tmp)
+    assert "unfinished" in output and "stopped early" not in output, output[-3000:]
+    done = grpo_ray("tune", "--config", str(path), cwd=cwd)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     assert "resuming the sweep" in done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """The sweep, each trial with its own actors, run through."""
+    tmp = tmp_path_factory.mktemp("tune")
+    path = write_sweep(tmp)
+    done = grpo_ray("tune", "--config", str(path), cwd=tmp)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return tmp, tmp / "sweeps" / "toy", done.stdout
 
 
@@ -113,10 +122,6 @@ def test_asha_stops_the_lr0_trial_and_the_table_matches_the_trials(sweep):
         assert reports[-1]["learning_rate"] == pytest.approx(lr)
 
     assert "| trial | learner.lr |" in (sweep_dir / "results.md").read_text() and "best trial" in stdout
-    # the interrupted trial continued from its checkpoint: its own metrics hold each step once
-    first = next(d for d in trial_dirs if tune_results(d)[-1]["config"]["learner.lr"] == LRS[0])
-    steps = [json.loads(x)["step"] for x in (first / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [0, 1, 2, 3, 4]
     png = (sweep_dir / "trials.png").read_bytes()
     assert png[:4] == b"\x89PNG" and len(png) > 20_000
 
@@ -171,12 +176,11 @@ def shared_sweep(tmp_path_factory):
     """Three trials with share_base, two at a time, on one rollout worker, reward worker and learner. The
     two equal trials run together (each in its own learner slot); the lr-0 trial starts when one of them
     ends, so ASHA's rung already holds their step-2 results when it reports its own (with trials running
-    together, what ASHA stops depends on the order they reach a rung in)."""
+    together, what ASHA stops depends on the order they reach a rung in). Interrupted once and resumed."""
     tmp = tmp_path_factory.mktemp("tune_shared")
     path = write_sweep(tmp, name="shared", share_base=True, max_concurrent_trials=2,
                        search_space={"learner.lr": {"grid": SHARED_LRS}})
-    done = grpo_ray("tune", "--config", str(path), cwd=tmp)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    done = interrupted_and_resumed(path, tmp)
     return tmp / "sweeps" / "shared", done.stdout, done.stderr
 
 
@@ -198,7 +202,12 @@ def test_a_shared_base_sweep_runs_its_trials_together_on_one_learner(shared_swee
         assert trial[-1]["learning_rate"] == pytest.approx(trial[-1]["config"]["learner.lr"])
     a, b = [r for r in reports.values() if r[-1]["config"]["learner.lr"] > 0]
     assert a[0]["timestamp"] <= b[-1]["timestamp"] and b[0]["timestamp"] <= a[-1]["timestamp"]  # they ran together
-    # taking turns on the shared engine and learner, two equal trials made the same run
+    # taking turns on the shared engine and learner, and each resumed from its own checkpoint after the
+    # interruption (a fresh learner slot, restored), two equal trials made the same run
     assert [r[METRIC] for r in a] == [r[METRIC] for r in b] and [r["reward"] for r in a] == [r["reward"] for r in b]
+    for d in sweep_dir.iterdir():  # a trial that continued from its checkpoint logged each step once
+        if (d / "run" / "metrics.jsonl").is_file():
+            steps = [json.loads(x)["step"] for x in (d / "run" / "metrics.jsonl").read_text().splitlines()]
+            assert steps == list(range(steps[-1] + 1)), (d.name, steps)
     best = json.loads((sweep_dir / "best_trial.json").read_text())
     assert best["params"]["learner.lr"] == 1e-3 and Path(best["adapter"], "adapter_model.safetensors").is_file()
