@@ -1,4 +1,5 @@
-"""SlotBound: a shared learner's handle as one trial's LearnerGroup uses it, without Ray."""
+"""SlotBound: a shared learner's handle as one trial's LearnerGroup uses it; SlotCloser: Tune's callback
+that gives an ended trial's slot back. Without Ray."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pickle
 
 import pytest
 
-from grpo_ray.sweep.shared import SlotBound
+from grpo_ray.sweep import shared
+from grpo_ray.sweep.shared import SharedBase, SlotBound, SlotCloser
 
 pytestmark = pytest.mark.unit
 
@@ -59,3 +61,31 @@ def test_the_liveness_probe_asks_for_the_slot() -> None:
 def test_it_pickles_as_its_actor_and_slot() -> None:
     again = pickle.loads(pickle.dumps(SlotBound("handle", "t")))
     assert (again.actor, again.slot) == ("handle", "t")
+
+
+class Trial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+def test_an_ended_or_failed_trial_gives_its_slot_back_and_only_its_own(monkeypatch) -> None:
+    """A trial whose reward code raised (Tune: on_trial_error) or that ended frees its slot; the other
+    trials' slots stay open."""
+    learner = FakeActor()
+    monkeypatch.setattr(shared, "_ACTIVE", SharedBase(rollouts=[], learner=learner))
+    closer = SlotCloser()
+    closer.on_trial_error(3, [], Trial("t_failed"))
+    closer.on_trial_complete(4, [], Trial("t_done"))
+    assert learner.calls == [("close_slot", ("t_failed",), {}), ("close_slot", ("t_done",), {})]
+
+
+def test_a_resumed_sweeps_callback_closes_slots_on_the_new_shared_learner(monkeypatch) -> None:
+    """Tune pickles its callbacks with the experiment: the copy a resumed sweep unpickles holds no handle
+    of the interrupted run's actors, and asks for the running shared base."""
+    closer = pickle.loads(pickle.dumps(SlotCloser()))
+    monkeypatch.setattr(shared, "_ACTIVE", None)
+    closer.on_trial_complete(1, [], Trial("t"))  # no shared base running: nothing to free, no error
+    new_learner = FakeActor()
+    monkeypatch.setattr(shared, "_ACTIVE", SharedBase(rollouts=[], learner=new_learner))
+    closer.on_trial_error(2, [], Trial("t"))
+    assert new_learner.calls == [("close_slot", ("t",), {})]
