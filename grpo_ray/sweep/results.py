@@ -171,7 +171,7 @@ def _saved_trials(grid) -> list:
         from ray.tune import ExperimentAnalysis
 
         return list(ExperimentAnalysis(grid.experiment_path).trials)
-    except Exception:  # noqa: BLE001 - no saved state to read: the in-memory statuses are the only ones
+    except (ValueError, OSError):  # no saved state to read: the in-memory statuses are the only ones
         return []
 
 
