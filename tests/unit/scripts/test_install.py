@@ -1,4 +1,4 @@
-"""scripts/install.sh's refusals: they come before anything is installed, as one line."""
+"""scripts/install.sh: its refusals come before anything is installed, as one line; it byte-compiles the stack."""
 
 from __future__ import annotations
 
@@ -31,3 +31,12 @@ def test_an_unknown_target_is_refused() -> None:
 
 def test_no_wheel_url_is_built_by_hand() -> None:
     assert "releases/download" not in (ROOT / "scripts" / "install.sh").read_text()
+
+
+@pytest.mark.parametrize("module", ["torch", "transformers", "peft", "deepspeed", "vllm", "ray"])
+def test_the_install_left_the_stack_byte_compiled(module: str) -> None:
+    # Every Ray actor imports these when it starts; uncompiled, each start recompiles them (and never
+    # caches them where PYTHONDONTWRITEBYTECODE is set), which doubled the suite's time
+    import importlib.util
+    source = importlib.util.find_spec(module).origin
+    assert Path(importlib.util.cache_from_source(source)).is_file(), f"{module} is not byte-compiled: rerun install.sh"
