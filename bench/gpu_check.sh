@@ -4,7 +4,8 @@
 # into the image's python, then
 #   1. the GPU smoke tests (tests/gpu: transformers engine on the device, DeepSpeed bf16 under ZeRO-2/3
 #      over NCCL, NF4 with bitsandbytes, the on-device merge timed at Llama-8B layer sizes, a killed
-#      actor's GPU memory freed for its restart, checkpoint and resume, chunked logprobs), each printing a GPU-CHECK line;
+#      actor's GPU memory freed for its restart, checkpoint and resume, chunked logprobs, a colocated run),
+#      each printing a GPU-CHECK line;
 #   2. the benchmark against TRL with every role on the GPU (--engine hf: vLLM's CUDA wheel, ~400 MB,
 #      cannot be carried).
 #

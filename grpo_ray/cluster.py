@@ -12,6 +12,10 @@ The learner ranks on one node see all of that node's learner GPUs, as Ray Train'
 masked devices is slow to start on NVSwitch machines and has been reported to hang NVLS. Each rank
 then picks its own GPU by ``LOCAL_RANK``.
 
+With ``trainer.colocate`` the rollout workers and learner ranks take turns on the same GPUs: the rollout
+role's group holds one bundle per GPU, each worker and learner rank ``i`` share bundle ``i`` (half a GPU
+each as Ray counts it, so Ray gives both the same device), and the learner role has no bundles of its own.
+
 Inside a Ray Tune trial the roles do not make their own groups: the trial reserved one placement group
 (:func:`trial_bundles`: the trial's driver first, then every role's bundles) before it started, and each
 role takes its bundles from it. Trials therefore never wait on each other for an actor's resources.
@@ -36,6 +40,7 @@ from grpo_ray.rewards.judge import uses_judge
 
 log = logging.getLogger("grpo_ray.cluster")
 
+COLOCATED_SHARE = 0.5  # of its GPU, for each of the two actors that share it under trainer.colocate
 ROLES = ("rollout", "reward", "learner")  # the order of their bundles in a trial's placement group
 _STRATEGY = {"rollout": "PACK", "reward": "SPREAD", "learner": "PACK"}
 # Passed to every actor when the driver has them: gated hub models (Llama) need the token on every node,
@@ -58,6 +63,9 @@ def resolve_placement(cfg: GRPOConfig, cluster_gpus: float) -> Placement:
     learner when the cluster has GPUs, none when it has not."""
     r, lc = cfg.rollout, cfg.learner
     has_gpus = cluster_gpus > 0
+    if cfg.trainer.colocate:  # one GPU per rollout worker and learner rank, shared (see the module docstring)
+        share = COLOCATED_SHARE if has_gpus else 0.0
+        return Placement(share, share, cfg.reward.num_gpus_per_worker)
     rollout = r.num_gpus_per_worker if r.num_gpus_per_worker is not None else (float(r.tensor_parallel_size) if has_gpus else 0.0)
     learner = lc.num_gpus_per_learner if lc.num_gpus_per_learner is not None else (1.0 if has_gpus else 0.0)
     return Placement(rollout, learner, cfg.reward.num_gpus_per_worker)
@@ -180,7 +188,10 @@ def check_learner_memory(cfg: GRPOConfig, gpu_memory: list[int | None]) -> None:
         log.warning("learner memory check skipped: could not count %s's parameters (%s: %s)", m.name_or_path,
                     type(err).__name__, str(err).splitlines()[0][:160] if str(err) else "")
         return
-    problem = memory_problem(params, min(known), dtype=m.dtype, load_in_4bit=m.load_in_4bit,
+    device = min(known)
+    if cfg.trainer.colocate:  # the rollout engine keeps its share of each GPU while it generates
+        device = int(device * (1.0 - cfg.rollout.gpu_memory_utilization))
+    problem = memory_problem(params, device, dtype=m.dtype, load_in_4bit=m.load_in_4bit,
                              zero_stage=cfg.learner.zero_stage, num_learners=cfg.learner.num_learners,
                              lora=m.lora.enabled, reference=not m.lora.enabled and cfg.algo.beta != 0.0)
     if problem:
@@ -202,6 +213,10 @@ def role_bundles(cfg: GRPOConfig, placement: Optional[Placement] = None) -> dict
         + ([judge_bundle(cfg)] if uses_judge([f.name for f in rw.functions]) else []),  # the judge's bundle last
         "learner": [{"CPU": lc.num_cpus_per_learner, "GPU": p.learner_gpus, **lc.resources}] * lc.num_learners,
     }
+    if cfg.trainer.colocate:  # each GPU's bundle holds a rollout worker and a learner rank
+        raw["rollout"] = [{k: rollout.get(k, 0.0) + learner.get(k, 0.0) for k in {*rollout, *learner}}
+                          for rollout, learner in zip(raw["rollout"], raw["learner"])]
+        raw["learner"] = []
     # Ray rejects an empty bundle: an actor that asks for nothing still holds a sliver of CPU
     return {role: [{k: v for k, v in b.items() if v > 0} or {"CPU": 0.01} for b in bundles] for role, bundles in raw.items()}
 
@@ -409,6 +424,10 @@ class Workers:
         return []
 
     def _reserve(self, role: str, cfg: GRPOConfig) -> Group:
+        if role == "learner" and cfg.trainer.colocate:  # the rollout group's bundles, shared: never released with the learners
+            rollout = self.groups.get("rollout") or self._reserve("rollout", cfg)
+            self.groups[role] = Group(rollout.pg, rollout.indices, owned=False)
+            return self.groups[role]
         by_role = role_bundles(cfg, self._placement(cfg))
         bundles = by_role[role]
         if self.trial_group is not None:

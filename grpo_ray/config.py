@@ -369,6 +369,13 @@ class TrainerConfig(_Section):
         1, ge=0, le=64, description="With async_rollout: K, how many steps generation may run ahead of the update; a "
         "batch then lags the learner by at most K versions (0 waits for the sync, as synchronous training does).",
     )
+    colocate: bool = Field(
+        False, description="Rollout engines and learners on the same GPUs, taking turns: each GPU holds one rollout "
+        "worker (tensor_parallel_size 1) and one learner rank, and vLLM sleeps during every update (level 1: its "
+        "weights offloaded to host memory; level 2 under full fine-tuning, whose sync rewrites every weight) and "
+        "wakes for the sync and the next generation. rollout.gpu_memory_utilization is then vLLM's share of each "
+        "GPU while it generates; the learner's state keeps the rest. Synchronous runs only.",
+    )
 
 
 class EvalConfig(_Section):
@@ -621,10 +628,32 @@ def _rule_learner_gpus(c: GRPOConfig) -> str | None:
     return None
 
 
+def _rule_colocate(c: GRPOConfig) -> str | None:
+    if not c.trainer.colocate:
+        return None
+    r, lc = c.rollout, c.learner
+    if c.trainer.async_rollout:
+        return ("trainer.colocate: generation and updates take turns on the same GPUs, so they cannot overlap; set "
+                "trainer.async_rollout=false, or trainer.colocate=false to give each role GPUs of its own")
+    if r.tensor_parallel_size != 1:
+        return (f"trainer.colocate with rollout.tensor_parallel_size={r.tensor_parallel_size}: each GPU holds one "
+                "rollout engine and one learner rank, so an engine spans one GPU; set tensor_parallel_size=1 (with "
+                "LoRA an 8B-14B model fits one GPU beside its learner), or trainer.colocate=false")
+    if lc.num_learners != r.num_workers:
+        return (f"trainer.colocate: each GPU holds one rollout worker and one learner rank, but rollout.num_workers="
+                f"{r.num_workers} and learner.num_learners={lc.num_learners}; make them equal (one per GPU)")
+    set_gpus = [k for k, v in (("rollout.num_gpus_per_worker", r.num_gpus_per_worker),
+                               ("learner.num_gpus_per_learner", lc.num_gpus_per_learner)) if v is not None]
+    if set_gpus:
+        return (f"trainer.colocate: {' and '.join(set_gpus)} must stay unset; the two roles share each GPU, half a "
+                "GPU each as Ray counts it")
+    return None
+
+
 _RULES = [
     _rule_group_size, _rule_batch_splits, _rule_token_budget, _rule_epsilon_high, _rule_advantage_scale,
     _rule_objective_options, _rule_4bit, _rule_full_finetune, _rule_sync_strategy, _rule_tensor_parallel,
-    _rule_learner_gpus, _rule_rewards_resolve, _rule_tools,
+    _rule_learner_gpus, _rule_colocate, _rule_rewards_resolve, _rule_tools,
 ]
 
 # Keys that moved, old dotted name -> new: an old config gets a one-line error naming the new key

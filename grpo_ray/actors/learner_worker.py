@@ -157,6 +157,15 @@ class LearnerWorker:
         self._changed(slot)
         return metrics
 
+    def free_cached_memory(self) -> bool:
+        """Colocated with a rollout engine: hand the GPU memory PyTorch keeps cached after an update back to
+        the device, for the engine to wake into."""
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+        return True
+
     def connect_sync(self, topology: SyncTopology) -> bool:
         """Join the weight-sync strategy's transport as this rank."""
         self.sync.connect("learner", self.rank, topology)

@@ -102,6 +102,13 @@ class RolloutWorker:
         self.holds = handle.key
         return time.perf_counter() - start
 
+    def sleep(self) -> bool:
+        """Colocated with a learner rank: free the engine's GPU memory for the update (the engine wakes by
+        itself, its weights for the next sync and the rest for the next generation)."""
+        if self.spec.sleep_level:
+            self._engine().sleep(self.spec.sleep_level)
+        return True
+
     def generate(self, request: GenerationRequest) -> RolloutBatch:
         """Trajectories under ``request.weights`` (received first unless this worker holds that version)."""
         load_s = self.receive_weights(request.weights) if request.weights is not None else 0.0

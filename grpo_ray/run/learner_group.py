@@ -139,10 +139,16 @@ class LearnerGroup:
         that dies in either is replaced: the group starts again from its snapshot of the last step and
         the step is sent again. Returns the learners' metrics (joined over ranks) and the sync's."""
         phase = timer.phase if timer is not None else (lambda name: nullcontext())
+        if self.cfg.trainer.colocate:
+            with phase("sleep"):
+                self._sleep_engines()
         for attempt in range(1, self.max_attempts + 1):
             try:
                 with phase("update"):  # the new weights' hand-off is queued behind it on every actor
                     refs = self._submit_update(rollouts, batch)
+                    if self.cfg.trainer.colocate:  # before the send, so the engines wake into free memory
+                        for learner in self.learners:
+                            learner.free_cached_memory.remote()
                     handoff = self._handoff(self.version + 1, load=not generating)
                     per_rank = self.calls.get(refs)
                 with phase("sync"):
@@ -161,6 +167,16 @@ class LearnerGroup:
         self.snapshots.take(self.learners, step + 1)  # queued behind the send: the driver does not wait
         metrics = reduce_named(per_rank, weights=[m.get("num_tokens", 1.0) for m in per_rank])
         return {**metrics, **sync_metrics, **self.snapshots.metrics()}
+
+    def _sleep_engines(self) -> None:
+        """Colocated: every rollout engine frees its GPU memory before the learners update on the same GPUs
+        (each wakes by itself for the sync and the next generation). A worker that died meanwhile comes
+        back awake, and its fault is counted when it is next asked for work."""
+        try:
+            self.calls.get([worker.sleep.remote() for worker in self.workers.rollouts])
+        except self.calls.failed as err:
+            log.warning("a rollout worker could not sleep before the update (%s)",
+                        (str(err).splitlines() or [type(err).__name__])[0][:160])
 
     def _submit_update(self, rollouts: RolloutBatch, batch: Any) -> list:
         """The rows split evenly over the learners; every rank steps its optimizer once per iteration."""

@@ -3,7 +3,8 @@
 It holds no model weights. One training step reads as its phases:
 
     generate (rollout workers) -> score (reward workers) -> [refill: dynamic sampling] -> advantages
-    -> [prefetch: async generations ahead] -> update + sync (learners -> rollout workers)
+    -> [prefetch: async generations ahead] -> [sleep: colocated engines free their GPUs]
+    -> update + sync (learners -> rollout workers)
     -> [evaluate] -> log -> checkpoint
 
 Each phase's wall time is logged as ``timing/<phase>``. The collaborators, each tested on its own with

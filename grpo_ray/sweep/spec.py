@@ -187,7 +187,7 @@ class SweepPlan:
 
 def _check_shared_base(base: GRPOConfig) -> None:
     """What a shared-base sweep needs of its base config: LoRA (trials differ in adapters), one learner
-    (every trial's calls reach it in one order) and adapters through the object store."""
+    (every trial's calls reach it in one order), adapters through the object store, and no colocation."""
     if not base.model.lora.enabled:
         raise ConfigError("share_base: the trials share the base model's weights, so they must train LoRA adapters "
                           "(model.lora.enabled=true)")
@@ -197,6 +197,9 @@ def _check_shared_base(base: GRPOConfig) -> None:
     if base.sync_strategy != "lora":
         raise ConfigError(f"share_base: sync.strategy={base.sync.strategy}; trials hand their adapters over with "
                           "sync.strategy=lora (or auto)")
+    if base.trainer.colocate:
+        raise ConfigError("share_base: trainer.colocate=true; one trial's update runs while others generate on the "
+                          "shared engine, which therefore cannot sleep during updates (set trainer.colocate=false)")
 
 
 def load_sweep(path: Union[str, Path], overrides: Optional[list[str]] = None) -> SweepPlan:

@@ -8,8 +8,10 @@ Covered: the transformers rollout engine on the device; DeepSpeed learners in bf
 ZeRO-3 (NCCL); an NF4 base with bitsandbytes, sampler and learner on the same 4-bit numbers; the
 layer-by-layer merge on the device, with its time for Llama-3.1-8B-sized layers; a killed actor's
 child process freeing its GPU memory for the restarted actor; a short run that checkpoints and resumes;
-the learner's chunked logprobs on the device against the whole logits, with each one's peak memory.
-vLLM's CUDA wheel (~400 MB) cannot be carried to the lent machine, so vLLM itself is not covered here.
+the learner's chunked logprobs on the device against the whole logits, with each one's peak memory;
+a colocated run (engine and learner on the one GPU, the engine asleep during updates). vLLM's CUDA
+wheel (~400 MB) cannot be carried to the lent machine, so vLLM itself (its sleep mode included) is
+covered only where it is installed.
 """
 
 from __future__ import annotations
@@ -293,3 +295,98 @@ def test_chunked_logprobs_on_the_device() -> None:
     assert float((grad_chunked - grad_whole).abs().max()) <= 0.05 * float(grad_whole.abs().max())
     report("chunked_logprobs", T=width, rows=4, vocab=vocab, peak_whole_mib=peak_whole and peak_whole / 2**20,
            peak_chunked_mib=peak_chunked and peak_chunked / 2**20)
+
+
+def test_a_colocated_run_frees_the_engines_gpu_memory_for_each_update(tmp_path) -> None:
+    """trainer.colocate on the one GPU: the transformers engine and the learner share it; before each
+    update the engine sleeps (LoRA: level 1, its weights moved to host memory), and the sync after the
+    update brings them back and writes the adapter, so the engine ends holding the learner's policy."""
+    from grpo_ray.run.trainer import GRPOTrainer
+
+    cfg = base_config(tmp_path, "trainer.colocate=true", "rollout.num_gpus_per_worker=null",
+                      "learner.num_gpus_per_learner=null", "trainer.save_every=0")
+    trainer = GRPOTrainer(cfg).setup()
+    try:
+        rollout = trainer.workers.rollouts[0]
+
+        def engine_memory(actor, sleep):
+            if sleep:
+                actor.sleep()
+            return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+
+        awake = ray.get(rollout.__ray_call__.remote(engine_memory, False))
+        history = trainer.train()
+        asleep = ray.get(rollout.__ray_call__.remote(engine_memory, True))  # as during an update
+        trainer.learners.publish(trainer.step)  # the sync wakes it
+        tok = trainer.tokenizer
+        prompt = list(tok.apply_chat_template([{"role": "user", "content": "What is 12 + 30?"}], add_generation_prompt=True,
+                                              return_dict=True)["input_ids"])
+        completions = [tok.encode("<answer>\n42\n</answer>")]
+        in_engine = engine_logprobs(rollout, [prompt], completions)
+        in_learner = ray.get(trainer.workers.learners[0].logprobs.remote([prompt], completions))
+        plan = ray.get(rollout.launch_plan.remote())
+        learner_plan = ray.get(trainer.workers.learners[0].launch_plan.remote())
+        report("colocate-hf", gpu=plan["gpu_ids"], learner_gpu=learner_plan["gpu_ids"], engine_mib_awake=awake / 2**20,
+               engine_mib_asleep=asleep / 2**20, sleeps=ray.get(rollout.info.remote())["sleeps"],
+               steps=len(history), max_abs_logprob_diff=max(abs(a - b) for a, b in zip(in_engine[0], in_learner[0])))
+        assert plan["gpu_ids"] == learner_plan["gpu_ids"]
+        if not ON_CPU:
+            assert asleep < awake / 2
+        assert in_engine[0] == pytest.approx(in_learner[0], abs=0.05 if DTYPE == "bfloat16" else 1e-4)
+    finally:
+        trainer.shutdown()
+
+
+def test_vllm_wakes_before_a_sync_and_samples_the_new_weights(tmp_path) -> None:
+    """vLLM's own sleep mode (CUDA builds only): an adapter merged after sleep(1) is what the engine then
+    samples from, not the copy it offloaded when it went to sleep (the stale-weights bug of TRL#5312 and
+    verl#7495), and sleeping frees most of its GPU memory."""
+    from grpo_ray.cluster import cuda_vllm_installed
+
+    if ON_CPU or not cuda_vllm_installed():
+        pytest.skip("needs the CUDA vLLM wheel on a GPU (it cannot be carried to the lent machine)")
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from grpo_ray.models.adapter_io import peft_config_dict
+    from grpo_ray.models.paths import resolve_model_path
+    from grpo_ray.rollout.engines.base import EngineSpec
+    from grpo_ray.rollout.engines.vllm_engine import VLLMEngine
+    from grpo_ray.wire import LoraAdapter
+
+    path = resolve_model_path("builtin:arithmetic-base")
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(path),
+                                LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    lora = peft_config_dict(peft_model.peft_config["default"])  # target modules resolved, as the learner sends it
+    engine = VLLMEngine(EngineSpec("vllm", path, dtype="bfloat16", lora=lora, max_lora_rank=8,
+                                   gpu_memory_utilization=0.3, sleep_level=1, device="cuda"))
+
+    def adapter(seed: int, version: int) -> LoraAdapter:
+        g = torch.Generator().manual_seed(seed)
+        return LoraAdapter(version, {k: torch.randn(v.shape, generator=g) * 0.05
+                                     for k, v in get_peft_model_state_dict(peft_model).items()}, lora)
+
+    def logprobs() -> list[float]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        ids = list(range(5, 40))
+        out = engine.llm.generate([TokensPrompt(prompt_token_ids=ids)], SamplingParams(max_tokens=1, prompt_logprobs=0),
+                                  use_tqdm=False)[0]
+        return [d[t].logprob for t, d in zip(ids[1:], out.prompt_logprobs[1:])]
+
+    a, b = adapter(1, 1), adapter(2, 2)
+    engine.apply_lora(a)
+    with_a = logprobs()
+    engine.apply_lora(b)
+    with_b = logprobs()
+    free_awake = torch.cuda.mem_get_info()[0]
+    engine.sleep(1)
+    free_asleep = torch.cuda.mem_get_info()[0]
+    engine.apply_lora(a)  # wakes the weights, then writes a
+    after = logprobs()
+    report("colocate-vllm", freed_mib=(free_asleep - free_awake) / 2**20,
+           diff_to_a=max(abs(x - y) for x, y in zip(after, with_a)), diff_to_b=max(abs(x - y) for x, y in zip(after, with_b)))
+    assert after == pytest.approx(with_a, abs=0.02) and after != pytest.approx(with_b, abs=0.02)
+    assert free_asleep > free_awake
+    engine.close()

@@ -77,6 +77,36 @@ def test_each_role_gets_its_own_gpus_and_gpu_settings(tmp_path) -> None:
         workers.shutdown()
 
 
+def test_colocated_engines_and_learner_ranks_share_each_gpu_pairwise(tmp_path) -> None:
+    """trainer.colocate: rollout worker i and learner rank i share bundle i's GPU (each takes half, as Ray
+    counts it); the rank computes on that GPU; vLLM gets its sleep mode; and a learner group started
+    again (recovery) lands on the same GPUs, its bundles never released with it."""
+    from ray.util import placement_group_table
+
+    from grpo_ray.cluster import Workers
+
+    cfg = gpu_config(tmp_path, "trainer.colocate=true", "rollout.tensor_parallel_size=1", "rollout.num_workers=2")
+    workers = Workers()
+    try:
+        workers.place_rollouts(cfg)
+        workers.place_learners(cfg)
+        assert (workers.placement.rollout_gpus, workers.placement.learner_gpus) == (0.5, 0.5)
+        assert list(placement_group_table(workers.groups["rollout"].pg)["bundles"].values()) == [{"CPU": 2.0, "GPU": 1.0}] * 2
+        rollouts = ray.get([w.launch_plan.remote() for w in workers.rollouts])
+        learners = ray.get([w.launch_plan.remote() for w in workers.learners])
+        assert [r["gpu_ids"] for r in rollouts] == [p["gpu_ids"] for p in learners]  # pair i on one GPU
+        assert len({r["gpu_ids"][0] for r in rollouts}) == 2  # the two pairs on two GPUs
+        for r, p in zip(rollouts, learners):
+            assert p["cuda_visible_devices"].split(",")[int(p["local_rank"])] == r["gpu_ids"][0]  # the rank's own GPU
+            assert r["engine_kwargs"]["enable_sleep_mode"] is True and r["engine_kwargs"]["gpu_memory_utilization"] == 0.7
+        workers.place_learners(cfg)  # a new learner group, as after a dead rank
+        again = ray.get([w.launch_plan.remote() for w in workers.learners])
+        assert [p["gpu_ids"] for p in again] == [r["gpu_ids"] for r in rollouts]
+        assert ray.get(workers.rollouts[0].launch_plan.remote())["gpu_ids"] == rollouts[0]["gpu_ids"]  # still placed
+    finally:
+        workers.shutdown()
+
+
 def test_nf4_serves_the_rounded_base_in_vllm(tmp_path) -> None:
     from grpo_ray.cluster import Workers
 

@@ -81,6 +81,17 @@ def test_unset_gpu_counts_follow_the_cluster() -> None:
     assert resolve_placement(pinned, 8.0) == Placement(0.5, 0.0, 0.0)
 
 
+def test_colocated_roles_share_one_bundle_per_gpu() -> None:
+    c = cfg("trainer.colocate=true", "rollout.num_workers=2", "learner.num_learners=2", "rollout.num_cpus_per_worker=1",
+            "learner.num_cpus_per_learner=2", "learner.micro_batch_size=8")
+    p = resolve_placement(c, 4.0)
+    assert p == Placement(0.5, 0.5, 0.0)  # half a GPU each, as Ray counts it: both actors get the bundle's GPU
+    by_role = role_bundles(c, p)
+    assert by_role["rollout"] == [{"CPU": 3.0, "GPU": 1.0}] * 2 and by_role["learner"] == []
+    assert placement_problems(c, p, {"CPU": 8.0, "GPU": 2.0}, cuda_vllm=True) == ([], [])  # 2 GPUs are enough
+    assert role_bundles(c, resolve_placement(c, 0.0))["rollout"] == [{"CPU": 3.0}] * 2  # CPU: the same pairs, no GPU
+
+
 def test_a_cuda_vllm_meeting_a_rollout_worker_without_gpus_is_one_line() -> None:
     c = cfg("rollout.num_gpus_per_worker=0")
     errors, _ = placement_problems(c, resolve_placement(c, 4.0), {"CPU": 16.0, "GPU": 4.0}, cuda_vllm=True)
@@ -159,3 +170,7 @@ def test_the_memory_check_runs_only_for_learners_on_cuda_devices(monkeypatch) ->
     check_learner_memory(full, [160 * 2**30, None])  # fits (the smallest known GPU counts)
     assert counted and len(set(counted)) == 1
     check_learner_memory(cfg(), [80 * 2**30])  # LoRA: the base's 32 GB of float32 weights fit
+    colocated = cfg("model.lora.enabled=false", "sync.strategy=full", "learner.zero_stage=2", "algo.beta=0",
+                    "trainer.colocate=true")
+    with pytest.raises(UserError, match="full fine-tuning of 8.00B parameters needs at least 119.2 GiB"):
+        check_learner_memory(colocated, [160 * 2**30])  # vLLM keeps half of each GPU: 80 GiB left

@@ -194,6 +194,20 @@ def test_tools_need_the_multi_turn_kind_and_must_resolve(tmp_path) -> None:
     assert spec.name == "multi_turn" and spec.options["tools"] == ["calculator", "python"] and spec.options["max_turns"] == 3
 
 
+def test_colocation_takes_one_engine_and_one_learner_rank_per_gpu_in_synchronous_runs() -> None:
+    two = ["trainer.colocate=true", "rollout.num_workers=2", "learner.num_learners=2"]
+    assert load_config(None, two).trainer.colocate
+    assert error_of(*two, "trainer.async_rollout=true").startswith(
+        "trainer.colocate: generation and updates take turns on the same GPUs, so they cannot overlap")
+    assert error_of(*two, "rollout.tensor_parallel_size=2").startswith(
+        "trainer.colocate with rollout.tensor_parallel_size=2: each GPU holds one rollout engine and one learner rank")
+    assert error_of("trainer.colocate=true", "learner.num_learners=2") == (
+        "trainer.colocate: each GPU holds one rollout worker and one learner rank, but rollout.num_workers=1 and "
+        "learner.num_learners=2; make them equal (one per GPU)")
+    assert error_of(*two, "rollout.num_gpus_per_worker=1").startswith(
+        "trainer.colocate: rollout.num_gpus_per_worker must stay unset")
+
+
 def test_fractional_learner_gpus_only_for_a_lone_learner() -> None:
     # two ranks on halves of GPUs could share a device, which NCCL refuses
     assert error_of("learner.num_gpus_per_learner=0.5", "learner.num_learners=2") == (

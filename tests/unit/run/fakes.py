@@ -13,6 +13,7 @@ test can tell whether a resent shard, a rewind or a resume produced what an unin
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -66,6 +67,7 @@ class _Method:
         returns = getattr(getattr(self.actor.obj, self.name), "num_returns", 1)
         ref = Ref(self.actor, self.name, args, kwargs)
         self.actor.submitted.append((self.name, args))
+        self.actor.timeline.append((next(_CALLS), self.name))
         if returns == 1:
             return ref
         return tuple(_Part(ref, i) for i in range(returns))
@@ -81,11 +83,20 @@ class _Part:
         return self.ref.resolve()[self.index]
 
 
+_CALLS = itertools.count()  # orders calls across actors (each runs the moment it is submitted)
+
+
+def in_order(actors: list["FakeActor"]) -> list[tuple[str, str]]:
+    """(actor name, method) of every call made to ``actors``, in the order they were made."""
+    return [(actor, method) for _, actor, method in sorted((i, a.name, m) for a in actors for i, m in a.timeline)]
+
+
 class FakeActor:
     def __init__(self, obj: Any, name: str = "actor") -> None:
         self.obj, self.name = obj, name
         self.alive = True
         self.submitted: list[tuple[str, tuple]] = []
+        self.timeline: list[tuple[int, str]] = []
         self._deaths: dict[str, int] = {}
 
     def __getattr__(self, name: str) -> _Method:
@@ -171,6 +182,8 @@ class FakeRolloutWorker:
         self.strategy = strategy
         return True
 
+    def sleep(self) -> bool:
+        return True
 
     def generate(self, request) -> RolloutBatch:
         if request.weights is not None:
@@ -231,6 +244,9 @@ class FakeLearner:
         return _digest(self.trained)
 
     def connect_sync(self, topology) -> bool:
+        return True
+
+    def free_cached_memory(self) -> bool:
         return True
 
     def train_step(self, shard) -> dict[str, float]:

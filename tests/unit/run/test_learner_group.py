@@ -10,7 +10,7 @@ import torch
 from grpo_ray.run.batch import StepBatch
 from grpo_ray.run.learner_group import LearnerDied, LearnerGroup, RewindToCheckpoint
 from grpo_ray.wire import RolloutBatch
-from tests.unit.run.fakes import FakeCalls, FakeWorkers, Lost, Value
+from tests.unit.run.fakes import FakeCalls, FakeWorkers, Lost, Value, in_order
 
 pytestmark = pytest.mark.unit
 
@@ -41,6 +41,27 @@ def test_each_update_is_a_version_that_every_rollout_worker_loads(make_cfg) -> N
     assert g.version == 2 and g.weights.version == 2 and [w.obj.loads for w in workers.rollouts] == [[0, 1, 2]] * 2
     assert metrics[-1]["loss"] == 4.0  # each rank reports its count of updates; summed over 2 ranks
     assert "sync/load_seconds_max" in metrics[-1]
+
+
+def test_colocated_engines_sleep_before_the_update_and_receive_its_weights_after_it(make_cfg) -> None:
+    """Each GPU holds an engine and a learner rank: every engine frees its memory before any rank updates,
+    and each rank frees its cached memory before it sends, so the engines wake into free memory, and
+    load the new weights once awake (the engines wake themselves on the load)."""
+    g, workers = group(make_cfg("trainer.colocate=true", "rollout.num_workers=2"))
+    start = len(in_order(workers.rollouts + workers.learners))
+    learn(g, range(1))
+    calls = in_order(workers.rollouts + workers.learners)[start:]
+    first_update = calls.index(("learner0", "train_step"))
+    assert sorted(calls[:first_update]) == [("rollout0", "sleep"), ("rollout1", "sleep")]
+    for rank in ("learner0", "learner1"):
+        mine = [m for a, m in calls if a == rank]
+        assert mine.index("train_step") < mine.index("free_cached_memory") < mine.index("send_weights")
+    loads = [i for i, (a, m) in enumerate(calls) if m == "receive_weights"]
+    assert len(loads) == 2 and min(loads) > first_update and [w.obj.loads[-1] for w in workers.rollouts] == [1, 1]
+
+    apart, workers = group(make_cfg())
+    learn(apart, range(1))
+    assert not [c for c in in_order(workers.rollouts + workers.learners) if c[1] in ("sleep", "free_cached_memory")]
 
 
 def test_with_generations_queued_the_workers_load_the_version_themselves(make_cfg) -> None:

