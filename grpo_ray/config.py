@@ -186,6 +186,13 @@ class RolloutConfig(_Section):
         description="How vLLM applies the synced LoRA adapter: merge it into the served weights on the rollout node "
         "(bare-model speed), or serve it through vLLM's LoRA kernels.",
     )
+    inflight_weight_updates: bool = Field(
+        False, description="With trainer.async_rollout: a new weights version goes into the engines between decoding "
+        "steps of the generations already running, instead of waiting for them to finish; their requests keep their "
+        "KV cache, later tokens are sampled by the new weights, and each token's version is recorded "
+        "(rollout/token_lag_mean). A batch still lags the learner by at most trainer.max_policy_lag. Runs then "
+        "depend on timing, so they do not repeat exactly.",
+    )
 
 
 class RewardFunctionConfig(_Section):
@@ -650,10 +657,29 @@ def _rule_colocate(c: GRPOConfig) -> str | None:
     return None
 
 
+def _rule_inflight_updates(c: GRPOConfig) -> str | None:
+    r = c.rollout
+    if not r.inflight_weight_updates:
+        return None
+    if not c.trainer.async_rollout:
+        return ("rollout.inflight_weight_updates: new weights reach generations already running only in async mode, "
+                "where generation runs during updates; set trainer.async_rollout=true")
+    if r.engine != "vllm":
+        return (f"rollout.inflight_weight_updates with rollout.engine={r.engine}: it loads weights between decoding "
+                "steps, which only the vllm engine takes one at a time; use rollout.engine=vllm")
+    if r.kind != "single_turn":
+        return (f"rollout.inflight_weight_updates with rollout.kind={r.kind}: only single-turn rollouts take updates "
+                "in flight so far; set rollout.inflight_weight_updates=false")
+    if c.sync_strategy == "broadcast":
+        return ("rollout.inflight_weight_updates with sync.strategy=broadcast: a broadcast needs every worker to "
+                "receive at once, and an in-flight worker takes a version when its steps allow; use sync.strategy=full")
+    return None
+
+
 _RULES = [
     _rule_group_size, _rule_batch_splits, _rule_token_budget, _rule_epsilon_high, _rule_advantage_scale,
     _rule_objective_options, _rule_4bit, _rule_full_finetune, _rule_sync_strategy, _rule_tensor_parallel,
-    _rule_learner_gpus, _rule_colocate, _rule_rewards_resolve, _rule_tools,
+    _rule_learner_gpus, _rule_colocate, _rule_inflight_updates, _rule_rewards_resolve, _rule_tools,
 ]
 
 # Keys that moved, old dotted name -> new: an old config gets a one-line error naming the new key

@@ -74,6 +74,9 @@ class GenerationRequest:
     # worker's own. Carried in the shard, so a worker Ray restarted (or one another run made) makes the
     # run's kind of trajectories.
     kind: Any = None
+    # in-flight weight updates: ``weights`` is the oldest version to sample with; the worker keeps a newer
+    # one it holds, and loads versions offered while it generates between decoding steps
+    inflight_updates: bool = False
 
 
 @dataclass
@@ -91,7 +94,7 @@ class RolloutBatch:
     sampling_logprobs: list[list[float]]  # [N][T_i] logprob of each token under the sampler (0.0 where not sampled)
     finish_reasons: list[str]  # [N] "stop" (EOS or stop string) or "length" (hit a token limit)
     group_size: int
-    policy_version: int  # weights version that sampled every row; -1 means the untouched base model
+    policy_version: int  # weights version that sampled every row (the oldest, see token_versions); -1: the untouched base model
     # [N][T_i] 1 where the token is the policy's own and may enter the loss (0, e.g., for tokens a tool
     # or an environment inserted). None: every completion token.
     loss_mask: Optional[list[list[int]]] = None
@@ -101,6 +104,9 @@ class RolloutBatch:
     # [N] per-trajectory counts of a multi-turn rollout (turns, tool_calls, tool_errors, tool_timeouts,
     # malformed_tool_calls, model_tokens, tool_tokens, limit_hit); None for single-turn rollouts
     episode_stats: Optional[list[dict[str, float]]] = None
+    # [N][T_i] the weights version that sampled each token, where a newer version was loaded while the
+    # batch was generated (in-flight weight updates); None: every token was sampled by policy_version
+    token_versions: Optional[list[list[int]]] = None
     # per-worker numbers (seconds, token counts); joined by kind when shards are concatenated
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -115,6 +121,12 @@ class RolloutBatch:
         if self.loss_mask is not None:
             return self.loss_mask
         return [[1] * len(c) for c in self.completion_ids]
+
+    def versions_per_token(self) -> list[list[int]]:
+        """[N][T_i] the weights version that sampled each token (``policy_version`` where none was recorded)."""
+        if self.token_versions is not None:
+            return self.token_versions
+        return [[self.policy_version] * len(c) for c in self.completion_ids]
 
     def conversations(self) -> list[list[dict[str, Any]]]:
         """[N] the messages of each trajectory (what reward functions receive as ``completions``)."""
@@ -147,7 +159,7 @@ class RolloutBatch:
             completion_texts=pick(self.completion_texts), sampling_logprobs=pick(self.sampling_logprobs),
             finish_reasons=pick(self.finish_reasons), group_size=g, policy_version=self.policy_version,
             loss_mask=pick(self.loss_mask), completion_messages=pick(self.completion_messages),
-            episode_stats=pick(self.episode_stats), stats=dict(self.stats),
+            episode_stats=pick(self.episode_stats), token_versions=pick(self.token_versions), stats=dict(self.stats),
         )
 
     @staticmethod
@@ -169,6 +181,9 @@ class RolloutBatch:
         episode_stats = None
         if any(p.episode_stats is not None for p in parts):
             episode_stats = [row for p in parts for row in (p.episode_stats or [{}] * len(p))]
+        versions = None
+        if any(p.token_versions is not None for p in parts):
+            versions = [row for p in parts for row in p.versions_per_token()]
         return RolloutBatch(
             prompt_ids=[x for p in parts for x in p.prompt_ids],
             completion_ids=[x for p in parts for x in p.completion_ids],
@@ -180,6 +195,7 @@ class RolloutBatch:
             loss_mask=masks,
             completion_messages=messages,
             episode_stats=episode_stats,
+            token_versions=versions,
             stats=reduce_named([p.stats for p in parts]),
         )
 

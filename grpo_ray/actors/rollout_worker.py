@@ -28,7 +28,7 @@ def assigned_device() -> str:
     return "cuda" if ray.get_gpu_ids() else "cpu"
 
 
-@ray.remote
+@ray.remote(concurrency_groups={"offers": 1})  # offer_weights runs while a generation does (in-flight updates)
 class RolloutWorker:
     def __init__(self, spec: EngineSpec, kind: KindSpec = KindSpec(), sync: str = "lora") -> None:
         self.spec = spec.with_device(assigned_device())
@@ -39,6 +39,7 @@ class RolloutWorker:
         self.engine: Optional[RolloutEngine] = None
         self.kind: Optional[RolloutKind] = None
         self.holds: Optional[tuple[str, int]] = None  # the (lineage, version) of the weights the engine serves
+        self._offered: Optional[WeightsHandle] = None  # the newest version the learners published (in-flight updates)
 
     def launch_plan(self) -> dict[str, Any]:
         """Where this worker runs and what it hands its engine (read before, or instead of, starting it)."""
@@ -109,10 +110,49 @@ class RolloutWorker:
             self._engine().sleep(self.spec.sleep_level)
         return True
 
+    @ray.method(concurrency_group="offers")
+    def offer_weights(self, handle: WeightsHandle) -> bool:
+        """In-flight weight updates: a version the learners are publishing. This waits (beside the running
+        generation, in its own concurrency group) until the learners have sent it, then leaves it for the
+        generation to load between two decoding steps, or for the next generation. A version whose send
+        failed (a learner died) is dropped: its shard carries the version to use."""
+        try:
+            ray.get(handle.ref)
+        except Exception:  # noqa: BLE001 - the learner group recovers and sends the version again
+            return False
+        offered = self._offered
+        if offered is None or offered.lineage != handle.lineage or handle.version > offered.version:
+            self._offered = handle
+        return True
+
+    def _newer(self, handle: Optional[WeightsHandle]) -> bool:
+        """Whether ``handle`` is a later version of the line this worker holds."""
+        return handle is not None and self.holds is not None and handle.lineage == self.holds[0] and handle.version > self.holds[1]
+
+    def _take_offer(self) -> None:
+        """Between decoding steps: load the newest version offered (and sent) of the line this worker holds."""
+        offered = self._offered
+        if self._newer(offered):
+            self.receive_weights(offered)
+
     def generate(self, request: GenerationRequest) -> RolloutBatch:
-        """Trajectories under ``request.weights`` (received first unless this worker holds that version)."""
-        load_s = self.receive_weights(request.weights) if request.weights is not None else 0.0
-        batch = self._kind(request.kind).rollout(self._engine(), request)
+        """Trajectories under ``request.weights`` (received first unless this worker holds that version).
+        ``request.inflight_updates``: a newer version of the same line that this worker holds, or that is
+        offered while it generates, is used instead (``weights`` is then the oldest allowed)."""
+        weights = request.weights
+        if request.inflight_updates and weights is not None:
+            offered = self._offered
+            if offered is not None and offered.lineage == weights.lineage and offered.version > weights.version:
+                weights = offered  # a newer version of the line, already sent
+            if self.holds is not None and self.holds[0] == weights.lineage and self.holds[1] >= weights.version:
+                weights = None  # the version held is as new or newer: never back to an older one
+        load_s = self.receive_weights(weights) if weights is not None else 0.0
+        engine = self._engine()
+        engine.between_steps = self._take_offer if request.inflight_updates else None
+        try:
+            batch = self._kind(request.kind).rollout(engine, request)
+        finally:
+            engine.between_steps = None
         if load_s:
             batch.stats["load_weights_s"] = load_s
         return batch

@@ -48,12 +48,15 @@ class WeightHandoff:
     """Version ``version`` on its way from ``learners`` to ``rollouts`` (published only, when not ``load``)."""
 
     def __init__(self, learners: list, rollouts: list, version: int, *, load: bool = True, lineage: str = "",
-                 strategy: str = "", calls: Calls = RAY, faults: Optional[FaultCounter] = None) -> None:
+                 strategy: str = "", calls: Calls = RAY, faults: Optional[FaultCounter] = None, offer: bool = False) -> None:
         refs = [learner.send_weights.remote(version, load) for learner in learners]
         self.handle = WeightsHandle(version, refs[0], lineage, strategy)  # rank 0's update; the others join a gather
         self.calls, self.live = calls, load
         self._others = refs[1:]
         self._loads = None
+        if offer:  # in-flight updates: each worker takes it between decoding steps once sent (a dead one with its next shard)
+            for worker in rollouts:
+                worker.offer_weights.remote(self.handle)
         if load:
             self._loads = PendingShards("rollout", rollouts, [self.handle] * len(rollouts),
                                         lambda worker, handle: worker.receive_weights.remote(handle, True),
@@ -128,8 +131,9 @@ class LearnerGroup:
         load = load and not getattr(self.workers, "rollouts_shared", False)
         if load:
             self._reconnect_if_needed()
+        offer = not load and self.cfg.rollout.inflight_weight_updates and self.cfg.trainer.async_rollout
         return WeightHandoff(self.learners, self.workers.rollouts, version, load=load, lineage=self.lineage,
-                             strategy=self.cfg.sync_strategy, calls=self.calls, faults=self.faults)
+                             strategy=self.cfg.sync_strategy, calls=self.calls, faults=self.faults, offer=offer)
 
     # -- the update -----------------------------------------------------------------------------
     def learn(self, rollouts: RolloutBatch, batch: Any, step: int, *, generating: bool, timer: Any = None

@@ -64,6 +64,19 @@ def tool_metrics(episodes: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+def inflight_metrics(rollouts: RolloutBatch, learner_version: int) -> dict[str, float]:
+    """In-flight weight updates, for the batch that the update of ``learner_version`` trains on: how many
+    versions behind the learner its tokens were sampled on average (``policy_version_lag`` is the
+    most), and the share of trajectories whose tokens came from more than one version. Empty for a
+    batch whose every token was sampled by one version."""
+    if rollouts.token_versions is None:
+        return {}
+    lags = [learner_version - v for row in rollouts.token_versions for v in row]
+    switched = sum(1 for row in rollouts.token_versions if len(set(row)) > 1)
+    return {"rollout/token_lag_mean": sum(lags) / max(1, len(lags)),
+            "rollout/updated_in_flight_frac": switched / max(1, len(rollouts.token_versions))}
+
+
 def reward_metrics(rewards: torch.Tensor, group_size: int, prefix: str = "") -> dict[str, float]:
     """``reward``, ``reward_std`` (the mean of the groups' stds) and ``frac_reward_zero_std`` of [N] rewards."""
     return {

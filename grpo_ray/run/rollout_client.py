@@ -39,6 +39,7 @@ class RolloutClient:
         self.kind = kind_spec(cfg)  # every shard names it: a restarted or reused worker makes this run's kind
         tr = cfg.trainer
         self.pipeline = GenerationPipeline(tr.max_policy_lag if tr.async_rollout else 0)
+        self.inflight = cfg.rollout.inflight_weight_updates and tr.async_rollout  # generations ahead take newer weights
 
     # -- settings -------------------------------------------------------------------------------
     def sampling(self, step: int, round_: int = 0) -> SamplingConfig:
@@ -55,16 +56,17 @@ class RolloutClient:
 
     # -- generation -----------------------------------------------------------------------------
     def submit(self, prompts: list, sampling: SamplingConfig, weights: Optional[WeightsHandle],
-               rows: Optional[list[dict[str, Any]]] = None) -> PendingShards:
+               rows: Optional[list[dict[str, Any]]] = None, inflight: bool = False) -> PendingShards:
         """The prompts split over the rollout workers, each shard under ``weights`` (``rows``: the prompts'
-        data rows, whose other columns a multi-turn rollout's environment starts from)."""
+        data rows, whose other columns a multi-turn rollout's environment starts from; ``inflight``: the
+        shards take newer versions while they run, for generations ahead of the update)."""
         seeds = per_prompt_seeds(sampling.seed, len(prompts))  # global indices: sharding changes nothing
         parts = shard_slices(len(prompts), len(self.workers))
         columns = [{k: v for k, v in row.items() if k != "prompt"} for row in rows] if rows is not None else None
         return PendingShards(
             "rollout", self.workers[: len(parts)],
-            [GenerationRequest(prompts[s], sampling, seeds[s], weights, columns[s] if columns else None, self.kind)
-             for s in parts],
+            [GenerationRequest(prompts[s], sampling, seeds[s], weights, columns[s] if columns else None, self.kind,
+                               inflight) for s in parts],
             lambda worker, request: worker.generate.remote(request), calls=self.calls, faults=self.faults,
         )
 
@@ -96,7 +98,7 @@ class RolloutClient:
         for step in steps:
             rows = self.draw()
             self.pipeline.push(InFlight(step, rows, self.submit([r["prompt"] for r in rows], self.sampling(step), weights,
-                                                                rows)))
+                                                                rows, inflight=self.inflight)))
         return steps
 
     @property

@@ -36,7 +36,7 @@ from grpo_ray.run.evaluator import HeldOutEval
 from grpo_ray.run.learner_group import LearnerDied, LearnerGroup, RewindToCheckpoint
 from grpo_ray.run.metrics import MetricLogger, PhaseTimer
 from grpo_ray.run.report import write_run_report
-from grpo_ray.run.reporting import reward_metrics, rollout_metrics, sample_rows
+from grpo_ray.run.reporting import inflight_metrics, reward_metrics, rollout_metrics, sample_rows
 from grpo_ray.run.reward_client import RewardClient
 from grpo_ray.run.rollout_client import RolloutClient
 from grpo_ray.run.shards import RAY, Calls, FaultCounter
@@ -189,6 +189,7 @@ class GRPOTrainer:
             "policy_version_lag": float(learners.version - 1 - kept.rollouts.policy_version),
             "policy_version": float(learners.version),
             **rollout_metrics(drawn.rollouts, combined_rewards(drawn.scores), drawn.scores),
+            **inflight_metrics(kept.rollouts, learners.version - 1),
             **(reward_metrics(batch.rewards, rollouts.group_size, "kept/") if a.dynamic_sampling else {}),
             **sampling_metrics,
             **learner_metrics,

@@ -197,6 +197,9 @@ def _check_shared_base(base: GRPOConfig) -> None:
     if base.sync_strategy != "lora":
         raise ConfigError(f"share_base: sync.strategy={base.sync.strategy}; trials hand their adapters over with "
                           "sync.strategy=lora (or auto)")
+    if base.rollout.inflight_weight_updates:
+        raise ConfigError("share_base: rollout.inflight_weight_updates=true; the shared engine generates for several "
+                          "trials at once, and one trial's new version must not reach another's generation")
     if base.trainer.colocate:
         raise ConfigError("share_base: trainer.colocate=true; one trial's update runs while others generate on the "
                           "shared engine, which therefore cannot sleep during updates (set trainer.colocate=false)")

@@ -1,5 +1,7 @@
 """vllm-cpu's two ways of putting a merged adapter into the served weights agree exactly: packing each
-targeted layer again (the fast path) and vLLM's whole-model ``reload_weights`` (the fallback).
+targeted layer again (the fast path) and vLLM's whole-model ``reload_weights`` (the fallback). And the
+engine's step-by-step decoding for in-flight weight updates: the same completions as one ``generate``
+call, and an adapter loaded between two steps samples the rest of every completion.
 
 One vLLM engine in this process (on CPU it runs in-process, so the worker extension's class can be
 switched between the paths here). The shipped adapter changes the greedy answers, so equality means
@@ -144,3 +146,56 @@ class FakeFull:
 class _Bucket:
     def __init__(self, tensors):
         self.tensors = tensors
+
+
+def test_stepwise_generation_without_an_update_is_the_batch_generation(engine) -> None:
+    """In-flight weight updates generate one decoding step at a time, each group as G seeded requests of
+    one: with nothing loaded between steps, the completions and logprobs are generate()'s."""
+    from grpo_ray.wire import GenerationRequest, SamplingConfig
+
+    request = GenerationRequest([[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in QUESTIONS[:2]],
+                                SamplingConfig(n=3, temperature=1.0, max_tokens=24), seeds=[11, 12])
+    whole = engine.generate(request)
+    engine.between_steps = lambda: None
+    try:
+        stepped = engine.generate(request)
+    finally:
+        engine.between_steps = None
+    assert stepped.completion_ids == whole.completion_ids and stepped.finish_reasons == whole.finish_reasons
+    for a, b in zip(stepped.sampling_logprobs, whole.sampling_logprobs):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert stepped.token_versions == [[engine.version] * len(c) for c in stepped.completion_ids]
+
+
+def test_an_update_between_steps_samples_the_rest_under_the_new_weights(engine) -> None:
+    """A version loaded after the 4th decoding step: every completion's first 4 tokens are the old
+    weights' (equal to a run without the update, and recorded under the old version), the rest are the
+    new version's, and the update changes what is sampled."""
+    from grpo_ray.models.adapter_io import read_adapter_folder
+    from grpo_ray.models.paths import resolve_adapter_path
+    from grpo_ray.wire import GenerationRequest, LoraAdapter, SamplingConfig
+
+    tuned = read_adapter_folder(resolve_adapter_path("builtin:arithmetic-tuned"), version=30)
+    flipped = LoraAdapter(31, {k: -t if "lora_B" in k else t for k, t in tuned.tensors.items()}, tuned.peft_config)
+    _apply(engine, tuned)
+    request = GenerationRequest([[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in QUESTIONS],
+                                SamplingConfig(n=1, temperature=0.0, max_tokens=32))
+    before = engine.generate(request)
+    steps = []
+
+    def load_after_4_steps() -> None:
+        steps.append(1)
+        if len(steps) == 4:
+            _apply(engine, flipped)
+
+    engine.between_steps = load_after_4_steps
+    try:
+        mixed = engine.generate(request)
+    finally:
+        engine.between_steps = None
+    assert mixed.policy_version == 30 and engine.version == 31
+    for ids, old, versions in zip(mixed.completion_ids, before.completion_ids, mixed.token_versions):
+        assert ids[:4] == old[:4] and versions == [30] * 4 + [31] * (len(ids) - 4)
+    assert mixed.completion_ids != before.completion_ids  # the new weights sampled the rest
+    after = engine.generate(request)  # the prefix cache the update could not reset with requests running is reset now
+    assert after.token_versions is None and after.completion_ids != before.completion_ids

@@ -84,6 +84,23 @@ def test_concat_keeps_a_per_token_loss_mask() -> None:
     assert joined.loss_mask == [[1, 0], [1], [1, 1], [1]]
 
 
+def test_token_versions_follow_concat_and_group_selection_and_feed_the_inflight_metrics() -> None:
+    """In-flight updates: one shard's second completion switched from version 3 to 4 mid-way; a shard
+    that recorded no versions is all its policy_version's."""
+    from grpo_ray.run.reporting import inflight_metrics
+
+    switched = _shard({})
+    switched.token_versions = [[3, 4], [4]]
+    joined = RolloutBatch.concat([switched, _shard({}, version=2)])
+    assert joined.token_versions == [[3, 4], [4], [2, 2], [2]] and joined.policy_version == 2
+    assert joined.select_groups([1]).token_versions == [[2, 2], [2]]
+    assert RolloutBatch.concat([_shard({}), _shard({})]).token_versions is None
+    metrics = inflight_metrics(joined, learner_version=4)  # the update that turns version 4 into 5
+    assert metrics == {"rollout/token_lag_mean": pytest.approx((1 + 0 + 0 + 2 + 2 + 2) / 6),
+                       "rollout/updated_in_flight_frac": 0.25}
+    assert inflight_metrics(_shard({}), 4) == {}
+
+
 def test_split_into_shards_counts_tokens_in_the_loss_over_every_shard() -> None:
     masks = [[1, 1, 0], [0, 0], [1], [0]]  # row 1 and row 3 are out of the loss
     shards = split_into_shards([[1]] * 4, [[2, 3, 4], [5, 6], [7], [8]], [0.5, -0.5, 1.0, 0.0], masks, 2)

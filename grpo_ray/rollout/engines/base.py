@@ -69,6 +69,11 @@ class RolloutEngine(ABC):
 
     version: int = -1
     tokenizer: Any
+    # In-flight weight updates: while set, an engine that decodes step by step calls it between steps
+    # (the rollout worker loads a newer version there, raising ``version``) and records, per token, the
+    # version that sampled it (``RolloutBatch.token_versions``). Engines that sample whole batches at
+    # once (transformers) never call it.
+    between_steps: Optional[Any] = None
 
     @classmethod
     @abstractmethod

@@ -81,6 +81,7 @@ class VLLMEngine(RolloutEngine):
         self._lora_ids = 0  # vLLM caches adapters by int id: every load gets a new one
         self.version = -1
         self._info: dict[str, Any] = {}
+        self._stale_prefix_cache = False  # weights changed while requests ran: reset before the next generation
         self._sleep_mode = bool(kwargs.get("enable_sleep_mode"))
         self._asleep: set[str] = set()  # vLLM's memory tags still released ("weights", "kv_cache")
         self._sleep_level = 0
@@ -119,8 +120,15 @@ class VLLMEngine(RolloutEngine):
         return tensors if self._in_process else save(tensors)
 
     def _reset_prefix_cache(self) -> None:
-        if "kv_cache" not in self._asleep:  # asleep, the cache was dropped already
-            self.llm.reset_prefix_cache()  # cached KV was computed with the previous weights
+        """Cached KV was computed with the previous weights. Asleep, the cache was dropped already;
+        with requests running (an in-flight update) vLLM cannot reset it, so the next generation does."""
+        if "kv_cache" in self._asleep:
+            return
+        if self.llm.llm_engine.has_unfinished_requests():
+            self._stale_prefix_cache = True
+            return
+        self.llm.reset_prefix_cache()
+        self._stale_prefix_cache = False
 
     def apply_lora(self, adapter: LoraAdapter) -> None:
         self._wake(for_weights=True)
@@ -174,6 +182,10 @@ class VLLMEngine(RolloutEngine):
     def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
         s = request.sampling
         self._wake(for_weights=False)
+        if self._stale_prefix_cache:
+            self._reset_prefix_cache()
+        if self.between_steps is not None:
+            return self._generate_stepwise(request)
         prompt_ids, args = self.vllm_generate_args(request)
         start = time.perf_counter()
         outputs = self.llm.generate(**args, use_tqdm=progress)
@@ -190,6 +202,53 @@ class VLLMEngine(RolloutEngine):
             prompt_ids=prompt_ids, completion_ids=comp_ids, completion_texts=texts, sampling_logprobs=logprobs,
             finish_reasons=reasons, group_size=s.n, policy_version=self.version,
             stats={"generate_s": elapsed, "completion_tokens": float(n_tokens)},
+        )
+
+    def _generate_stepwise(self, request: GenerationRequest) -> RolloutBatch:
+        """:meth:`generate` one decoding step at a time, calling ``between_steps`` after each, where a newer
+        weights version may be loaded (in-flight weight updates). The requests keep running across the
+        switch with their KV cache (as vLLM's ``pause_generation(mode="keep")`` does): later tokens are
+        sampled by the new weights, and each token's version is recorded. Each group of G is G requests of
+        one completion, seeded as vLLM seeds the members of an n=G request (seed + index), so with no
+        switch the completions are those of :meth:`generate`'s single call."""
+        from copy import copy
+
+        from vllm.inputs.engine import tokens_input
+        from vllm.sampling_params import RequestOutputKind
+
+        prompt_ids, args = self.vllm_generate_args(request)
+        engine = self.llm.llm_engine
+        rows: dict[str, tuple[list[int], list[float], list[int], list[str]]] = {}
+        for i, (ids, params) in enumerate(zip(prompt_ids, args["sampling_params"])):
+            for j in range(params.n):
+                child = copy(params)
+                child.n, child.output_kind = 1, RequestOutputKind.DELTA
+                if params.seed is not None:
+                    child.seed = params.seed + j
+                rows[f"grpo-ray-gen-{i}-{j}"] = ([], [], [], ["stop"])
+                engine.add_request(f"grpo-ray-gen-{i}-{j}", tokens_input(ids), child, lora_request=self._lora)
+        busy, first = 0.0, self.version
+        while engine.has_unfinished_requests():
+            start = time.perf_counter()
+            outputs = engine.step()
+            busy += time.perf_counter() - start
+            for out in outputs:
+                c = out.outputs[0]
+                ids, logprobs, versions, reason = rows[out.request_id]
+                ids.extend(c.token_ids)
+                logprobs.extend(lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs))
+                versions.extend([self.version] * len(c.token_ids))
+                if out.finished:
+                    reason[0] = "length" if c.finish_reason == "length" else "stop"
+            if engine.has_unfinished_requests():
+                self.between_steps()
+        done = list(rows.values())
+        return RolloutBatch(
+            prompt_ids=prompt_ids, completion_ids=[r[0] for r in done],
+            completion_texts=[self.tokenizer.decode(r[0], skip_special_tokens=True) for r in done],
+            sampling_logprobs=[r[1] for r in done], finish_reasons=[r[3][0] for r in done],
+            group_size=request.sampling.n, policy_version=first, token_versions=[r[2] for r in done],
+            stats={"generate_s": busy, "completion_tokens": float(sum(len(r[0]) for r in done))},
         )
 
     def sample_turns(self, sampling, turns, on_done) -> float:

@@ -185,6 +185,10 @@ class FakeRolloutWorker:
     def sleep(self) -> bool:
         return True
 
+    def offer_weights(self, handle) -> bool:
+        self.offered = handle
+        return True
+
     def generate(self, request) -> RolloutBatch:
         if request.weights is not None:
             self.receive_weights(request.weights)

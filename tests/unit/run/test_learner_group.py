@@ -70,6 +70,17 @@ def test_with_generations_queued_the_workers_load_the_version_themselves(make_cf
     assert g.weights.version == 1 and [w.obj.loads for w in workers.rollouts] == [[0], [0]]
 
 
+def test_in_flight_updates_offer_each_new_version_to_the_generating_workers(make_cfg) -> None:
+    """Async with in-flight updates: the workers are busy with generations ahead, so each new version is
+    offered to them (taken between decoding steps once sent) instead of loaded behind their queue."""
+    g, workers = group(make_cfg("trainer.async_rollout=true", "rollout.inflight_weight_updates=true"))
+    learn(g, range(2), generating=True)
+    assert [w.obj.offered.version for w in workers.rollouts] == [2, 2] and [w.obj.loads for w in workers.rollouts] == [[0], [0]]
+    plain, workers = group(make_cfg("trainer.async_rollout=true"))
+    learn(plain, range(1), generating=True)
+    assert not any(m == "offer_weights" for w in workers.rollouts for m, _ in w.submitted)
+
+
 def test_rollout_workers_shared_with_other_runs_get_the_weights_with_the_next_shard(make_cfg) -> None:
     """A shared-base sweep's trial: no eager loads (another trial would replace them); every shard carries them."""
     workers = FakeWorkers()

@@ -113,6 +113,7 @@ def test_a_shared_base_sweep_takes_per_trial_keys_and_refuses_the_base_models(tm
     ({"learner.num_learners": 2}, "learner.num_learners=2"),
     ({"sync.strategy": "full"}, "sync.strategy=full"),
     ({"trainer.colocate": True}, "trainer.colocate=true; one trial's update runs while others generate"),
+    ({"trainer.async_rollout": True, "rollout.inflight_weight_updates": True}, "rollout.inflight_weight_updates=true"),
 ])
 def test_a_shared_base_needs_lora_one_learner_and_adapter_syncs(tmp_path, fixed, words) -> None:
     with pytest.raises(ConfigError, match=words):
