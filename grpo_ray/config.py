@@ -667,9 +667,6 @@ def _rule_inflight_updates(c: GRPOConfig) -> str | None:
     if r.engine != "vllm":
         return (f"rollout.inflight_weight_updates with rollout.engine={r.engine}: it loads weights between decoding "
                 "steps, which only the vllm engine takes one at a time; use rollout.engine=vllm")
-    if r.kind != "single_turn":
-        return (f"rollout.inflight_weight_updates with rollout.kind={r.kind}: only single-turn rollouts take updates "
-                "in flight so far; set rollout.inflight_weight_updates=false")
     if c.sync_strategy == "broadcast":
         return ("rollout.inflight_weight_updates with sync.strategy=broadcast: a broadcast needs every worker to "
                 "receive at once, and an in-flight worker takes a version when its steps allow; use sync.strategy=full")

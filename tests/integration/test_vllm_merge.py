@@ -199,3 +199,37 @@ def test_an_update_between_steps_samples_the_rest_under_the_new_weights(engine) 
     assert mixed.completion_ids != before.completion_ids  # the new weights sampled the rest
     after = engine.generate(request)  # the prefix cache the update could not reset with requests running is reset now
     assert after.token_versions is None and after.completion_ids != before.completion_ids
+
+
+def test_an_update_between_steps_reaches_multi_turn_replies(engine) -> None:
+    """The same through the continuous batching of multi-turn rollouts: each reply records its tokens'
+    versions, and the tokens before the switch are the old weights' own."""
+    from grpo_ray.models.adapter_io import read_adapter_folder
+    from grpo_ray.models.paths import resolve_adapter_path
+    from grpo_ray.rollout.engines.turns import Turn
+    from grpo_ray.rollout.prompting import encode_prompts
+    from grpo_ray.wire import LoraAdapter, SamplingConfig
+
+    tuned = read_adapter_folder(resolve_adapter_path("builtin:arithmetic-tuned"), version=40)
+    flipped = LoraAdapter(41, {k: -t if "lora_B" in k else t for k, t in tuned.tensors.items()}, tuned.peft_config)
+    _apply(engine, tuned)
+    prompts = encode_prompts(engine.tokenizer, [[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in QUESTIONS])
+    sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=32)
+
+    def replies() -> dict:
+        out = {}
+        engine.sample_turns(sampling, [Turn(i, ids, 32) for i, ids in enumerate(prompts)],
+                            lambda reply: out.__setitem__(reply.key, reply))
+        return out
+
+    before = replies()
+    steps = []
+    engine.between_steps = lambda: steps.append(1) or (len(steps) == 4 and _apply(engine, flipped))
+    try:
+        mixed = replies()
+    finally:
+        engine.between_steps = None
+    for key, reply in mixed.items():
+        assert reply.token_ids[:4] == before[key].token_ids[:4] and before[key].versions is None
+        assert reply.versions == [40] * 4 + [41] * (len(reply.token_ids) - 4)
+    assert [r.token_ids for r in mixed.values()] != [before[k].token_ids for k in mixed]

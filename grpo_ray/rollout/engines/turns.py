@@ -32,6 +32,7 @@ class TurnOutput:
     token_ids: list[int]  # as sampled, the end-of-turn token included when the turn ended with it
     logprobs: list[float]  # [len(token_ids)] under the sampler
     finish_reason: str  # "stop" or "length"
+    versions: Optional[list[int]] = None  # [len(token_ids)] the weights version of each token (in-flight updates)
 
 
 Next = Union[Turn, "Future[Optional[Turn]]", None]

@@ -264,15 +264,20 @@ class VLLMEngine(RolloutEngine):
         from grpo_ray.rollout.engines.turns import TurnOutput, TurnQueue
 
         self._wake(for_weights=False)
+        if self._stale_prefix_cache:
+            self._reset_prefix_cache()
         engine, queue, keys, ids = self.llm.llm_engine, TurnQueue(turns), {}, itertools.count()
         s, busy = sampling, 0.0
+        # in-flight updates: tokens come step by step (DELTA), each recorded under the version that sampled it
+        stepwise = self.between_steps is not None
+        partial: dict[str, tuple[list[int], list[float], list[int]]] = {}
         while queue or engine.has_unfinished_requests():
             for turn in queue.ready:
                 request_id = f"grpo-ray-turn-{next(ids)}"
                 keys[request_id] = turn.key
                 params = SamplingParams(n=1, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                                         max_tokens=turn.max_tokens, seed=turn.seed if s.temperature > 0 else None,
-                                        logprobs=0, output_kind=RequestOutputKind.FINAL_ONLY)
+                                        logprobs=0, output_kind=RequestOutputKind.DELTA if stepwise else RequestOutputKind.FINAL_ONLY)
                 engine.add_request(request_id, tokens_input(turn.prompt_ids), params, lora_request=self._lora)
             queue.ready = []
             if not engine.has_unfinished_requests():
@@ -282,12 +287,21 @@ class VLLMEngine(RolloutEngine):
             outputs = engine.step()
             busy += time.perf_counter() - start
             for out in outputs:
-                if out.finished:
-                    c = out.outputs[0]
-                    logprobs = [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)]
-                    queue.add(on_done(TurnOutput(keys.pop(out.request_id), list(c.token_ids), logprobs,
-                                                 "length" if c.finish_reason == "length" else "stop")))
+                c = out.outputs[0]
+                if stepwise:
+                    so_far = partial.setdefault(out.request_id, ([], [], []))
+                    so_far[0].extend(c.token_ids)
+                    so_far[1].extend(lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs))
+                    so_far[2].extend([self.version] * len(c.token_ids))
+                if not out.finished:
+                    continue
+                token_ids, logprobs, versions = partial.pop(out.request_id) if stepwise else (
+                    list(c.token_ids), [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)], None)
+                queue.add(on_done(TurnOutput(keys.pop(out.request_id), token_ids, logprobs,
+                                             "length" if c.finish_reason == "length" else "stop", versions)))
             queue.collect(block=False)
+            if stepwise and engine.has_unfinished_requests():
+                self.between_steps()
         return busy
 
     def close(self) -> None:

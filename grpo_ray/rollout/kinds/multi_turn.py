@@ -54,6 +54,7 @@ class Episode:
         self.ids: list[int] = []
         self.mask: list[int] = []
         self.logprobs: list[float] = []
+        self.versions: Optional[list[int]] = None  # each token's weights version, where the engine recorded them
         self.messages: list[dict[str, Any]] = []
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self.finish = "stop"
@@ -68,6 +69,8 @@ class Episode:
         self.ids += out.token_ids
         self.mask += [1] * len(out.token_ids)
         self.logprobs += out.logprobs
+        if out.versions is not None:
+            self.versions = (self.versions or []) + out.versions
         self.stats["turns"] += 1
         self.stats["model_tokens"] += len(out.token_ids)
         fmt = self.kind.format
@@ -109,6 +112,8 @@ class Episode:
         self.ids += suffix
         self.mask += [0] * len(suffix)
         self.logprobs += [0.0] * len(suffix)
+        if self.versions:  # inserted, not sampled: they follow the reply before them
+            self.versions += [self.versions[-1]] * len(suffix)
         self.stats["tool_tokens"] += len(suffix)
         return self.turn()
 
@@ -148,12 +153,13 @@ class MultiTurn(RolloutKind):
             prompt_ids.append(ids)
             episodes += [Episode(self, i * g + j, ids, seed if s.temperature > 0 else None, s.max_tokens,
                                  assistant_prefix(prompt)) for j in range(g)]
+        first = engine.version  # a newer one may arrive while the episodes run (in-flight updates)
         try:
             sampling_s = engine.sample_turns(s, [e.turn() for e in episodes], lambda out: episodes[out.key].on_turn(out))
         finally:
             for e in episodes:
                 self.toolbox.close(e.key)
-        return self._batch(prompt_ids, episodes, g, engine.version, sampling_s)
+        return self._batch(prompt_ids, episodes, g, first, sampling_s)
 
     @staticmethod
     def _batch(prompt_ids, episodes: list[Episode], g: int, version: int, sampling_s: float) -> RolloutBatch:
@@ -164,6 +170,8 @@ class MultiTurn(RolloutKind):
             sampling_logprobs=[e.logprobs for e in episodes], finish_reasons=[e.finish for e in episodes],
             group_size=g, policy_version=version, loss_mask=[e.mask for e in episodes],
             completion_messages=[e.messages for e in episodes], episode_stats=[dict(e.stats) for e in episodes],
+            token_versions=([e.versions or [version] * len(e.ids) for e in episodes]
+                            if any(e.versions is not None for e in episodes) else None),
             stats={"generate_s": sampling_s, "completion_tokens": float(sum(e.stats["model_tokens"] for e in episodes)),
                    **stats},
         )

@@ -111,6 +111,32 @@ def test_a_trajectory_is_the_sampled_tokens_with_the_tool_turn_between_them(toke
                                       "limit_hit": 0}
 
 
+def test_versions_recorded_per_token_follow_the_trajectory_through_its_tool_turns(tokenizer) -> None:
+    """In-flight updates between two turns: the first reply was sampled by version 3, the second by 4;
+    the tool tokens between them (not sampled) carry the version before them, and the batch's
+    policy_version is the oldest, 3."""
+
+    class Updating(ScriptedEngine):
+        def sample_turn_batch(self, sampling, turns):
+            out = [TurnOutput(o.key, o.token_ids, o.logprobs, o.finish_reason, [self.version] * len(o.token_ids))
+                   for o in super().sample_turn_batch(sampling, turns)]
+            self.version += 1  # a new version loaded before the next turns
+            return out
+
+    kind = create_rollout_kind(KindSpec("multi_turn", {"tools": ["calculator"]}))
+    try:
+        batch = kind.rollout(Updating(tokenizer, script), GenerationRequest([[{"role": "user", "content": "3 * 12?"}]],
+                                                                            SamplingConfig(n=1, max_tokens=200, seed=7)))
+    finally:
+        kind.close()
+    mask, versions = batch.loss_mask[0], batch.token_versions[0]
+    first_reply = mask.index(0)
+    second_reply = first_reply + mask[first_reply:].index(1)
+    assert batch.policy_version == 3 and len(versions) == len(mask)
+    assert versions == [3] * second_reply + [4] * (len(mask) - second_reply)
+    assert rollout(tokenizer, ["3 * 12?"], n=1)[0].token_versions is None  # nothing recorded: one version
+
+
 def test_limits_end_episodes_as_truncated(tokenizer) -> None:
     batch, _ = rollout(tokenizer, ["loop?", "long?"], n=1, max_turns=3, max_tokens=1000)
     assert batch.finish_reasons == ["length", "length"]
