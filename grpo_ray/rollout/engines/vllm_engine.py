@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,6 +29,32 @@ from grpo_ray.rollout.engines.base import EngineSpec, RolloutEngine
 from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
 from grpo_ray.rollout.engines.vllm_args import engine_kwargs
 from grpo_ray.wire import GenerationRequest, LoraAdapter, RolloutBatch
+
+
+def _sampled_logprobs(completion) -> list[float]:
+    """Each sampled token's logprob from a vLLM CompletionOutput (requested with ``logprobs=0``)."""
+    return [lp[tok].logprob for tok, lp in zip(completion.token_ids, completion.logprobs)]
+
+
+def _finish(completion) -> str:
+    return "length" if completion.finish_reason == "length" else "stop"
+
+
+@dataclass
+class _Sampled:
+    """One request's tokens as its DELTA outputs arrive step by step (in-flight weight updates), each
+    under the version the engine held when it was sampled."""
+
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    finish: str = "stop"
+
+    def add(self, completion, version: int) -> None:
+        self.ids.extend(completion.token_ids)
+        self.logprobs.extend(_sampled_logprobs(completion))
+        self.versions.extend([version] * len(completion.token_ids))
+        self.finish = _finish(completion)
 
 
 def _on_cpu(spec: EngineSpec) -> bool:
@@ -179,11 +206,15 @@ class VLLMEngine(RolloutEngine):
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
         return prompt_ids, {"prompts": prompts, "sampling_params": params, "lora_request": self._lora}
 
-    def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
-        s = request.sampling
+    def _ready_to_sample(self) -> None:
+        """Awake, and no cached KV left from weights replaced while requests ran."""
         self._wake(for_weights=False)
         if self._stale_prefix_cache:
             self._reset_prefix_cache()
+
+    def generate(self, request: GenerationRequest, progress: bool = False) -> RolloutBatch:
+        s = request.sampling
+        self._ready_to_sample()
         if self.between_steps is not None:
             return self._generate_stepwise(request)
         prompt_ids, args = self.vllm_generate_args(request)
@@ -195,8 +226,8 @@ class VLLMEngine(RolloutEngine):
             for c in sorted(out.outputs, key=lambda c: c.index):
                 comp_ids.append(list(c.token_ids))
                 texts.append(c.text)
-                logprobs.append([lp[tok].logprob for tok, lp in zip(c.token_ids, c.logprobs)])
-                reasons.append("length" if c.finish_reason == "length" else "stop")
+                logprobs.append(_sampled_logprobs(c))
+                reasons.append(_finish(c))
         n_tokens = sum(len(c) for c in comp_ids)
         return RolloutBatch(
             prompt_ids=prompt_ids, completion_ids=comp_ids, completion_texts=texts, sampling_logprobs=logprobs,
@@ -218,14 +249,14 @@ class VLLMEngine(RolloutEngine):
 
         prompt_ids, args = self.vllm_generate_args(request)
         engine = self.llm.llm_engine
-        rows: dict[str, tuple[list[int], list[float], list[int], list[str]]] = {}
+        rows: dict[str, _Sampled] = {}
         for i, (ids, params) in enumerate(zip(prompt_ids, args["sampling_params"])):
             for j in range(params.n):
                 child = copy(params)
                 child.n, child.output_kind = 1, RequestOutputKind.DELTA
                 if params.seed is not None:
                     child.seed = params.seed + j
-                rows[f"grpo-ray-gen-{i}-{j}"] = ([], [], [], ["stop"])
+                rows[f"grpo-ray-gen-{i}-{j}"] = _Sampled()
                 engine.add_request(f"grpo-ray-gen-{i}-{j}", tokens_input(ids), child, lora_request=self._lora)
         busy, first = 0.0, self.version
         while engine.has_unfinished_requests():
@@ -233,22 +264,16 @@ class VLLMEngine(RolloutEngine):
             outputs = engine.step()
             busy += time.perf_counter() - start
             for out in outputs:
-                c = out.outputs[0]
-                ids, logprobs, versions, reason = rows[out.request_id]
-                ids.extend(c.token_ids)
-                logprobs.extend(lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs))
-                versions.extend([self.version] * len(c.token_ids))
-                if out.finished:
-                    reason[0] = "length" if c.finish_reason == "length" else "stop"
+                rows[out.request_id].add(out.outputs[0], self.version)
             if engine.has_unfinished_requests():
                 self.between_steps()
         done = list(rows.values())
         return RolloutBatch(
-            prompt_ids=prompt_ids, completion_ids=[r[0] for r in done],
-            completion_texts=[self.tokenizer.decode(r[0], skip_special_tokens=True) for r in done],
-            sampling_logprobs=[r[1] for r in done], finish_reasons=[r[3][0] for r in done],
-            group_size=request.sampling.n, policy_version=first, token_versions=[r[2] for r in done],
-            stats={"generate_s": busy, "completion_tokens": float(sum(len(r[0]) for r in done))},
+            prompt_ids=prompt_ids, completion_ids=[r.ids for r in done],
+            completion_texts=[self.tokenizer.decode(r.ids, skip_special_tokens=True) for r in done],
+            sampling_logprobs=[r.logprobs for r in done], finish_reasons=[r.finish for r in done],
+            group_size=request.sampling.n, policy_version=first, token_versions=[r.versions for r in done],
+            stats={"generate_s": busy, "completion_tokens": float(sum(len(r.ids) for r in done))},
         )
 
     def sample_turns(self, sampling, turns, on_done) -> float:
@@ -263,14 +288,12 @@ class VLLMEngine(RolloutEngine):
 
         from grpo_ray.rollout.engines.turns import TurnOutput, TurnQueue
 
-        self._wake(for_weights=False)
-        if self._stale_prefix_cache:
-            self._reset_prefix_cache()
+        self._ready_to_sample()
         engine, queue, keys, ids = self.llm.llm_engine, TurnQueue(turns), {}, itertools.count()
         s, busy = sampling, 0.0
         # in-flight updates: tokens come step by step (DELTA), each recorded under the version that sampled it
         stepwise = self.between_steps is not None
-        partial: dict[str, tuple[list[int], list[float], list[int]]] = {}
+        partial: dict[str, _Sampled] = {}
         while queue or engine.has_unfinished_requests():
             for turn in queue.ready:
                 request_id = f"grpo-ray-turn-{next(ids)}"
@@ -289,16 +312,16 @@ class VLLMEngine(RolloutEngine):
             for out in outputs:
                 c = out.outputs[0]
                 if stepwise:
-                    so_far = partial.setdefault(out.request_id, ([], [], []))
-                    so_far[0].extend(c.token_ids)
-                    so_far[1].extend(lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs))
-                    so_far[2].extend([self.version] * len(c.token_ids))
+                    partial.setdefault(out.request_id, _Sampled()).add(c, self.version)
                 if not out.finished:
                     continue
-                token_ids, logprobs, versions = partial.pop(out.request_id) if stepwise else (
-                    list(c.token_ids), [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)], None)
-                queue.add(on_done(TurnOutput(keys.pop(out.request_id), token_ids, logprobs,
-                                             "length" if c.finish_reason == "length" else "stop", versions)))
+                key = keys.pop(out.request_id)
+                if stepwise:
+                    done = partial.pop(out.request_id)
+                    reply = TurnOutput(key, done.ids, done.logprobs, done.finish, done.versions)
+                else:
+                    reply = TurnOutput(key, list(c.token_ids), _sampled_logprobs(c), _finish(c))
+                queue.add(on_done(reply))
             queue.collect(block=False)
             if stepwise and engine.has_unfinished_requests():
                 self.between_steps()
