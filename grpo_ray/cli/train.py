@@ -8,7 +8,7 @@ import sys
 import time
 
 from grpo_ray.config import GRPOConfig
-from grpo_ray.errors import UserError
+from grpo_ray.errors import NonFiniteUpdate, UserError
 from grpo_ray.utils.text import clip_line
 
 
@@ -39,7 +39,7 @@ def run_train(cfg: GRPOConfig, *, dry_run: bool = False) -> int:
               f"checkpoints in {trainer.checkpoints.root}")
         print_eval_summary(trainer)
         return 0
-    except LearnerDied as err:
+    except (LearnerDied, NonFiniteUpdate) as err:  # one line: the run stopped, its checkpoints are kept
         print(f"grpo-ray: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -24,6 +24,12 @@ Logprobs come from the decoder's hidden states with the LM head applied ``logpro
 positions at a time (``grpo_ray.learner.forward``), so [rows, T, vocab] float32 logits never exist;
 ``logprob_chunk_size=0`` computes the whole logits as before.
 
+An update whose loss or gradient norm is nan or inf is not applied, on any rank, and the learner raises
+:class:`~grpo_ray.errors.NonFiniteUpdate`, so the run stops at the step before it (a trial of a shared
+sweep fails alone: its slot keeps its last good state and the other slots never held it). DeepSpeed's
+ZeRO, bf16 and fp16 optimizers already skip a step whose gradient norm is not finite; under ZeRO-0 in
+float32 the optimizer is torch's own, which would apply it, so the learner skips that step itself. A finite loss whose scaled fp16 gradients overflow is loss scaling's ordinary skipped step.
+
 Metrics are joined by what they are (``grpo_ray.utils.reduce``): means weighted by tokens over
 micro-batches and ranks, maxima by their max, ``loss`` and ``num_tokens`` summed (each rank reports
 its share of the global loss).
@@ -31,6 +37,7 @@ its share of the global loss).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -42,6 +49,7 @@ import torch
 
 from grpo_ray.algo import LOSS_AGGREGATIONS, compute_policy_loss, pad_completion_values, truncated_importance_weights
 from grpo_ray.config import AlgoConfig, LearnerConfig, ModelConfig
+from grpo_ray.errors import NonFiniteUpdate
 from grpo_ray.learner.forward import completion_logprobs
 from grpo_ray.learner.micro_batches import MicroBatch, in_step, row_groups
 from grpo_ray.learner.model import build_policy_model, build_reference_model, torch_dtype
@@ -261,14 +269,21 @@ class PolicyLearner:
         parts, weights = [], []
         grad_norm = None
         for _ in range(a.num_iterations):
+            losses = []
             for i, m in enumerate(micro):
                 if self.boundary_by_hand:  # DeepSpeed's own count cannot know where this step ends
                     self.engine.set_gradient_accumulation_boundary(i == n - 1)
                 loss, metrics, entropy = self._micro_batch_loss(m, ref[i], old[i], shard)
+                losses.append(loss.detach())
                 self.engine.backward(loss * (scale * m.weight))  # DeepSpeed divides by gas, and averages over ranks
                 if i == n - 1:
                     grad_norm = self._grad_norm()
-                self.engine.step()  # an optimizer step only at the accumulation boundary
+                if i == n - 1 and grad_norm is not None and not math.isfinite(grad_norm):
+                    self._skip_step()
+                else:
+                    self.engine.step()  # an optimizer step only at the accumulation boundary
+                if i == n - 1:
+                    self._check_applied(losses, grad_norm)
                 if m.weight:  # a stand-in (weight 0) only kept this rank in step with the others
                     part, tokens = _micro_batch_metrics(loss, metrics, entropy, m.batch.completion_mask,
                                                         loss_factor / a.num_iterations, a.num_iterations)
@@ -303,10 +318,33 @@ class PolicyLearner:
         )
         return loss, {**metrics, **sampler_metrics}, entropy
 
+    def _skip_step(self) -> None:
+        """Under ZeRO-0 in float32 DeepSpeed steps with torch's own optimizer, which would apply a
+        non-finite gradient (its other optimizers skip one themselves): drop the gradients, and let
+        DeepSpeed count this micro-batch as one inside the accumulation, so its step neither clips nor
+        steps. The boundary goes back to DeepSpeed's own count (or is set again by the next step)."""
+        self.engine.zero_grad()
+        self.engine.set_gradient_accumulation_boundary(False)
+        self.engine.step()
+        self.engine.set_gradient_accumulation_boundary(None)
+
+    def _check_applied(self, losses: list[torch.Tensor], grad_norm: Optional[float]) -> None:
+        """Raise :class:`NonFiniteUpdate` after a boundary step that was not applied for a nan or inf.
+        Every rank refuses the step (the gradients it would apply are reduced over the ranks, so a rank
+        with finite losses sees them too); each rank raises, with its own loss or the shared norm."""
+        bad = next((float(x) for x in losses if not torch.isfinite(x)), None)
+        where = f"(learner update {self.steps_done + 1}), so the update was not applied"
+        if bad is not None:
+            raise NonFiniteUpdate(f"the loss is {bad} on rank {self.rank} {where}")
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            raise NonFiniteUpdate(f"the gradient norm is {grad_norm} {where}")
+        if not self.engine.was_step_applied() and not self.engine.fp16_enabled():  # fp16: loss scaling's skip
+            raise NonFiniteUpdate(f"the gradients are not finite {where}")
+
     def _grad_norm(self) -> Optional[float]:
         """Pre-clip gradient norm at the boundary. ZeRO 1-3 optimizers report it themselves; ZeRO-0 in
         fp32 clips without keeping the value, so measure it here (grads are already all-reduced)."""
-        if self.cfg.zero_stage != 0 or self.engine.bfloat16_enabled():
+        if self.cfg.zero_stage != 0 or self.engine.bfloat16_enabled() or self.engine.fp16_enabled():
             return None
         grads = [p.grad.detach().float().norm() for p in self.peft_model.parameters() if p.grad is not None]
         return float(torch.stack(grads).norm()) if grads else 0.0

@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 from grpo_ray.cluster import Workers, async_core_contention, init_ray
 from grpo_ray.config import GRPOConfig
 from grpo_ray.data.training import TrainingData
+from grpo_ray.errors import NonFiniteUpdate, cause_of
 from grpo_ray.run.batch import build_step_batch, combined_rewards
 from grpo_ray.run.checkpoints import CheckpointManager, DriverState, find_latest_checkpoint
 from grpo_ray.run.dynamic import Scored, fill_informative, group_loss_mask
@@ -183,6 +184,11 @@ class GRPOTrainer:
         except LearnerDied as died:
             raise LearnerDied(f"{died}; the last complete checkpoint is {self.checkpoints.latest() or 'none yet'}; "
                               f"continue with --resume {self.output_dir}") from None
+        except NonFiniteUpdate as refused:  # the learners kept the weights of step self.step
+            raise NonFiniteUpdate(
+                f"step {self.step + 1}: {cause_of(refused)}; the run stops, and its last complete checkpoint is "
+                f"{self.checkpoints.latest() or 'none yet'} (a lower learner.lr or learner.max_grad_norm may help)"
+            ) from None
         self.step += 1
         metrics = {
             # how many updates the sampling weights were behind the learner when this batch was drawn

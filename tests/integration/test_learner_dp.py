@@ -7,6 +7,8 @@ parameters, for 3) across the ranks and must still give the single-learner updat
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 
 import pytest
@@ -14,6 +16,7 @@ import ray
 import torch
 
 from grpo_ray.cluster import Workers
+from grpo_ray.errors import NonFiniteUpdate
 from grpo_ray.wire import split_into_shards
 from grpo_ray.rollout.prompting import encode_prompts
 
@@ -133,6 +136,44 @@ def test_only_rank0_copies_the_full_weights_to_the_host(local_ray, tiny_model_di
         workers.shutdown()
 
 
+def nan_advantages(shard):
+    return dataclasses.replace(shard, advantages=[math.nan] * len(shard.advantages))
+
+
+def test_an_update_with_a_nan_loss_on_one_rank_is_applied_on_none(local_ray, tiny_model_dir, tmp_path, global_batch):
+    """Two ZeRO-2 ranks, rank 0's loss nan: DeepSpeed's optimizer sees the non-finite gradient reduced
+    over both and skips the step; both ranks raise, the weights are the last good update's, and the next
+    update is made. (That the refused step leaves nothing in the optimizer: the shared learner's test below,
+    under ZeRO-0, against a learner that never saw it.)"""
+    cfg = tiny_config(tiny_model_dir, tmp_path, "learner.num_learners=2", "learner.zero_stage=2",
+                      "learner.micro_batch_size=4", "algo.beta=0.04", "learner.max_grad_norm=1e9")
+    prompt_ids, completion_ids, advantages = global_batch
+    shards = split_into_shards(prompt_ids, completion_ids, advantages, masks(completion_ids), 2)
+    workers = Workers()
+    try:
+        workers.start_learners(cfg)
+        ranks = workers.learners
+        ray.get([w.train_step.remote(s) for w, s in zip(ranks, shards)])
+        first = ray.get(ranks[0].send_weights.remote(1)).tensors
+        refused = [w.train_step.remote(s) for w, s in zip(ranks, [nan_advantages(shards[0]), shards[1]])]
+        messages = []
+        for ref in refused:
+            with pytest.raises(NonFiniteUpdate) as err:
+                ray.get(ref)
+            messages.append(str(err.value.cause))
+        kept = ray.get(ranks[0].send_weights.remote(1)).tensors
+        metrics = ray.get([w.train_step.remote(s) for w, s in zip(ranks, shards)])
+        second = ray.get(ranks[0].send_weights.remote(2)).tensors
+    finally:
+        workers.shutdown()
+    assert "the loss is nan on rank 0" in messages[0] and "not applied" in messages[1], messages
+    for k in first:
+        assert torch.equal(kept[k], first[k]), k
+    assert all(math.isfinite(m["grad_norm"]) and math.isfinite(m["loss"]) for m in metrics)
+    assert all(bool(torch.isfinite(t).all()) for t in second.values())
+    assert max(float((second[k] - first[k]).abs().max()) for k in first) > 1e-4, "the next update did nothing"
+
+
 def _train(learners: list, shards: list, slot_steps: list[tuple[int, int]]) -> list:
     """Run ``(learner index, shard index)`` steps in that order; each learner's adapter at the end."""
     for i, s in slot_steps:
@@ -144,7 +185,8 @@ def test_runs_sharing_one_learner_make_the_updates_each_makes_alone(local_ray, t
     """Two runs in slots of one learner (a shared-base sweep's trials: grpo_ray.learner.slots), their calls
     interleaved, make the updates each makes on a learner of its own. Run b differs from the learner's
     build in lr, objective and KL weight, and in its batch (8 rows: two micro-batches where DeepSpeed was
-    told four); its two steps show its optimizer state survives a's steps in between."""
+    told four); its two steps show its optimizer state survives a's steps in between, and an update of b's
+    whose loss is nan in between them (ZeRO-0 in float32: torch's own optimizer) left nothing behind."""
     from grpo_ray.actors.learner_worker import learner_settings
     from grpo_ray.sweep.shared import SlotBound
 
@@ -170,6 +212,8 @@ def test_runs_sharing_one_learner_make_the_updates_each_makes_alone(local_ray, t
         ray.get(a.train_step.remote(full))
         slot_a = ray.get(a.send_weights.remote(1)).tensors
         (slot_b,) = _train([b], halves, [(0, 0)])  # b's first step, after a's
+        with pytest.raises(NonFiniteUpdate, match="the loss is nan"):  # b's loss goes nan: refused, b fails alone
+            ray.get(b.train_step.remote(nan_advantages(halves[1])))
         ray.get(a.train_step.remote(full))  # a again between b's steps
         (slot_b,) = _train([b], halves, [(0, 1)])
         assert ray.get(actor.slot_stats.remote()) == {"open": ["a", "b"], "switches": 4}
@@ -183,6 +227,7 @@ def test_runs_sharing_one_learner_make_the_updates_each_makes_alone(local_ray, t
     finally:
         alone.shutdown()
         shared.shutdown()
+    assert all(bool(torch.isfinite(t).all()) for t in a_now.values())
     assert max(float((slot_b[k] - alone_a[k]).abs().max()) for k in alone_a if "lora_B" in k) > 1e-3  # b is not a
     for k in alone_a:
         torch.testing.assert_close(slot_a[k], alone_a[k], rtol=1e-5, atol=1e-6, msg=k)

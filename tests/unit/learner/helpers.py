@@ -24,7 +24,20 @@ def load_tiny_model():
     return AutoModelForCausalLM.from_pretrained(resolve_model_path("builtin:arithmetic-base"), dtype=torch.float32)
 
 
-class AccumulatingEngine:
+class Float32Engine:
+    """What the learner asks a DeepSpeed engine in float32 about its dtype and its last step."""
+
+    def bfloat16_enabled(self) -> bool:
+        return False
+
+    def fp16_enabled(self) -> bool:
+        return False
+
+    def was_step_applied(self) -> bool:  # DeepSpeed's own skip of a non-finite step is not simulated
+        return True
+
+
+class AccumulatingEngine(Float32Engine):
     def __init__(self, model: torch.nn.Module, gas: int, world_size: int = 1) -> None:
         self.module, self.gas, self.world_size = model, gas, world_size
         self.boundary: bool | None = None
@@ -47,6 +60,9 @@ class AccumulatingEngine:
         (loss / (self.gas * self.world_size)).backward()
         self.backward_at_boundary.append(self._at_boundary())
 
+    def zero_grad(self) -> None:
+        self.module.zero_grad(set_to_none=True)
+
     def step(self) -> None:
         if self._at_boundary():
             self.step_grads.append({n: p.grad.clone() for n, p in self.module.named_parameters() if p.grad is not None})
@@ -56,8 +72,6 @@ class AccumulatingEngine:
     def get_global_grad_norm(self) -> float:  # what ZeRO 1-3 report after their step
         return float(torch.stack([g.norm() for g in self.step_grads[-1].values()]).norm()) if self.step_grads else 0.0
 
-    def bfloat16_enabled(self) -> bool:
-        return False
 
 
 def bare_learner(model, learner_cfg: LearnerConfig, algo_cfg: AlgoConfig, *, rows: int, world_size: int = 1,

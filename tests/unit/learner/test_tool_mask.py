@@ -17,12 +17,14 @@ from grpo_ray.config import AlgoConfig, LearnerConfig
 from grpo_ray.learner.policy import PolicyLearner
 from grpo_ray.wire import TrainShard
 
+from .helpers import Float32Engine
+
 pytestmark = pytest.mark.unit
 
 TOOL_SPAN = slice(3, 7)  # completion positions 3..6 of every row: a tool result inside the episode
 
 
-class RecordingEngine:
+class RecordingEngine(Float32Engine):
     """Forward passes through the model; backward records the gradient; step clears it."""
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -39,9 +41,6 @@ class RecordingEngine:
 
     def step(self) -> None:
         pass
-
-    def bfloat16_enabled(self) -> bool:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from grpo_ray.errors import NonFiniteUpdate
 from grpo_ray.rewards.scorer import ScoreResult
 from grpo_ray.run.shards import Calls
 from grpo_ray.wire import LoraAdapter, RolloutBatch
@@ -254,6 +255,8 @@ class FakeLearner:
         return True
 
     def train_step(self, shard) -> dict[str, float]:
+        if getattr(self, "refuse", None):  # a real learner's update whose loss went nan
+            raise NonFiniteUpdate(self.refuse)
         self.trained.append(shard.completion_ids)
         return {"loss": float(len(self.trained)), "num_tokens": float(sum(map(len, shard.completion_ids))),
                 "fingerprint": float(self.fingerprint % 1000)}

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from grpo_ray.errors import NonFiniteUpdate
 from grpo_ray.run.trainer import GRPOTrainer
 from tests.unit.run.fakes import FakeCalls, FakeData, FakeWorkers, Lost, Value
 
@@ -88,3 +89,27 @@ def test_a_learner_lost_with_its_snapshot_sends_the_run_back_to_its_checkpoint(m
     assert [a.obj.trained for a in workers.learners] == [a.obj.trained for a in full_workers.learners]
     logged = [json.loads(line)["step"] for line in (tmp_path / "rewind" / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4, 5, 6]  # steps 3.. were done again and each is logged once
+
+
+def test_an_update_the_learners_refuse_stops_the_run_and_names_its_last_checkpoint(make_cfg, tmp_path) -> None:
+    """A learner refuses an update whose loss went nan (tests/unit/learner/test_nonfinite.py): the run
+    stops at the step before it with one line naming the step and the checkpoint to go back to, and
+    logs no step that was not made."""
+    trainer, workers = trainer_for(make_cfg("trainer.save_every=2", f"trainer.output_dir={tmp_path}"))
+    original = trainer.train_step
+
+    def step_whose_loss_goes_nan():
+        if trainer.step == 3:
+            for learner in workers.learners:
+                learner.obj.refuse = "the loss is nan on rank 0 (learner update 4), so the update was not applied"
+        return original()
+
+    trainer.train_step = step_whose_loss_goes_nan
+    with pytest.raises(NonFiniteUpdate) as refused:
+        trainer.train()
+    message = str(refused.value)
+    assert message.startswith("step 4: the loss is nan on rank 0 (learner update 4), so the update was not applied")
+    assert str(tmp_path / "checkpoints" / "step-000002") in message and "\n" not in message
+    assert trainer.step == 3 and trainer.learners.version == 3
+    logged = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3]
