@@ -8,7 +8,8 @@ cannot. The metric is held-out greedy correctness, evaluated every 2 steps: the 
 base model's score exactly (greedy decoding of unchanged weights), while a learning trial gains
 5-10 points by step 2 (measured on these 30 problems: 0.0 -> 0.10). ASHA must stop the lr-0
 trial at its first rung. The shared-base sweep (one set of actors for its trials) is interrupted once
-(Ctrl-C after the first checkpoint) and resumed by running the same command again: its resume rebuilds
+(Ctrl-C once the two trials running together have checkpoints at step 2) and resumed by running the
+same command again: its resume rebuilds
 the shared actors and each trial's learner slot from the trial's own checkpoint, which is more than a
 separate trial's resume does.
 """
@@ -21,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,30 +56,44 @@ def write_sweep(tmp_path: Path, **changes) -> Path:
     return path
 
 
-def interrupt_at_first_checkpoint(path: Path, cwd: Path) -> tuple[int, str]:
-    """Run the sweep and press Ctrl-C as soon as a trial has handed Tune its first checkpoint."""
+def reported_steps(sweep_dir: Path) -> dict[str, int]:
+    """Each trial's newest step in Tune's result.json: the driver writes a report there once it has
+    processed it, and processes a trial's next report only after the checkpoint handed in with the one
+    before is registered."""
+    steps = {}
+    for results in sweep_dir.glob("*/result.json"):
+        lines = [json.loads(x) for x in results.read_text().splitlines() if x.strip().endswith("}")]
+        steps[results.parent.name] = max((r["step"] for r in lines), default=0)
+    return steps
+
+
+def interrupt_after_checkpoints(path: Path, cwd: Path, sweep_dir: Path, trials: int) -> tuple[int, str, float]:
+    """Run the sweep and press Ctrl-C once ``trials`` trials have reported the step after their first
+    checkpoint (step 2), so Tune holds those checkpoints when it saves the sweep: Ctrl-C at the moment a
+    trial writes a checkpoint may come before the driver registers it, and the trial then starts over."""
     exe = shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
     proc = subprocess.Popen([exe, "tune", "--config", str(path)], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    lines = []
+    lines, interrupted_at = [], 0.0
     for line in proc.stdout:
         lines.append(line)
-        if "Checkpoint successfully created" in line:
+        if sum(step > GRACE for step in reported_steps(sweep_dir).values()) >= trials:
+            interrupted_at = time.time()
             proc.send_signal(signal.SIGINT)
             break
     lines.extend(proc.stdout)
-    return proc.wait(timeout=300), "".join(lines)
+    return proc.wait(timeout=300), "".join(lines), interrupted_at
 
 
-def interrupted_and_resumed(path: Path, cwd: Path) -> subprocess.CompletedProcess:
-    """Ctrl-C after the first checkpoint (step 2), then the same command again."""
-    code, output = interrupt_at_first_checkpoint(path, cwd)
+def interrupted_and_resumed(path: Path, cwd: Path, sweep_dir: Path, trials: int) -> tuple[subprocess.CompletedProcess, float]:
+    """Ctrl-C after the trials running together kept their step-2 checkpoints, then the same command again."""
+    code, output, interrupted_at = interrupt_after_checkpoints(path, cwd, sweep_dir, trials)
     assert code == 130 and "run the same command again to resume" in output, output[-3000:]
     assert "unfinished" in output and "stopped early" not in output, output[-3000:]
     done = grpo_ray("tune", "--config", str(path), cwd=cwd)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     assert "resuming the sweep" in done.stderr
-    return done
+    return done, interrupted_at
 
 
 @pytest.fixture(scope="module")
@@ -180,12 +196,12 @@ def shared_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tune_shared")
     path = write_sweep(tmp, name="shared", share_base=True, max_concurrent_trials=2,
                        search_space={"learner.lr": {"grid": SHARED_LRS}})
-    done = interrupted_and_resumed(path, tmp)
-    return tmp / "sweeps" / "shared", done.stdout, done.stderr
+    done, interrupted_at = interrupted_and_resumed(path, tmp, tmp / "sweeps" / "shared", trials=2)
+    return tmp / "sweeps" / "shared", done.stdout, done.stderr, interrupted_at
 
 
 def test_a_shared_base_sweep_runs_its_trials_together_on_one_learner(shared_sweep):
-    sweep_dir, stdout, stderr = shared_sweep
+    sweep_dir, stdout, stderr, interrupted_at = shared_sweep
     rows = list(csv.DictReader(open(sweep_dir / "results.csv")))
     assert sorted(float(r["learner.lr"]) for r in rows) == sorted(SHARED_LRS)
     stopped = [r for r in rows if float(r["learner.lr"]) == 0.0]
@@ -207,7 +223,11 @@ def test_a_shared_base_sweep_runs_its_trials_together_on_one_learner(shared_swee
     assert [r[METRIC] for r in a] == [r[METRIC] for r in b] and [r["reward"] for r in a] == [r["reward"] for r in b]
     for d in sweep_dir.iterdir():  # a trial that continued from its checkpoint logged each step once
         if (d / "run" / "metrics.jsonl").is_file():
-            steps = [json.loads(x)["step"] for x in (d / "run" / "metrics.jsonl").read_text().splitlines()]
+            logged = [json.loads(x) for x in (d / "run" / "metrics.jsonl").read_text().splitlines()]
+            steps = [r["step"] for r in logged]
             assert steps == list(range(steps[-1] + 1)), (d.name, steps)
+            if d.name in {t for t, r in reports.items() if r[-1]["config"]["learner.lr"] > 0}:
+                # the two that ran before the interruption went on from their step-2 checkpoints, not from the start
+                assert logged[GRACE]["time"] < interrupted_at < logged[-1]["time"], d.name
     best = json.loads((sweep_dir / "best_trial.json").read_text())
     assert best["params"]["learner.lr"] == 1e-3 and Path(best["adapter"], "adapter_model.safetensors").is_file()
