@@ -28,7 +28,8 @@ An update whose loss or gradient norm is nan or inf is not applied, on any rank,
 :class:`~grpo_ray.errors.NonFiniteUpdate`, so the run stops at the step before it (a trial of a shared
 sweep fails alone: its slot keeps its last good state and the other slots never held it). DeepSpeed's
 ZeRO, bf16 and fp16 optimizers already skip a step whose gradient norm is not finite; under ZeRO-0 in
-float32 the optimizer is torch's own, which would apply it, so the learner skips that step itself. A finite loss whose scaled fp16 gradients overflow is loss scaling's ordinary skipped step.
+float32 the optimizer is torch's own, which would apply it, so the learner skips that step itself. A
+finite loss whose scaled fp16 gradients overflow is loss scaling's ordinary skipped step.
 
 Metrics are joined by what they are (``grpo_ray.utils.reduce``): means weighted by tokens over
 micro-batches and ranks, maxima by their max, ``loss`` and ``num_tokens`` summed (each rank reports
@@ -277,13 +278,9 @@ class PolicyLearner:
                 losses.append(loss.detach())
                 self.engine.backward(loss * (scale * m.weight))  # DeepSpeed divides by gas, and averages over ranks
                 if i == n - 1:
-                    grad_norm = self._grad_norm()
-                if i == n - 1 and grad_norm is not None and not math.isfinite(grad_norm):
-                    self._skip_step()
+                    grad_norm = self._boundary_step(losses)
                 else:
-                    self.engine.step()  # an optimizer step only at the accumulation boundary
-                if i == n - 1:
-                    self._check_applied(losses, grad_norm)
+                    self.engine.step()  # inside the accumulation: DeepSpeed only counts the micro-batch
                 if m.weight:  # a stand-in (weight 0) only kept this rank in step with the others
                     part, tokens = _micro_batch_metrics(loss, metrics, entropy, m.batch.completion_mask,
                                                         loss_factor / a.num_iterations, a.num_iterations)
@@ -317,6 +314,17 @@ class PolicyLearner:
             global_num_tokens=shard.global_num_tokens, global_num_sequences=shard.global_num_sequences,
         )
         return loss, {**metrics, **sampler_metrics}, entropy
+
+    def _boundary_step(self, losses: list[torch.Tensor]) -> Optional[float]:
+        """The optimizer step at the accumulation boundary, unless it is not finite (then
+        :class:`NonFiniteUpdate`); returns the gradient norm the learner measured (ZeRO-0 in float32)."""
+        grad_norm = self._grad_norm()
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            self._skip_step()
+        else:
+            self.engine.step()
+        self._check_applied(losses, grad_norm)
+        return grad_norm
 
     def _skip_step(self) -> None:
         """Under ZeRO-0 in float32 DeepSpeed steps with torch's own optimizer, which would apply a
