@@ -131,7 +131,7 @@ class LearnerGroup:
         load = load and not getattr(self.workers, "rollouts_shared", False)
         if load:
             self._reconnect_if_needed()
-        offer = not load and self.cfg.rollout.inflight_weight_updates and self.cfg.trainer.async_rollout
+        offer = not load and self.cfg.rollout.inflight_weight_updates  # (validated: async runs only)
         return WeightHandoff(self.learners, self.workers.rollouts, version, load=load, lineage=self.lineage,
                              strategy=self.cfg.sync_strategy, calls=self.calls, faults=self.faults, offer=offer)
 

@@ -39,7 +39,7 @@ class RolloutClient:
         self.kind = kind_spec(cfg)  # every shard names it: a restarted or reused worker makes this run's kind
         tr = cfg.trainer
         self.pipeline = GenerationPipeline(tr.max_policy_lag if tr.async_rollout else 0)
-        self.inflight = cfg.rollout.inflight_weight_updates and tr.async_rollout  # generations ahead take newer weights
+        self.inflight = cfg.rollout.inflight_weight_updates  # generations ahead take newer weights (async only: validated)
 
     # -- settings -------------------------------------------------------------------------------
     def sampling(self, step: int, round_: int = 0) -> SamplingConfig:
