@@ -8,7 +8,7 @@ cannot. The metric is held-out greedy correctness, evaluated every 2 steps: the 
 base model's score exactly (greedy decoding of unchanged weights), while a learning trial gains
 5-10 points by step 2 (measured on these 30 problems: 0.0 -> 0.10). ASHA must stop the lr-0
 trial at its first rung. The shared-base sweep (one set of actors for its trials) is interrupted once
-(Ctrl-C once the two trials running together have checkpoints at step 2) and resumed by running the
+(Ctrl-C once a trial has a checkpoint at step 2 and has gone past it) and resumed by running the
 same command again: its resume rebuilds
 the shared actors and each trial's learner slot from the trial's own checkpoint, which is more than a
 separate trial's resume does.
@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,27 +68,32 @@ def reported_steps(sweep_dir: Path) -> dict[str, int]:
     return steps
 
 
-def interrupt_after_checkpoints(path: Path, cwd: Path, sweep_dir: Path, trials: int) -> tuple[int, str, float]:
-    """Run the sweep and press Ctrl-C once ``trials`` trials have reported the step after their first
-    checkpoint (step 2), so Tune holds those checkpoints when it saves the sweep: Ctrl-C at the moment a
-    trial writes a checkpoint may come before the driver registers it, and the trial then starts over."""
+def interrupt_after_a_checkpoint(path: Path, cwd: Path, sweep_dir: Path) -> tuple[int, str, float]:
+    """Run the sweep and press Ctrl-C once a trial has reported the step after its first checkpoint
+    (step 2), so Tune holds that checkpoint when it saves the sweep: Ctrl-C at the moment a trial writes
+    a checkpoint may come before the driver registers it, and the trial then starts over. The files are
+    polled beside the output, which may be quiet for a while."""
     exe = shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
     proc = subprocess.Popen([exe, "tune", "--config", str(path)], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    lines, interrupted_at = [], 0.0
-    for line in proc.stdout:
-        lines.append(line)
-        if sum(step > GRACE for step in reported_steps(sweep_dir).values()) >= trials:
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    interrupted_at = 0.0
+    while proc.poll() is None:
+        if any(step > GRACE for step in reported_steps(sweep_dir).values()):
             interrupted_at = time.time()
             proc.send_signal(signal.SIGINT)
             break
-    lines.extend(proc.stdout)
-    return proc.wait(timeout=300), "".join(lines), interrupted_at
+        time.sleep(0.5)
+    code = proc.wait(timeout=300)
+    reader.join(timeout=60)
+    return code, "".join(lines), interrupted_at
 
 
-def interrupted_and_resumed(path: Path, cwd: Path, sweep_dir: Path, trials: int) -> tuple[subprocess.CompletedProcess, float]:
-    """Ctrl-C after the trials running together kept their step-2 checkpoints, then the same command again."""
-    code, output, interrupted_at = interrupt_after_checkpoints(path, cwd, sweep_dir, trials)
+def interrupted_and_resumed(path: Path, cwd: Path, sweep_dir: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """Ctrl-C after a trial kept its step-2 checkpoint, then the same command again."""
+    code, output, interrupted_at = interrupt_after_a_checkpoint(path, cwd, sweep_dir)
     assert code == 130 and "run the same command again to resume" in output, output[-3000:]
     assert "unfinished" in output and "stopped early" not in output, output[-3000:]
     done = grpo_ray("tune", "--config", str(path), cwd=cwd)
@@ -196,7 +202,7 @@ def shared_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tune_shared")
     path = write_sweep(tmp, name="shared", share_base=True, max_concurrent_trials=2,
                        search_space={"learner.lr": {"grid": SHARED_LRS}})
-    done, interrupted_at = interrupted_and_resumed(path, tmp, tmp / "sweeps" / "shared", trials=2)
+    done, interrupted_at = interrupted_and_resumed(path, tmp, tmp / "sweeps" / "shared")
     return tmp / "sweeps" / "shared", done.stdout, done.stderr, interrupted_at
 
 
@@ -221,13 +227,14 @@ def test_a_shared_base_sweep_runs_its_trials_together_on_one_learner(shared_swee
     # taking turns on the shared engine and learner, and each resumed from its own checkpoint after the
     # interruption (a fresh learner slot, restored), two equal trials made the same run
     assert [r[METRIC] for r in a] == [r[METRIC] for r in b] and [r["reward"] for r in a] == [r["reward"] for r in b]
+    went_on = []
     for d in sweep_dir.iterdir():  # a trial that continued from its checkpoint logged each step once
         if (d / "run" / "metrics.jsonl").is_file():
             logged = [json.loads(x) for x in (d / "run" / "metrics.jsonl").read_text().splitlines()]
             steps = [r["step"] for r in logged]
             assert steps == list(range(steps[-1] + 1)), (d.name, steps)
-            if d.name in {t for t, r in reports.items() if r[-1]["config"]["learner.lr"] > 0}:
-                # the two that ran before the interruption went on from their step-2 checkpoints, not from the start
-                assert logged[GRACE]["time"] < interrupted_at < logged[-1]["time"], d.name
+            went_on.append(logged[GRACE]["time"] < interrupted_at < logged[-1]["time"])
+    # the trial whose step-3 report set off the Ctrl-C went on from its step-2 checkpoint, not from the start
+    assert any(went_on), went_on
     best = json.loads((sweep_dir / "best_trial.json").read_text())
     assert best["params"]["learner.lr"] == 1e-3 and Path(best["adapter"], "adapter_model.safetensors").is_file()
