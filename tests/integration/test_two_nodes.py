@@ -1,16 +1,12 @@
-"""A real 2-node Ray cluster on 127.0.0.1: ``ray start --head`` and a second ``ray start --address``,
+"""A real 2-node Ray cluster on 127.0.0.1: a head node and a second node, each a raylet with its own
+object store (Ray's multi-node test cluster, ``ray.cluster_utils.Cluster``, which stops only its own
+nodes: ``ray stop`` would stop every Ray cluster on the machine, another pytest worker's included),
 each node with its own custom resource. The rollout actor is placed on one node and the learner on
 the other through ``rollout.resources`` / ``learner.resources``; a few steps train, so the adapter
 crosses nodes through the object store at every sync.
 """
 
 from __future__ import annotations
-
-import shutil
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import ray
@@ -22,31 +18,20 @@ from .helpers import tiny_config
 pytestmark = [pytest.mark.integration, pytest.mark.own_cluster]
 
 
-def ray_cli() -> str:
-    return shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_nodes(own_cluster):
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "3", "--disable-usage-stats"]
-    subprocess.run([ray_cli(), "start", "--head", "--port", str(port), "--include-dashboard=false",
-                    "--resources", '{"node_rollout": 4}', *common], check=True, capture_output=True, timeout=120)
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "resources": {"node_rollout": 4},
+                                                             "include_dashboard": False})
     try:
-        subprocess.run([ray_cli(), "start", "--address", address, "--resources", '{"node_learner": 4}', *common],
-                       check=True, capture_output=True, timeout=120)
-        yield address
+        cluster.add_node(num_cpus=3, resources={"node_learner": 4})
+        cluster.wait_for_nodes()
+        yield cluster.address
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        subprocess.run([ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
+        cluster.shutdown()
 
 
 def node_of(actor) -> str:
