@@ -7,12 +7,44 @@ the folder is absent; everything else runs on data the project makes itself.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The session engines of tests/integration/conftest.py, and the xdist group of the modules that use them
+ENGINE_GROUPS = {"builtin_vllm": "builtin_vllm", "tiny_vllm": "tiny", "tiny_hf": "tiny"}
+
+
+@functools.lru_cache(maxsize=None)
+def xdist_group(module: str) -> str:
+    """The group a test module runs in under pytest-xdist (the test command runs ``-n 2``): each group runs
+    whole on one worker, so a module's module-scoped fixtures start once. The modules that use one of the
+    session's shared engines form one group, so that the engine starts on one worker only; the group is
+    read from the module's source, which the controller can read before any worker has collected."""
+    path = REPO_ROOT / module
+    source = path.read_text() if path.suffix == ".py" and path.is_file() else ""
+    for fixture, group in ENGINE_GROUPS.items():
+        if fixture in source:
+            return group
+    return module
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scheduler of whole scopes, with :func:`xdist_group` as the scope and the collection's order
+    kept (tests/integration/conftest.py orders it: unit tests, then the longest groups first)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid.split("::")[0])
+
+    config.option.loadscopereorder = False
+    return ModuleGroups(config, log)
 
 
 def _shared_data_dir() -> Path:

@@ -15,12 +15,19 @@ A module that needs a cluster of its own (fake GPUs, two nodes) is marked ``own_
 modules run after every other one, and the shared cluster (with the shared actors) is stopped before
 the first of them. The unit tests run first, before any cluster starts (some count the processes and
 CPU time of the test process's children).
+
+The test command runs two pytest-xdist workers (``-n 2``). Each is a session of its own, with its own
+cluster and engines, and runs whole groups (``tests.conftest.xdist_group``: a module, or all the modules
+using one shared engine) in the order above, so both rules hold on each worker.
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from ..conftest import xdist_group
 from .helpers import builtin_config, tiny_config
 
 SHARED_MAX_MODEL_LEN = 512  # every module's prompt + completion lengths fit the shared tiny engines
@@ -29,18 +36,33 @@ SHARED_MAX_MODEL_LEN = 512  # every module's prompt + completion lengths fit the
 _SHARED: list = []  # the session's shared Workers, released when the shared cluster stops
 
 
+# Under pytest-xdist (the test command runs two workers) a group (tests/conftest.py: ``xdist_group``) runs
+# whole on one worker, and each worker has its own cluster and shared engines. Groups are handed out in
+# collection order; the longest start first so that the two workers end together, and the install's
+# resolution (a minute of waiting on PyPI) first of all, while the other worker still has unit tests.
+LONGEST_FIRST = ("test_install_resolution", "test_tune", "builtin_vllm", "tiny", "test_serve", "test_eval_cli",
+                 "test_real_model", "test_learner_dp", "test_train_cli")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Unit tests first (no cluster), then the modules that share the cluster, then those with their own."""
-    def order(item) -> int:
+    """Unit tests first (no cluster), then the modules that share the cluster (longest first), then those
+    with their own: a worker that has stopped its shared cluster gets no module that needs it."""
+    def order(item) -> tuple[int, int]:
+        if "integration" not in item.nodeid.split("::")[0].split("/"):
+            return 0, 0
         if item.get_closest_marker("own_cluster") is not None:
-            return 2
-        return 1 if "integration" in item.nodeid.split("::")[0].split("/") else 0
+            return 2, 0
+        name = xdist_group(item.nodeid.split("::")[0]).rsplit("/", 1)[-1].removesuffix(".py")
+        return 1, LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=order)
 
 
 def pytest_collection_finish(session):
-    """The GPU install's resolution waits on PyPI for minutes: start it now, collect it in its test."""
+    """The GPU install's resolution waits on PyPI for a minute: start it now, collect it in its test. Under
+    xdist every worker collects every test, so there the module starts it itself when it runs."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if any(getattr(item, "module", None) is not None and item.module.__name__.endswith("test_install_resolution")
            for item in session.items):
         from .test_install_resolution import start_resolution

@@ -11,7 +11,8 @@ trial at its first rung. The shared-base sweep (one set of actors for its trials
 (Ctrl-C once a trial has a checkpoint at step 2 and has gone past it) and resumed by running the
 same command again: its resume rebuilds
 the shared actors and each trial's learner slot from the trial's own checkpoint, which is more than a
-separate trial's resume does.
+separate trial's resume does. A second shared-base sweep runs under PBT: its lr-0 trial exploits the
+other and goes on from that trial's checkpoint in its own slot.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ README = ROOT / "README.md"
 MAX_README_LINES = 260
 SETUP_COMMANDS = (
     "bash scripts/install.sh && .venv/bin/grpo-ray train --config examples/tiny_cpu.yaml",
-    "bash scripts/install.sh && .venv/bin/python -m pytest",
+    "bash scripts/install.sh && .venv/bin/python -m pytest -n 2",
 )
 # [text](target) outside code; the target stops at whitespace or the closing parenthesis
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -55,6 +55,12 @@ def test_readme_is_short() -> None:
 @pytest.mark.parametrize("command", SETUP_COMMANDS)
 def test_readme_has_the_setup_command(command: str) -> None:
     assert command in README.read_text(), f"README.md lost the set-up command {command!r}"
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    install, tests = SETUP_COMMANDS[1].split(" && ")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert install in ci and f"\n{tests}\n" in ci, ".ci/run no longer runs the README's test command"
 
 
 def heading_anchors(markdown_file: Path) -> set[str]:
