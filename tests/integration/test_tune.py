@@ -263,6 +263,17 @@ def pbt_sweep(tmp_path_factory):
     return tmp / "sweeps" / "pbt", done.stderr
 
 
+def kept(reports: list[dict]) -> list[dict]:
+    """A trial's reports that its run kept: a restore (PBT's exploit, Tune's ``iterations_since_restore``
+    back at 1) undoes the reports of its step and later that came before it."""
+    run: list[dict] = []
+    for r in reports:
+        if r["iterations_since_restore"] == 1:
+            run = [x for x in run if x["step"] < r["step"]]
+        run.append(r)
+    return run
+
+
 def test_a_pbt_exploit_in_a_shared_sweep_continues_the_better_trial_in_the_worse_ones_slot(pbt_sweep):
     """PBT's exploit restarts the lr-0 trial from the lr-1e-3 trial's checkpoint: the trial reopens its
     slot on the shared learner and loads that checkpoint (adapter, optimizer, data cursor, RNG) into it, so
@@ -281,18 +292,22 @@ def test_a_pbt_exploit_in_a_shared_sweep_continues_the_better_trial_in_the_worse
     _, _, worse_reports, better_reports, cloned_config, new_config = exploits[0]
     assert cloned_config["learner.lr"] == 1e-3  # the lr-0 trial cloned the lr-1e-3 one
 
-    # its first report after the exploit is the step after the checkpoint it loaded (one of the better
-    # trial's, every 2 steps), and samples what the better trial sampled at that step, reward for reward
+    # its first report after the exploit (Tune counts iterations since the restore from 1 again; the trial
+    # may have reported a step more before Tune stopped it) is the step after the checkpoint it loaded,
+    # one of the better trial's (every 2 steps), and samples what the better trial sampled at that step
     cut = next(i for i, r in enumerate(worse) if r["training_iteration"] == worse_reports) + 1
-    first = worse[cut]
+    first = next(r for r in worse[cut:] if r["iterations_since_restore"] == 1)
     assert first["step"] % 2 == 1 and first["step"] <= better_reports + 1, (worse_reports, better_reports, first["step"])
     assert first["config"]["learner.lr"] == new_config["learner.lr"]
     same_step = next(r for r in better if r["step"] == first["step"])
     assert first["reward"] == same_step["reward"] and first["completions/mean_length"] == same_step["completions/mean_length"]
-    assert worse[-1]["step"] == better[-1]["step"] == PBT_STEPS
-    # each slot trained with its trial's learning rate of the moment, before and after the exploit
+    # each slot trained with its trial's learning rate of the moment, before and after the exploit, and
+    # the reports each run kept (those no restore undid) go forward to the end (past the steps it took over)
     for trial in reports.values():
-        assert all(r["learning_rate"] == pytest.approx(r["config"]["learner.lr"]) for r in trial)
+        run = kept(trial)
+        steps = [r["step"] for r in run]
+        assert steps == sorted(set(steps)) and steps[-1] == PBT_STEPS, steps
+        assert all(r["learning_rate"] == pytest.approx(r["config"]["learner.lr"]) for r in run)
     assert "slots still open: none" in stderr
     rows = list(csv.DictReader(open(sweep_dir / "results.csv")))
     assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
