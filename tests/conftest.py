@@ -21,7 +21,7 @@ ENGINE_GROUPS = {"builtin_vllm": "builtin_vllm", "tiny_vllm": "tiny", "tiny_hf":
 
 @functools.lru_cache(maxsize=None)
 def xdist_group(module: str) -> str:
-    """The group a test module runs in under pytest-xdist (the test command runs ``-n 2``): each group runs
+    """The group a test module runs in under pytest-xdist (``pytest -n N``): each group runs
     whole on one worker, so a module's module-scoped fixtures start once. The modules that use one of the
     session's shared engines form one group, so that the engine starts on one worker only; the group is
     read from the module's source, which the controller can read before any worker has collected."""

@@ -16,9 +16,10 @@ modules run after every other one, and the shared cluster (with the shared actor
 the first of them. The unit tests run first, before any cluster starts (some count the processes and
 CPU time of the test process's children).
 
-The test command runs two pytest-xdist workers (``-n 2``). Each is a session of its own, with its own
-cluster and engines, and runs whole groups (``tests.conftest.xdist_group``: a module, or all the modules
-using one shared engine) in the order above, so both rules hold on each worker.
+Under pytest-xdist (``pytest -n N``, for machines with more than two cores: on two, the suite is
+CPU-bound and two workers were no faster) each worker is a session of its own, with its own cluster
+and engines, and runs whole groups (``tests.conftest.xdist_group``: a module, or all the modules using
+one shared engine) in the order above, so both rules hold on each worker.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ SHARED_MAX_MODEL_LEN = 512  # every module's prompt + completion lengths fit the
 _SHARED: list = []  # the session's shared Workers, released when the shared cluster stops
 
 
-# Under pytest-xdist (the test command runs two workers) a group (tests/conftest.py: ``xdist_group``) runs
+# Under pytest-xdist (``-n N``) a group (tests/conftest.py: ``xdist_group``) runs
 # whole on one worker, and each worker has its own cluster and shared engines. Groups are handed out in
-# collection order; the longest start first so that the two workers end together, and the install's
+# collection order; the longest start first so that the workers end together, and the install's
 # resolution (a minute of waiting on PyPI) first of all, while the other worker still has unit tests.
 LONGEST_FIRST = ("test_install_resolution", "test_tune", "builtin_vllm", "tiny", "test_serve", "test_eval_cli",
                  "test_real_model", "test_learner_dp", "test_train_cli")
