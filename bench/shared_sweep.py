@@ -4,7 +4,9 @@ Runs the same 4-trial sweep two ways, alternating them (ABAB... for ``--rounds``
 round) so that a machine whose speed drifts moves both alike:
 
     separate   every trial its own rollout worker, learner, reward worker and driver, one trial at a
-               time (max_concurrent_trials: 1, as tune_configs/cpu_tiny.yaml runs on two cores)
+               time (max_concurrent_trials: 1, as tune_configs/cpu_tiny.yaml runs on two cores), its
+               actors with the train config's CPUs (a shared sweep file may give its shared actors
+               fewer, since its trials run at once)
     shared     share_base: one rollout worker and one learner hold the base model for every trial; the
                4 trials run together, each with its own driver, reward worker and learner slot
 
@@ -48,13 +50,26 @@ def ray_worker_memory() -> tuple[int, int]:
     return rss, pss
 
 
+def solo_actor_cpus(sweep: Path) -> list[str]:
+    """Overrides giving the rollout workers and learners the CPUs of the sweep's train config: what a
+    sweep of separate trials, one at a time, runs them with."""
+    import yaml
+
+    from grpo_ray.config import config_from_dict, load_config
+
+    train = yaml.safe_load(sweep.read_text())["train"]
+    cfg = config_from_dict(train) if isinstance(train, dict) else load_config(sweep.parent / train, [])
+    return [f"rollout.num_cpus_per_worker={cfg.rollout.num_cpus_per_worker}",
+            f"learner.num_cpus_per_learner={cfg.learner.num_cpus_per_learner}"]
+
+
 def run_sweep(sweep: Path, shared: bool, out: Path, overrides: list[str]) -> tuple[float, tuple[int, int], str]:
     """(seconds, (peak RSS sum, peak PSS sum) in bytes, the sweep's results table) of one ``grpo-ray tune`` run."""
     exe = shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
     args = [exe, "tune", "--config", str(sweep), f"share_base={str(shared).lower()}", f"output_dir={out}",
             f"name={'shared' if shared else 'separate'}", *overrides]
     if not shared:
-        args.append("max_concurrent_trials=1")
+        args += ["max_concurrent_trials=1", *solo_actor_cpus(sweep)]
     peak, done = [0, 0], threading.Event()
 
     def sample() -> None:
