@@ -38,9 +38,12 @@ REPO = Path(__file__).resolve().parents[2]
 METRIC = "eval/hard_correctness"
 
 
+def grpo_ray_exe() -> str:
+    return shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
+
+
 def grpo_ray(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    exe = shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
-    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([grpo_ray_exe(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def write_sweep(tmp_path: Path, **changes) -> Path:
@@ -58,14 +61,19 @@ def write_sweep(tmp_path: Path, **changes) -> Path:
     return path
 
 
+def trial_reports(trial_dir: Path) -> list[dict]:
+    """Every report Tune wrote to the trial's result.json, in order (one JSON object a line; a line still
+    being written while the sweep runs is left out)."""
+    return [json.loads(x) for x in (trial_dir / "result.json").read_text().splitlines() if x.strip().endswith("}")]
+
+
 def reported_steps(sweep_dir: Path) -> dict[str, int]:
     """Each trial's newest step in Tune's result.json: the driver writes a report there once it has
     processed it, and processes a trial's next report only after the checkpoint handed in with the one
     before is registered."""
     steps = {}
     for results in sweep_dir.glob("*/result.json"):
-        lines = [json.loads(x) for x in results.read_text().splitlines() if x.strip().endswith("}")]
-        steps[results.parent.name] = max((r["step"] for r in lines), default=0)
+        steps[results.parent.name] = max((r["step"] for r in trial_reports(results.parent)), default=0)
     return steps
 
 
@@ -74,8 +82,7 @@ def interrupt_after_a_checkpoint(path: Path, cwd: Path, sweep_dir: Path) -> tupl
     (step 2), so Tune holds that checkpoint when it saves the sweep: Ctrl-C at the moment a trial writes
     a checkpoint may come before the driver registers it, and the trial then starts over. The files are
     polled beside the output, which may be quiet for a while."""
-    exe = shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
-    proc = subprocess.Popen([exe, "tune", "--config", str(path)], cwd=cwd, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([grpo_ray_exe(), "tune", "--config", str(path)], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -117,8 +124,7 @@ def tune_results(trial_dir: Path) -> list[dict]:
     """Tune's own record of what the trial reported (result.json, one JSON object per report), the
     newest report of each step (a trial resumed from its step-2 checkpoint may have reported step 3
     before the interruption, and again after)."""
-    reports = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
-    return list({r["step"]: r for r in reports}.values())
+    return list({r["step"]: r for r in trial_reports(trial_dir)}.values())
 
 
 def test_asha_stops_the_lr0_trial_and_the_table_matches_the_trials(sweep):
@@ -283,10 +289,8 @@ def test_a_pbt_exploit_in_a_shared_sweep_continues_the_better_trial_in_the_worse
     # Tune's log of each exploit: [trial, trial cloned, their report counts, the cloned one's config, the new one]
     exploits = [json.loads(line) for line in (sweep_dir / "pbt_global.txt").read_text().splitlines() if line.strip()]
     assert exploits, "PBT made no exploit"
-    reports = {}  # every report of each trial, in order (a restarted trial reports some steps again)
-    for d in sweep_dir.iterdir():
-        if (d / "result.json").is_file():
-            reports[d.name] = [json.loads(x) for x in (d / "result.json").read_text().splitlines() if x.strip()]
+    # every report of each trial, in order (a restarted trial reports some steps again)
+    reports = {d.name: trial_reports(d) for d in sweep_dir.iterdir() if (d / "result.json").is_file()}
     by_lr = {trial[0]["config"]["learner.lr"]: trial for trial in reports.values()}
     better, worse = by_lr[1e-3], by_lr[0.0]
     _, _, worse_reports, better_reports, cloned_config, new_config = exploits[0]
