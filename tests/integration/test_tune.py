@@ -38,6 +38,13 @@ REPO = Path(__file__).resolve().parents[2]
 METRIC = "eval/hard_correctness"
 
 
+SWEEP_SET = {"rollout.engine": "hf", "data.limit": 512, "trainer.steps": STEPS, "trainer.save_every": 2,
+             "trainer.log_completions_every": 0, "learner.lr_scheduler": "constant", "eval.every": GRACE, "eval.limit": 30}
+# a shared sweep's trials generate and update at the same time, so its engine and learner get one core each
+# (tune_configs/cpu_tiny_shared.yaml does the same: two threads each on two cores made every step slower)
+SHARED_CPUS = {"rollout.num_cpus_per_worker": 1, "learner.num_cpus_per_learner": 1}
+
+
 def grpo_ray_exe() -> str:
     return shutil.which("grpo-ray") or str(Path(sys.executable).parent / "grpo-ray")
 
@@ -48,9 +55,7 @@ def grpo_ray(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedP
 
 def write_sweep(tmp_path: Path, **changes) -> Path:
     sweep = {
-        "name": "toy", "train": str(REPO / "examples" / "tiny_cpu.yaml"),
-        "set": {"rollout.engine": "hf", "data.limit": 512, "trainer.steps": STEPS, "trainer.save_every": 2, "trainer.log_completions_every": 0,
-                "learner.lr_scheduler": "constant", "eval.every": GRACE, "eval.limit": 30},
+        "name": "toy", "train": str(REPO / "examples" / "tiny_cpu.yaml"), "set": SWEEP_SET,
         "search_space": {"learner.lr": {"grid": LRS}},
         "scheduler": {"name": "asha", "grace_period": GRACE, "reduction_factor": 2},
         "num_samples": 1, "max_concurrent_trials": 1, "metric": METRIC, "mode": "max",
@@ -208,7 +213,7 @@ def shared_sweep(tmp_path_factory):
     together, what ASHA stops depends on the order they reach a rung in). Interrupted once and resumed."""
     tmp = tmp_path_factory.mktemp("tune_shared")
     path = write_sweep(tmp, name="shared", share_base=True, max_concurrent_trials=2,
-                       search_space={"learner.lr": {"grid": SHARED_LRS}})
+                       search_space={"learner.lr": {"grid": SHARED_LRS}}, set={**SWEEP_SET, **SHARED_CPUS})
     done, interrupted_at = interrupted_and_resumed(path, tmp, tmp / "sweeps" / "shared")
     return tmp / "sweeps" / "shared", done.stdout, done.stderr, interrupted_at
 
@@ -263,7 +268,7 @@ def pbt_sweep(tmp_path_factory):
                                   "resample_probability": 0.0},
                        set={"rollout.engine": "hf", "data.limit": 512, "trainer.steps": PBT_STEPS,
                             "trainer.log_completions_every": 0, "learner.lr_scheduler": "constant",
-                            "eval.enabled": False})
+                            "eval.enabled": False, **SHARED_CPUS})
     done = grpo_ray("tune", "--config", str(path), cwd=tmp)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return tmp / "sweeps" / "pbt", done.stderr
