@@ -19,6 +19,7 @@ def fit_sweep(plan) -> list[TrialRecord]:
     from ray import tune
 
     from grpo_ray.cluster import ROLES, init_ray, trial_bundles
+    from grpo_ray.run.trainer import load_tokenizer
     from grpo_ray.sweep.results import records_from_results
     from grpo_ray.sweep.search import make_scheduler, make_search_alg, param_space
     from grpo_ray.sweep.trial import run_trial
@@ -45,8 +46,11 @@ def fit_sweep(plan) -> list[TrialRecord]:
         print("starting the base model's rollout workers and learner, shared by every trial", file=sys.stderr)
         shared = SharedBase.start(plan.trial_config({}, sweep_dir), rewards=share_rewards)
         callbacks.append(SlotCloser())
+    # one tokenizer for every trial's driver, through the object store (grpo_ray.run.trainer.load_tokenizer)
+    tokenizer = load_tokenizer(plan.base)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, plan=plan, launch_dir=os.getcwd(), save_every=save_every, shared=shared),
+        tune.with_parameters(run_trial, plan=plan, launch_dir=os.getcwd(), save_every=save_every, shared=shared,
+                             tokenizer=tokenizer),
         resources,
     )
     if tune.Tuner.can_restore(str(sweep_dir)):

@@ -36,9 +36,10 @@ def trial_output_dir() -> Path:
 
 
 def run_trial(params: dict[str, Any], *, plan: SweepPlan, launch_dir: str, save_every: Optional[int],
-              shared: Optional[Any] = None) -> None:
+              shared: Optional[Any] = None, tokenizer: Any = None) -> None:
     """The Tune function trainable. ``params``: this trial's sampled values, by dotted key. ``shared``:
-    the base-model actors of a shared-base sweep (``grpo_ray.sweep.shared.SharedBase``)."""
+    the base-model actors of a shared-base sweep (``grpo_ray.sweep.shared.SharedBase``). ``tokenizer``:
+    the sweep's train-config model's, loaded once by the sweep (a trial whose model differs loads its own)."""
     from grpo_ray.run.trainer import GRPOTrainer
 
     if os.path.isdir(launch_dir):  # relative paths in the config mean what they meant where the sweep started
@@ -56,6 +57,8 @@ def run_trial(params: dict[str, Any], *, plan: SweepPlan, launch_dir: str, save_
     elif out.exists():  # an earlier attempt of this trial that left no checkpoint: start it over
         shutil.rmtree(out)
     cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update=updates)})
+    if cfg.model.name_or_path != plan.base.model.name_or_path:
+        tokenizer = None
 
     trainer = GRPOTrainer(cfg)
     try:
@@ -66,9 +69,9 @@ def run_trial(params: dict[str, Any], *, plan: SweepPlan, launch_dir: str, save_
                                    slot=tune.get_context().get_trial_id(),
                                    trial_roles=tuple(r for r in ROLES if r not in shared.roles))
             workers.place_rollouts(cfg)
-            trainer.setup(workers=workers)
+            trainer.setup(workers=workers, tokenizer=tokenizer)
         else:
-            trainer.setup(trial_group=get_current_placement_group())
+            trainer.setup(trial_group=get_current_placement_group(), tokenizer=tokenizer)
         shutil.rmtree(restored, ignore_errors=True)  # loaded into the learners; the trial's own copy is in Tune's
 
         def report(step: int, metrics: dict[str, float], saved: Optional[Path]) -> None:

@@ -306,7 +306,7 @@ def test_a_pbt_exploit_in_a_shared_sweep_continues_the_better_trial_in_the_worse
     # been logged) is the step after the checkpoint it loaded, one of the better trial's (every 2 steps),
     # and samples what the better trial sampled at that step
     first = next(r for r in worse if r["iterations_since_restore"] == 1 and r["training_iteration"] > 1)
-    assert first["step"] % 2 == 1 and first["step"] <= better_reports + 1, (worse_reports, better_reports, first["step"])
+    assert first["step"] % 2 == 1 and first["step"] <= better_reports + 1, (better_reports, first["step"])
     assert first["config"]["learner.lr"] == new_config["learner.lr"]
     same_step = next(r for r in better if r["step"] == first["step"])
     assert first["reward"] == same_step["reward"] and first["completions/mean_length"] == same_step["completions/mean_length"]
