@@ -47,7 +47,6 @@ log = logging.getLogger("grpo_ray.trainer")
 __all__ = ["GRPOTrainer", "LearnerDied"]
 
 
-
 def load_tokenizer(cfg: GRPOConfig) -> Any:
     """The tokenizer the driver renders and counts prompts with: transformers' ``AutoTokenizer`` for the
     run's model. Importing it imports transformers' model auto classes too (3 s and about 230 MiB in a
@@ -58,6 +57,7 @@ def load_tokenizer(cfg: GRPOConfig) -> Any:
     from grpo_ray.models.paths import resolve_model_path
 
     return AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name_or_path))
+
 
 class GRPOTrainer:
     def __init__(self, cfg: GRPOConfig) -> None:
