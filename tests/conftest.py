@@ -47,6 +47,38 @@ def pytest_xdist_make_scheduler(config, log):
     return ModuleGroups(config, log)
 
 
+RESOLUTION_TEST = REPO_ROOT / "tests" / "integration" / "test_install_resolution.py"
+
+
+def _may_run(config, test_file: Path) -> bool:
+    """Whether the session's paths take in ``test_file`` and its marker expression is not ``unit`` alone
+    (what the controller of pytest-xdist can tell before its workers collect)."""
+    if (config.option.markexpr or "").strip() == "unit":
+        return False
+    paths = [Path(config.invocation_params.dir, arg.split("::")[0]).resolve() for arg in config.args]
+    return any(path == test_file or path in test_file.parents for path in paths)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist the controller starts the GPU install's resolution (a minute or more of waiting on
+    PyPI) before its workers start, so that it runs beside the whole session whichever worker gets its
+    test; the workers find its folder in the environment they inherit. Without xdist,
+    tests/integration/conftest.py starts it once the module is collected."""
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER") \
+            and _may_run(config, RESOLUTION_TEST):
+        from tests.integration.test_install_resolution import start_resolution
+
+        start_resolution()
+
+
+def pytest_unconfigure(config):
+    import sys
+
+    resolution = sys.modules.get("tests.integration.test_install_resolution")
+    if resolution is not None:
+        resolution.stop_resolution()
+
+
 def _shared_data_dir() -> Path:
     env = os.environ.get("GRPO_RAY_SHARED_DATA")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"

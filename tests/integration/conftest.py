@@ -16,10 +16,11 @@ modules run after every other one, and the shared cluster (with the shared actor
 the first of them. The unit tests run first, before any cluster starts (some count the processes and
 CPU time of the test process's children).
 
-Under pytest-xdist (``pytest -n N``, for machines with more than two cores: on two, the suite is
-CPU-bound and two workers were no faster) each worker is a session of its own, with its own cluster
-and engines, and runs whole groups (``tests.conftest.xdist_group``: a module, or all the modules using
-one shared engine) in the order above, so both rules hold on each worker.
+Under pytest-xdist (``pytest -n 2``, as .ci/run runs it: one process alone keeps two cores busy only
+about half the time, waiting on processes, engines and servers to start) each worker is a session of
+its own, with its own cluster and engines, and runs whole groups (``tests.conftest.xdist_group``: a
+module, or all the modules using one shared engine) in the order above, so both rules hold on each
+worker.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ _SHARED: list = []  # the session's shared Workers, released when the shared clu
 
 # Under pytest-xdist (``-n N``) a group (tests/conftest.py: ``xdist_group``) runs
 # whole on one worker, and each worker has its own cluster and shared engines. Groups are handed out in
-# collection order; the longest start first so that the workers end together, and the install's
-# resolution (a minute of waiting on PyPI) first of all, while the other worker still has unit tests.
-LONGEST_FIRST = ("test_install_resolution", "test_tune", "builtin_vllm", "tiny", "test_serve", "test_eval_cli",
-                 "test_real_model", "test_learner_dp", "test_train_cli")
+# collection order, each to the first worker that is nearly done with its last, so the longest start first
+# (their seconds alone, measured on two cores: tiny 182, builtin_vllm 161, real model 108, the shared and
+# the separate sweeps 100 each, serve 75, learner DP 73, eval CLI 70, PBT 53, train CLI 46) and the workers
+# end together. The install's resolution is started before them (tests/conftest.py) and only collected.
+LONGEST_FIRST = ("tiny", "builtin_vllm", "test_real_model", "test_tune_shared", "test_tune", "test_serve",
+                 "test_learner_dp", "test_eval_cli", "test_tune_pbt", "test_train_cli")
 
 
 def pytest_collection_modifyitems(config, items):

