@@ -15,6 +15,14 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# torch's CPU kernels run on GNU OpenMP, whose idle threads spin for 300,000 rounds before they sleep. The
+# suite runs several torch processes at once on two cores (actors, trial drivers, two xdist workers), and
+# a thread spinning on a core another process needs slows both: two processes of two threads each ran a
+# small-matmul loop 85x slower than one alone (59 s against 0.69). With 1,000 rounds they ran it in 2.2 s,
+# and one alone in 0.78. The spin count changes no result, only how threads wait; every process the tests
+# start (Ray's workers, the CLI, vLLM) inherits it. Set at import, before the workers or a cluster start.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
 # The session engines of tests/integration/conftest.py, and the xdist group of the modules that use them
 ENGINE_GROUPS = {"builtin_vllm": "builtin_vllm", "tiny_vllm": "tiny", "tiny_hf": "tiny"}
 
