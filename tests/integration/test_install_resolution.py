@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,7 @@ def start_resolution() -> Path:
         return Path(os.environ[RESOLUTION_ENV])
     folder = Path(tempfile.mkdtemp(prefix="grpo_ray_resolve_"))
     os.environ[RESOLUTION_ENV] = str(folder)
+    _FOLDERS.append(folder)
     try:
         urllib.request.urlopen("https://pypi.org/simple/vllm/", timeout=20).close()
     except OSError as err:
@@ -76,15 +78,19 @@ def start_resolution() -> Path:
 
 
 def stop_resolution() -> None:
-    """End a resolution this process started that is still running (a session that did not need it)."""
+    """At the session's end: end a resolution this process started that is still running (a session that
+    did not need it), and remove the folders it made."""
     while _STARTED:
         proc = _STARTED.pop()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait()
+    while _FOLDERS:
+        shutil.rmtree(_FOLDERS.pop(), ignore_errors=True)
 
 
 _STARTED: list[subprocess.Popen] = []
+_FOLDERS: list[Path] = []
 
 
 @pytest.fixture(scope="module")
