@@ -26,6 +26,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.integration
