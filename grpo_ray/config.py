@@ -39,7 +39,7 @@ MetricSink = Literal["console", "jsonl", "tensorboard", "wandb", "mlflow"]
 # validating a config should).
 RolloutEngineName = Literal["vllm", "hf"]  # grpo_ray.rollout.engines.ENGINES
 RolloutKindName = Literal["single_turn", "multi_turn"]  # grpo_ray.rollout.kinds.ROLLOUT_KINDS
-SyncStrategy = Literal["auto", "lora", "full", "broadcast"]  # "auto" + grpo_ray.sync.WEIGHT_SYNCS
+SyncStrategy = Literal["auto", "lora", "full", "broadcast", "vllm_transfer"]  # "auto" + grpo_ray.sync.WEIGHT_SYNCS
 RewardIsolation = Literal["auto", "process", "thread"]  # grpo_ray.rewards.scorer.ISOLATIONS
 
 
@@ -403,6 +403,8 @@ class SyncConfig(_Section):
         "auto", description="How new weights go from the learners to the rollout engines (grpo_ray.sync): lora (the "
         "adapter through the object store), full (every weight, in buckets, through the object store), broadcast "
         "(every weight from learner rank 0 over a gloo group of its own, no object store; rollout engines on CPU), "
+        "vllm_transfer (every weight from learner rank 0 straight into the vLLM engines' models through vLLM's "
+        "weight-transfer engines: NCCL on GPUs, gloo on CPU; no object store, no host copy on GPUs), "
         "or auto: lora with a LoRA adapter, full under full fine-tuning.",
     )
 
@@ -563,12 +565,29 @@ def _rule_sync_strategy(c: GRPOConfig) -> Optional[str]:
     if s == "lora" and not lora:
         return ("sync.strategy=lora: full fine-tuning has no adapter to send; use sync.strategy=full (or auto), or "
                 "model.lora.enabled=true")
-    if s in ("full", "broadcast") and lora:
+    if s in ("full", "broadcast", "vllm_transfer") and lora:
         return (f"sync.strategy={s}: with a LoRA adapter the base weights never change, so only the adapter needs "
                 "sending; use sync.strategy=lora (or auto)")
     if s == "broadcast" and c.rollout.num_gpus_per_worker:
         return ("sync.strategy=broadcast: its gloo transport reaches engines in the rollout worker's own process, "
-                "which vLLM on GPUs is not; use sync.strategy=full (or auto) with rollout GPUs")
+                "which vLLM on GPUs is not; use sync.strategy=vllm_transfer (or full) with rollout GPUs")
+    if s == "vllm_transfer":
+        return _vllm_transfer_problem(c)
+    return None
+
+
+def _vllm_transfer_problem(c: GRPOConfig) -> Optional[str]:
+    if c.rollout.engine != "vllm":
+        return (f"sync.strategy=vllm_transfer: it loads weights through vLLM's weight-transfer engines, and "
+                f"rollout.engine={c.rollout.engine} has none; use sync.strategy=broadcast or full")
+    if c.trainer.colocate:
+        return ("sync.strategy=vllm_transfer with trainer.colocate: NCCL cannot put a learner rank and the engine "
+                "sharing its GPU in one group; use sync.strategy=full (or auto)")
+    rollout_gpus, learner_gpus = c.rollout.num_gpus_per_worker, c.learner.num_gpus_per_learner
+    if rollout_gpus is not None and learner_gpus is not None and bool(rollout_gpus) != bool(learner_gpus):
+        return (f"sync.strategy=vllm_transfer: rollout.num_gpus_per_worker={rollout_gpus:g} and "
+                f"learner.num_gpus_per_learner={learner_gpus:g}; its transfer runs between devices of one kind (NCCL "
+                "from GPU to GPU, gloo on CPU), so give both roles GPUs or neither, or use sync.strategy=full")
     return None
 
 
@@ -667,9 +686,10 @@ def _rule_inflight_updates(c: GRPOConfig) -> str | None:
     if r.engine != "vllm":
         return (f"rollout.inflight_weight_updates with rollout.engine={r.engine}: it loads weights between decoding "
                 "steps, which only the vllm engine takes one at a time; use rollout.engine=vllm")
-    if c.sync_strategy == "broadcast":
-        return ("rollout.inflight_weight_updates with sync.strategy=broadcast: a broadcast needs every worker to "
-                "receive at once, and an in-flight worker takes a version when its steps allow; use sync.strategy=full")
+    if c.sync_strategy in ("broadcast", "vllm_transfer"):
+        return (f"rollout.inflight_weight_updates with sync.strategy={c.sync_strategy}: a broadcast needs every "
+                "worker to receive at once, and an in-flight worker takes a version when its steps allow; use "
+                "sync.strategy=full")
     return None
 
 

@@ -166,6 +166,10 @@ class LearnerWorker:
             torch.cuda.empty_cache()
         return True
 
+    def sync_plan(self, slot: Optional[str] = None) -> Any:
+        """Rank 0: what every member of the weight-sync strategy's transport must know before joining it."""
+        return self.sync.plan(self._at(slot))
+
     def connect_sync(self, topology: SyncTopology) -> bool:
         """Join the weight-sync strategy's transport as this rank."""
         self.sync.connect("learner", self.rank, topology)

@@ -74,7 +74,7 @@ class RolloutWorker:
 
             raise UserError(f"sync.strategy={self.sync.name}: this rollout worker's engine is on a GPU, which the "
                             "strategy's transport does not reach; use sync.strategy=full (or auto)")
-        self.sync.connect("rollout", index, topology)
+        self.sync.connect("rollout", index, topology, engine=self._engine())
         return True
 
     def _use_strategy(self, strategy: Optional[str]) -> None:

@@ -384,17 +384,32 @@ class PolicyLearner:
     def lora_config_dict(self) -> dict[str, Any]:
         return peft_config_dict(self.peft_model.peft_config["default"])
 
-    def full_state(self) -> Iterator[tuple[str, Optional[torch.Tensor]]]:
+    def full_state(self, on_device: bool = False) -> Iterator[tuple[str, Optional[torch.Tensor]]]:
         """Every weight of the policy as ``(HF checkpoint name, CPU tensor)``, one at a time, on rank 0.
         Other ranks make no copy: under ZeRO-3 they yield ``(name, None)`` as each weight is gathered by
         every rank in turn (call on every rank and consume the whole iterator); under ZeRO 0-2 they
-        yield nothing."""
+        yield nothing. ``on_device``: rank 0's tensors stay where the learner computes (a transfer
+        straight from the GPU): the parameter itself, read before the next update changes it, or under
+        ZeRO-3 a device copy of the gathered weight, which is released when the next one is gathered."""
         if self.rank != 0 and self.cfg.zero_stage != 3:
             return
+        zero3 = self.cfg.zero_stage == 3
         for name, param in self.peft_model.named_parameters():
             with _gathered([param], self.cfg.zero_stage):
-                tensor = param.detach().to("cpu", copy=True) if self.rank == 0 else None
+                tensor = None
+                if self.rank == 0:
+                    tensor = param.detach()
+                    if not on_device:
+                        tensor = tensor.to("cpu", copy=True)
+                    elif zero3:
+                        tensor = tensor.clone()
             yield name, tensor
+
+    def full_state_metadata(self) -> list[tuple[str, str, list[int]]]:
+        """``(name, dtype, shape)`` of every weight :meth:`full_state` yields, in its order, without
+        gathering anything (a ZeRO-3 partition keeps the whole shape in ``ds_shape``)."""
+        return [(name, str(p.dtype).removeprefix("torch."), list(getattr(p, "ds_shape", p.shape)))
+                for name, p in self.peft_model.named_parameters()]
 
     def _adapter_parameters(self) -> dict[str, torch.nn.Parameter]:
         """PEFT's adapter state-dict names -> the parameters behind them. PEFT's

@@ -94,8 +94,11 @@ class LearnerGroup:
         """Every learner rank and rollout worker joins the sync strategy's transport: when the group starts,
         and again whenever a member of a transport of the strategy's own was replaced or it broke."""
         strategy = self.cfg.sync_strategy
-        address = self.calls.get(self.learners[0].rendezvous_address.remote()) if WEIGHT_SYNCS.get(strategy).needs_address else None
-        topology = SyncTopology(len(self.learners), len(self.workers.rollouts), address, tuple(self.learners))
+        kind = WEIGHT_SYNCS.get(strategy)
+        address = self.calls.get(self.learners[0].rendezvous_address.remote()) if kind.needs_address else None
+        plan = self.calls.get(self.learners[0].sync_plan.remote()) if kind.needs_plan else None
+        topology = SyncTopology(len(self.learners), len(self.workers.rollouts), address, tuple(self.learners),
+                                ranks_per_rollout=self.cfg.rollout.tensor_parallel_size, plan=plan)
         self.calls.get([learner.connect_sync.remote(topology) for learner in self.learners]
                        + [worker.connect_sync.remote(topology, i, strategy) for i, worker in enumerate(self.workers.rollouts)])
         self._connected_at = self.faults.total.get("rollout", 0)

@@ -41,21 +41,32 @@ Side = Literal["learner", "rollout"]
 class SyncTopology:
     """Who takes part in a weight sync: ``num_learners`` ranks send, ``num_rollouts`` workers receive.
     ``address``: a (host, port) rendezvous picked on learner rank 0's node, for strategies that open a
-    transport of their own (None for the object store)."""
+    transport of their own (None for the object store). ``ranks_per_rollout``: the engine processes of one
+    rollout worker that join such a transport (vLLM's tensor-parallel workers). ``plan``: what learner
+    rank 0 tells every member before they connect, for a strategy that ``needs_plan``
+    (:meth:`WeightSync.plan`)."""
 
     num_learners: int
     num_rollouts: int
     address: Optional[tuple[str, int]] = None
     learners: tuple = ()  # the learner actors, for a worker that asks them for a version it missed
+    ranks_per_rollout: int = 1
+    plan: Any = None
 
 
 class WeightSync(ABC):
     name: str = ""
     needs_address = False  # whether connect needs SyncTopology.address (a transport of the strategy's own)
     reaches_gpu_engines = True  # whether it can put weights into an engine on GPUs (vLLM's own processes)
+    needs_plan = False  # whether connect needs SyncTopology.plan, made by learner rank 0 (plan)
 
-    def connect(self, side: Side, index: int, topology: SyncTopology) -> None:
-        """Join the strategy's transport as learner rank or rollout worker ``index`` (default: none)."""
+    def plan(self, learner: "PolicyLearner") -> Any:
+        """On learner rank 0, before anyone connects: what every member must know to join (default: none)."""
+        return None
+
+    def connect(self, side: Side, index: int, topology: SyncTopology, engine: Optional["RolloutEngine"] = None) -> None:
+        """Join the strategy's transport as learner rank or rollout worker ``index`` (default: none). A
+        rollout worker passes its ``engine``, for a transport that ends inside it."""
         self.side, self.index, self.topology = side, index, topology
 
     @abstractmethod

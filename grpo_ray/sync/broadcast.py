@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import pickle
 from typing import Iterable, Iterator, Optional
 
@@ -118,20 +119,27 @@ class GlooGroup:
         self.group = self.store = None
 
 
+def layout_of(specs: Iterable[tuple[str, str, tuple]]) -> tuple[list[tuple[str, str, tuple, int, int]], int]:
+    """Where each tensor of a packed bucket lies, from ``(name, dtype, shape)`` alone, and the bucket's
+    size: ``(name, dtype, shape, offset, nbytes)``, each offset a multiple of ``ALIGN`` bytes so that the
+    bytes can be viewed as the dtype again. A receiver that knows the specs sizes its buffer with it."""
+    layout, offset = [], 0
+    for name, dtype, shape in specs:
+        offset += -offset % ALIGN
+        nbytes = math.prod(shape) * getattr(torch, dtype).itemsize
+        layout.append((name, dtype, tuple(shape), offset, nbytes))
+        offset += nbytes
+    return layout, offset
+
+
 def pack(bucket: dict[str, torch.Tensor]) -> tuple[list[tuple[str, str, tuple, int, int]], torch.Tensor]:
-    """(layout, bytes): every tensor's bytes one after another in one uint8 tensor (a single copy), each
-    starting at a multiple of ``ALIGN`` bytes so that it can be viewed as its dtype again, and where each
-    lies: ``(name, dtype, shape, offset, nbytes)``."""
-    layout, parts, offset = [], [], 0
-    for name, tensor in bucket.items():
-        if offset % ALIGN:
-            parts.append(torch.zeros(ALIGN - offset % ALIGN, dtype=torch.uint8))
-            offset += ALIGN - offset % ALIGN
-        raw = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
-        layout.append((name, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape), offset, raw.numel()))
-        parts.append(raw)
-        offset += raw.numel()
-    return layout, torch.cat(parts) if parts else torch.empty(0, dtype=torch.uint8)
+    """(layout, bytes): every tensor's bytes in one uint8 tensor (a single copy), where
+    :func:`layout_of` puts them."""
+    layout, total = layout_of((name, str(t.dtype).removeprefix("torch."), tuple(t.shape)) for name, t in bucket.items())
+    flat = torch.zeros(total, dtype=torch.uint8)
+    for (name, _, _, offset, nbytes), tensor in zip(layout, bucket.values()):
+        flat[offset:offset + nbytes] = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+    return layout, flat
 
 
 def unpack(layout, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -141,7 +149,11 @@ def unpack(layout, flat: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 class BroadcastSync(FullSync):
-    """Full weights from learner rank 0 to every rollout worker over a gloo group (module docstring)."""
+    """Full weights from learner rank 0 to every rollout worker over a gloo group (module docstring).
+
+    The transport is what a subclass replaces (``grpo_ray.sync.vllm_transfer``): how each side joins it
+    (:meth:`_open`), what rank 0 sends (:meth:`_state`, :meth:`_transmit`) and how a worker takes it in
+    (:meth:`_take`). The fallbacks through the object store stay the same."""
 
     name = "broadcast"
     needs_address = True
@@ -150,18 +162,22 @@ class BroadcastSync(FullSync):
     def __init__(self, bucket_bytes: int = DEFAULT_BUCKET_BYTES, timeout_s: float = 300.0) -> None:
         super().__init__(bucket_bytes)
         self.timeout_s = timeout_s
-        self.group: Optional[GlooGroup] = None
+        self.group = None  # this side's end of the transport: None while not connected (or after it broke)
         self.held_version: Optional[int] = None  # learners: the version their weights are now
 
-    def connect(self, side, index, topology: SyncTopology) -> None:
-        super().connect(side, index, topology)
+    def connect(self, side, index, topology: SyncTopology, engine=None) -> None:
+        super().connect(side, index, topology, engine)
         self.close()
         if side == "learner" and index != 0:
             return
         if topology.address is None:
-            raise ValueError("sync.strategy=broadcast needs the rendezvous address of learner rank 0's node")
+            raise ValueError(f"sync.strategy={self.name} needs the rendezvous address of learner rank 0's node")
+        self.group = self._open(side, index, topology, engine)
+
+    def _open(self, side, index, topology: SyncTopology, engine):
+        """This side's end of the transport (learner rank 0 is rank 0, rollout worker i is rank 1 + i)."""
         rank = 0 if side == "learner" else 1 + index
-        self.group = GlooGroup(topology.address, rank, 1 + topology.num_rollouts, self.timeout_s)
+        return GlooGroup(topology.address, rank, 1 + topology.num_rollouts, self.timeout_s)
 
     @property
     def connected(self) -> bool:
@@ -172,10 +188,10 @@ class BroadcastSync(FullSync):
         self.held_version = version
         if not live or self.group is None:  # the other ranks, and every hand-off that is not synchronous
             return super().send(learner, version, put)
-        state = learner.full_state()
+        state = self._state(learner)
         total, complete = 0, True
         try:
-            total = self.group.send_buckets(buckets_of(state, self.bucket_bytes))
+            total = self._transmit(state)
         except TransportError as err:
             complete = False
             log.warning("weight broadcast of version %d failed (%s); the rollout workers get it through the object "
@@ -184,6 +200,14 @@ class BroadcastSync(FullSync):
             for _ in state:  # the other ranks are still gathering (ZeRO-3): keep in step with them
                 pass
         return BroadcastWeights(version, total, tuple(self.topology.learners), complete)
+
+    def _state(self, learner) -> Iterator[tuple[str, Optional[torch.Tensor]]]:
+        """What rank 0 sends: the learner's weights, as ``(name, tensor)``."""
+        return learner.full_state()
+
+    def _transmit(self, state) -> int:
+        """Rank 0: ``state`` to every worker; returns the bytes sent."""
+        return self.group.send_buckets(buckets_of(state, self.bucket_bytes))
 
     def store(self, learner, version: int, put) -> Optional[WeightUpdate]:
         """On every learner rank: ``version`` in the object store, for a worker that missed its broadcast."""
@@ -195,7 +219,7 @@ class BroadcastSync(FullSync):
     def receive(self, engine, handle, fetch, live: bool = False) -> None:
         if live and self.group is not None:
             try:
-                engine.load_weights(self.group.receive_buckets())
+                self._take(engine)
                 engine.version = handle.version
                 return
             except TransportError as err:
@@ -203,6 +227,10 @@ class BroadcastSync(FullSync):
                             "store", handle.version, err)
                 self.close()
         self.receive_from_store(engine, handle, fetch)
+
+    def _take(self, engine) -> None:
+        """A rollout worker: the version rank 0 is sending, into ``engine``."""
+        engine.load_weights(self.group.receive_buckets())
 
     def apply(self, engine, update, fetch) -> None:
         if isinstance(update, BroadcastWeights):  # sent by broadcast: ask the learners to put it in the store

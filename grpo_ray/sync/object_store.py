@@ -3,8 +3,8 @@ pulls it to its own node, so nothing assumes a shared filesystem or a network be
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from grpo_ray.sync.base import WeightSync
 from grpo_ray.wire import FullWeights, LoraAdapter, tensors_from_numpy, tensors_to_numpy
@@ -73,18 +73,24 @@ class FullSync(WeightSync):
         engine.version = update.version
 
 
-def buckets_of(state: Iterable[tuple[str, Optional[torch.Tensor]]], bucket_bytes: int) -> Iterator[dict[str, torch.Tensor]]:
+def tensor_bytes(tensor: "torch.Tensor") -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def buckets_of(state: Iterable[tuple[str, Any]], bucket_bytes: int, nbytes: Callable[[Any], int] = tensor_bytes
+               ) -> Iterator[dict[str, Any]]:
     """``(name, tensor)`` pairs grouped into dicts of at most ``bucket_bytes`` (a bigger tensor goes alone);
-    pairs without a tensor (ZeRO-3 ranks other than 0) are consumed and dropped."""
+    pairs without a tensor (ZeRO-3 ranks other than 0) are consumed and dropped. ``nbytes``: the size of
+    an item (a receiver buckets ``(dtype, shape)`` specs exactly as the sender buckets the tensors)."""
     bucket, size = {}, 0
-    for name, tensor in state:
-        if tensor is None:
+    for name, item in state:
+        if item is None:
             continue
-        nbytes = tensor.numel() * tensor.element_size()
-        if bucket and size + nbytes > bucket_bytes:
+        n = nbytes(item)
+        if bucket and size + n > bucket_bytes:
             yield bucket
             bucket, size = {}, 0
-        bucket[name] = tensor
-        size += nbytes
+        bucket[name] = item
+        size += n
     if bucket:
         yield bucket

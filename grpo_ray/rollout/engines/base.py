@@ -40,7 +40,8 @@ class EngineSpec:
     ``lora_apply``: how a LoRA update is applied: "merge" into the served weights, or "lora" through
     the engine's LoRA kernels. ``quantization``: "nf4" serves the base model rounded through NF4 as the
     learner holds it (``model.load_in_4bit``). ``sleep_level``: how the engine frees its device memory
-    while colocated learners update (:meth:`RolloutEngine.sleep`); 0: it never sleeps."""
+    while colocated learners update (:meth:`RolloutEngine.sleep`); 0: it never sleeps. ``weight_transfer``:
+    the engine can join a trainer's weight-transfer group (``sync.strategy=vllm_transfer``)."""
 
     engine: str
     model_path: str
@@ -58,6 +59,7 @@ class EngineSpec:
     trust_remote_code: bool = False
     revision: Optional[str] = None
     sleep_level: int = 0
+    weight_transfer: bool = False  # started ready to join a trainer's weight-transfer group (vllm_transfer)
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific keyword arguments, passed as is
 
     def with_device(self, device: str) -> "EngineSpec":
@@ -113,6 +115,20 @@ class RolloutEngine(ABC):
         engine wakes by itself: its weights before new ones are applied (never the other way round, or
         the woken copy would overwrite them), the rest before it samples. This default holds on."""
 
+    # -- a transfer straight into the engine's model (sync.strategy=vllm_transfer) -----------------
+    weight_transfer_backend: Optional[str] = None  # the backend it was started with; None: it takes none
+
+    def join_weight_transfer(self, init_info: dict[str, Any]) -> None:
+        """Join the trainer's weight-transfer group (vLLM's ``init_weight_transfer_engine``)."""
+        raise NotImplementedError(f"{type(self).__name__} takes no weight transfer")
+
+    def receive_weight_transfer(self, update_info: dict[str, Any]) -> None:
+        """Take in the version the trainer is sending now: the weights ``update_info`` names, in order."""
+        raise NotImplementedError(f"{type(self).__name__} takes no weight transfer")
+
+    def leave_weight_transfer(self) -> None:
+        """Leave the group (the engine keeps serving)."""
+
     def info(self) -> dict[str, Any]:
         """What the engine did last, for tests and metrics (e.g. how a merge replaced weights)."""
         return {}
@@ -154,4 +170,5 @@ def engine_spec(cfg: "GRPOConfig", model_path: str) -> EngineSpec:
         # colocated: level 2 under full fine-tuning, whose every sync rewrites all the weights; level 1 with
         # LoRA, whose merge or adapter needs the base weights kept
         sleep_level=(1 if m.lora.enabled else 2) if cfg.trainer.colocate else 0,
+        weight_transfer=cfg.sync_strategy == "vllm_transfer",
     )

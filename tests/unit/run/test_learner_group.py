@@ -34,6 +34,23 @@ def learn(g: LearnerGroup, steps: range, generating: bool = False) -> list[dict]
     return [g.learn(*step_batch(s), s, generating=generating) for s in steps]
 
 
+def test_every_member_joins_a_transport_with_learner_rank_0s_address_and_plan(make_cfg) -> None:
+    """vllm_transfer: rank 0 names the rendezvous and the plan (the weights the engines will receive), and
+    each engine joins with all of its tensor-parallel ranks; the object store's strategies need neither."""
+    workers = FakeWorkers()
+    LearnerGroup(make_cfg("model.lora.enabled=false", "sync.strategy=vllm_transfer", "rollout.tensor_parallel_size=2"),
+                 workers, calls=FakeCalls()).connect()
+    topologies = [a.obj.topology for a in workers.learners + workers.rollouts]
+    assert all(t == topologies[0] for t in topologies)
+    t = topologies[0]
+    assert (t.address, t.plan, t.ranks_per_rollout, t.num_rollouts, t.num_learners) == (
+        ("node-of-rank0", 29500), "plan-of-rank0", 2, 2, 2)
+    assert [w.obj.strategy for w in workers.rollouts] == ["vllm_transfer"] * 2
+    workers = FakeWorkers()
+    LearnerGroup(make_cfg(), workers, calls=FakeCalls()).connect()
+    assert (workers.learners[0].obj.topology.address, workers.learners[0].obj.topology.plan) == (None, None)
+
+
 def test_each_update_is_a_version_that_every_rollout_worker_loads(make_cfg) -> None:
     g, workers = group(make_cfg())
     assert g.version == 0 and [w.obj.version for w in workers.rollouts] == [0, 0]

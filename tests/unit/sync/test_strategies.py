@@ -49,7 +49,7 @@ class Engine:
 def test_auto_follows_lora_and_a_strategy_that_does_not_fit_is_refused() -> None:
     assert load_config(None, []).sync_strategy == "lora"
     assert load_config(None, ["model.lora.enabled=false"]).sync_strategy == "full"
-    assert WEIGHT_SYNCS.names() == ["broadcast", "full", "lora"]
+    assert WEIGHT_SYNCS.names() == ["broadcast", "full", "lora", "vllm_transfer"]
     from grpo_ray.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"^sync.strategy=lora: full fine-tuning has no adapter"):
@@ -58,9 +58,29 @@ def test_auto_follows_lora_and_a_strategy_that_does_not_fit_is_refused() -> None
         load_config(None, ["sync.strategy=full"])
     with pytest.raises(ConfigError, match=r"^sync.strategy=broadcast: with a LoRA adapter"):
         load_config(None, ["sync.strategy=broadcast"])
-    with pytest.raises(ConfigError, match=r"^sync.strategy=broadcast: its gloo transport .* use sync.strategy=full"):
+    with pytest.raises(ConfigError, match=r"^sync.strategy=broadcast: its gloo transport .* use sync.strategy=vllm_transfer"):
         load_config(None, ["model.lora.enabled=false", "sync.strategy=broadcast", "rollout.num_gpus_per_worker=1"])
     assert load_config(None, ["model.lora.enabled=false", "sync.strategy=broadcast"]).sync_strategy == "broadcast"
+
+
+def test_vllm_transfer_is_refused_where_its_transfer_cannot_run() -> None:
+    from grpo_ray.config import ConfigError
+
+    full = ["model.lora.enabled=false", "sync.strategy=vllm_transfer"]
+    assert load_config(None, full).sync_strategy == "vllm_transfer"
+    assert load_config(None, [*full, "rollout.num_gpus_per_worker=2", "rollout.tensor_parallel_size=2",
+                              "learner.num_gpus_per_learner=1"]).sync_strategy == "vllm_transfer"
+    with pytest.raises(ConfigError, match=r"^sync.strategy=vllm_transfer: with a LoRA adapter"):
+        load_config(None, ["sync.strategy=vllm_transfer"])
+    with pytest.raises(ConfigError, match=r"^sync.strategy=vllm_transfer: .* rollout.engine=hf has none"):
+        load_config(None, [*full, "rollout.engine=hf"])
+    with pytest.raises(ConfigError, match=r"^sync.strategy=vllm_transfer with trainer.colocate: NCCL"):
+        load_config(None, [*full, "trainer.colocate=true"])
+    with pytest.raises(ConfigError, match=r"^sync.strategy=vllm_transfer: rollout.num_gpus_per_worker=1 and "
+                                          r"learner.num_gpus_per_learner=0; .* GPUs or neither"):
+        load_config(None, [*full, "rollout.num_gpus_per_worker=1", "learner.num_gpus_per_learner=0"])
+    with pytest.raises(ConfigError, match=r"^rollout.inflight_weight_updates with sync.strategy=vllm_transfer"):
+        load_config(None, [*full, "trainer.async_rollout=true", "rollout.inflight_weight_updates=true"])
 
 
 def test_the_receiver_takes_the_handles_update_from_the_store_after_connecting() -> None:

@@ -56,6 +56,23 @@ def test_colocated_engines_sleep_on_gpus_at_the_level_the_sync_allows() -> None:
     assert "enable_sleep_mode" not in engine_kwargs(apart, on_cpu=False)[0]
 
 
+def test_engines_join_weight_transfer_only_for_vllm_transfer_nccl_on_gpus_and_grpo_rays_gloo_on_cpu() -> None:
+    """Only runs that sync over vLLM's weight transfer start the engine with it (it changes which MoE
+    kernels vLLM may pick); the backend follows the platform, and the CPU one is grpo_ray's plugin's."""
+    from importlib.metadata import entry_points
+
+    from grpo_ray.rollout.engines.vllm_plugin import GLOO_BACKEND
+
+    transfer = engine_spec(load_config(None, ["model.lora.enabled=false", "sync.strategy=vllm_transfer"]), "/m")
+    assert transfer.weight_transfer and not engine_spec(load_config(None, ["model.lora.enabled=false"]), "/m").weight_transfer
+    assert engine_kwargs(transfer, on_cpu=False)[0]["weight_transfer_config"] == {"backend": "nccl"}
+    assert engine_kwargs(transfer, on_cpu=True)[0]["weight_transfer_config"] == {"backend": GLOO_BACKEND}
+    assert "weight_transfer_config" not in engine_kwargs(spec(), on_cpu=False)[0]
+    # vLLM runs its general plugins in every process it starts: the install registers grpo_ray's
+    plugins = {e.name: e.value for e in entry_points(group="vllm.general_plugins")}
+    assert plugins.get("grpo_ray") == "grpo_ray.rollout.engines.vllm_plugin:register"
+
+
 def test_a_run_config_becomes_one_engine_spec() -> None:
     cfg = load_config(None, ["rollout.tensor_parallel_size=2", "rollout.gpu_memory_utilization=0.6", "model.dtype=bfloat16",
                              "model.load_in_4bit=true", "learner.zero_stage=2", "rollout.max_completion_tokens=100",
