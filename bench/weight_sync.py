@@ -1,12 +1,14 @@
-"""Full-weight sync: the broadcast strategy against the object store, side by side on one learner and one
-rollout worker.
+"""Full-weight sync: vLLM's weight transfer and the broadcast strategy against the object store, side by
+side on one learner and one rollout worker.
 
 SmolLM2-135M-Instruct fully fine-tuned (``model.lora.enabled=false``: 538 MB of float32 weights on CPU),
 one DeepSpeed learner and one vLLM rollout worker on a local Ray cluster. Each round hands a new version
-to the worker twice, once through each strategy (the order flips every round, since this machine's
-speed drifts): ``full`` puts the buckets in Ray's object store and the worker reads them back;
-``broadcast`` sends them from learner rank 0 over a gloo group straight into the worker. Both end with
-the same weights in the engine (the tests check that); only the way differs. Prints, per strategy, the
+to the worker once through each strategy (the order rotates every round, since this machine's speed
+drifts): ``full`` puts the buckets in Ray's object store and the worker reads them back; ``broadcast``
+sends them from learner rank 0 over a gloo group into the worker, which hands them to vLLM's loaders;
+``vllm_transfer`` sends the parameters themselves from rank 0 into vLLM's weight-transfer engine (here
+over grpo_ray's gloo backend; NCCL on GPUs). All end with the same weights in the engine (the tests
+check that); only the way differs. Prints, per strategy, the
 median hand-off seconds (the learner starts sending until the engine holds the version), what went
 through the object store, and the bytes each side copies on the host, then the same figures computed
 for Llama-3.1-8B in bf16 (16 GB) for one rollout worker.
@@ -27,8 +29,15 @@ import time
 #              copy on the same node; one transfer more per other node) and vLLM copies it into its weights
 #   broadcast: rank 0 copies each parameter to the host and packs the bucket (one copy); the worker
 #              receives into one buffer per bucket (the transfer itself) and vLLM copies it in
+#   vllm_transfer on CPU: rank 0 packs the parameters themselves into a bucket (one copy); the engine
+#              receives into one buffer per bucket and vLLM's layerwise reload copies it in. On GPUs the
+#              same copies are device copies (NCCL from GPU to GPU): none on either host.
 COPIES = {"full": {"learner": 2, "object store": 1, "rollout": 1},
-          "broadcast": {"learner": 2, "object store": 0, "rollout": 2}}
+          "broadcast": {"learner": 2, "object store": 0, "rollout": 2},
+          "vllm_transfer": {"learner": 1, "object store": 0, "rollout": 2}}
+COPIES_ON_GPUS = {"full": COPIES["full"], "broadcast": None,  # broadcast does not reach engines on GPUs
+                  "vllm_transfer": {"learner": 0, "object store": 0, "rollout": 0}}
+STRATEGIES = tuple(COPIES)
 
 
 def main() -> None:
@@ -48,8 +57,8 @@ def main() -> None:
     base = ["model.lora.enabled=false", f"model.name_or_path={args.model}", "model.dtype=float32",
             "rollout.engine=vllm", "rollout.num_cpus_per_worker=1", "learner.num_cpus_per_learner=1",
             "eval.enabled=false", "trainer.sinks=[jsonl]", f"trainer.output_dir={out}"]
-    cfgs = {name: load_config(None, [*base, f"sync.strategy={name}"]) for name in ("full", "broadcast")}
-    trainer = GRPOTrainer(cfgs["full"]).setup()
+    cfgs = {name: load_config(None, [*base, f"sync.strategy={name}"]) for name in STRATEGIES}
+    trainer = GRPOTrainer(cfgs["vllm_transfer"]).setup()  # its engine can join vLLM's weight transfer
     groups = {name: LearnerGroup(cfg, trainer.workers) for name, cfg in cfgs.items()}
     learner, worker = trainer.workers.learners[0], trainer.workers.rollouts[0]
     size = ray.get(learner.__ray_call__.remote(
@@ -64,7 +73,7 @@ def main() -> None:
     stored = {}
     version = 0
     for r in range(args.rounds + 1):  # round 0 warms both paths up
-        for name in (("full", "broadcast") if r % 2 else ("broadcast", "full")):
+        for name in STRATEGIES[r % 3:] + STRATEGIES[:r % 3]:
             group = use(name)
             version += 1
             start = time.perf_counter()
@@ -85,12 +94,17 @@ def main() -> None:
         c = COPIES[name]
         print(f"| {name} | {statistics.median(seconds[name]):.2f} | {stored[name] / 2**20:.0f} MB | "
               f"{c['learner'] + c['object store']} x / {c['rollout']} x the model |")
-    ratio = statistics.median(seconds["broadcast"]) / statistics.median(seconds["full"])
-    print(f"\nbroadcast / full hand-off time = {ratio:.3f}")
+    for name in ("broadcast", "vllm_transfer"):
+        ratio = statistics.median(seconds[name]) / statistics.median(seconds["full"])
+        print(f"{name} / full hand-off time = {ratio:.3f}")
     gb = 16e9
-    print(f"Llama-3.1-8B in bf16 ({gb / 1e9:.0f} GB), one rollout worker, per version: full puts {gb / 1e9:.0f} GB in the "
-          f"object store and copies {(COPIES['full']['learner'] + COPIES['full']['object store']) * gb / 1e9:.0f} GB on "
-          f"the learner's host; broadcast puts nothing there and copies {COPIES['broadcast']['learner'] * gb / 1e9:.0f} GB")
+    print(f"\nLlama-3.1-8B in bf16 ({gb / 1e9:.0f} GB) on GPUs, one rollout worker, per version (GB copied on the hosts):")
+    for name, c in COPIES_ON_GPUS.items():
+        if c is None:
+            print(f"- {name}: does not reach engines on GPUs")
+            continue
+        print(f"- {name}: {c['object store'] * gb / 1e9:.0f} GB into the object store, learner's host "
+              f"{(c['learner'] + c['object store']) * gb / 1e9:.0f} GB, rollout's host {c['rollout'] * gb / 1e9:.0f} GB")
 
 
 if __name__ == "__main__":

