@@ -72,8 +72,8 @@ def chunked_logprobs(
 
     Equal to ``selective_log_softmax(head(hidden).float() / temperature, index)``, ``chunk_size``
     positions at a time, so float32 logits exist for one chunk only. With gradients on, each chunk's
-    head and log-softmax run under activation checkpointing: backward recomputes that chunk's logits
-    rather than keeping them, so backward too holds one chunk at a time. ``softcap`` is Gemma 2's
+    head and log-softmax but the last run under activation checkpointing: backward recomputes that
+    chunk's logits rather than keeping them, so backward too holds one chunk at a time. ``softcap`` is Gemma 2's
     final-logit soft-capping, ``cap * tanh(logits / cap)``, before the temperature. ``num_chunks``
     (at least ceil(T / chunk_size)) adds empty chunks at the end, for callers whose head must run
     the same number of times in every process (ZeRO-3 gathers its weight at each call).
@@ -85,11 +85,16 @@ def chunked_logprobs(
     if num_chunks is not None and num_chunks < needed:
         raise ValueError(f"num_chunks={num_chunks} cannot cover {width} positions in chunks of {chunk_size}")
     logprobs, entropies = [], []
-    for k in range(num_chunks or needed):
+    chunks = num_chunks or needed
+    for k in range(chunks):
         cols = slice(min(k * chunk_size, width), min((k + 1) * chunk_size, width))
         entropy = _ForwardOnly() if with_entropy else None
         fn = partial(_chunk_logprobs, head=head, temperature=temperature, softcap=softcap, entropy=entropy)
-        if torch.is_grad_enabled():
+        # The last chunk keeps its logits for backward instead: backward starts with it, so holding them
+        # from its forward to there costs no more memory than recomputing them there, and saves one
+        # head call (a whole completion within one chunk is then never recomputed). Every process has
+        # the same ``chunks``, so the head still runs the same number of times in each.
+        if torch.is_grad_enabled() and k < chunks - 1:
             logprobs.append(checkpoint(fn, hidden[:, cols], index[:, cols], use_reentrant=False))
         else:
             logprobs.append(fn(hidden[:, cols], index[:, cols]))

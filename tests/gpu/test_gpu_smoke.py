@@ -26,7 +26,7 @@ import time
 import pytest
 import torch
 
-from tests.integration.helpers import engine_logprobs
+from tests.integration.helpers import engine_and_learner_logprobs, engine_logprobs
 
 pytestmark = pytest.mark.gpu
 
@@ -78,12 +78,8 @@ def test_transformers_engine_on_the_device_matches_the_learner(tmp_path) -> None
         assert plan["device"] == DEVICE and learner_plan["backend"] == ("gloo" if ON_CPU else "nccl")
         start = time.perf_counter()
         metrics, _ = trainer.train_step()
-        tok = trainer.tokenizer
-        prompt = list(tok.apply_chat_template([{"role": "user", "content": "What is 12 + 30?"}], add_generation_prompt=True,
-                                              return_dict=True)["input_ids"])
-        completion = tok.encode("<reasoning>\n12 + 30 = 42\n</reasoning>\n<answer>\n42\n</answer>")
-        engine = engine_logprobs(trainer.workers.rollouts[0], [prompt], [completion])[0]
-        learner = ray.get(trainer.workers.learners[0].logprobs.remote([prompt], [completion]))[0]
+        (engine,), (learner,) = engine_and_learner_logprobs(
+            trainer.workers, trainer.tokenizer, ["<reasoning>\n12 + 30 = 42\n</reasoning>\n<answer>\n42\n</answer>"])
         gap = max(abs(a - b) for a, b in zip(engine, learner))
         report("hf-engine", step_s=round(time.perf_counter() - start, 3), logprob_gap=gap, lag=metrics["policy_version_lag"],
                tokens_per_s=metrics["rollout/engine_tokens_per_s"], device=plan["device"], gpus=plan["gpu_ids"])
@@ -441,12 +437,7 @@ def test_full_weights_through_vllms_nccl_weight_transfer(tmp_path) -> None:
     try:
         start = time.perf_counter()
         history = trainer.train()
-        tok = trainer.tokenizer
-        prompt = list(tok.apply_chat_template([{"role": "user", "content": "What is 12 + 30?"}], add_generation_prompt=True,
-                                              return_dict=True)["input_ids"])
-        completion = tok.encode("<answer>\n42\n</answer>")
-        engine = engine_logprobs(trainer.workers.rollouts[0], [prompt], [completion])[0]
-        learner = ray.get(trainer.workers.learners[0].logprobs.remote([prompt], [completion]))[0]
+        (engine,), (learner,) = engine_and_learner_logprobs(trainer.workers, trainer.tokenizer, ["<answer>\n42\n</answer>"])
         info = ray.get(trainer.workers.rollouts[0].info.remote())
         report("vllm-transfer-nccl", seconds=round(time.perf_counter() - start, 2), load_path=info.get("load_path"),
                complete=[h["sync/broadcast_complete"] for h in history],

@@ -67,6 +67,19 @@ def even_token_mass(trainer, learner_index: int = 0) -> float:
     return sum(math.exp(s[0]) for s in scores)
 
 
+def engine_and_learner_logprobs(workers, tokenizer, completions: list[str], question: str = "What is 12 + 30?"
+                                ) -> tuple[list[list[float]], list[list[float]]]:
+    """Each completion's token logprobs after ``question``'s chat prompt, as the first rollout actor's
+    engine scores them and as learner rank 0 does (the same weights give the same numbers)."""
+    import ray
+
+    prompt = list(tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                                return_dict=True)["input_ids"])
+    prompts, ids = [prompt] * len(completions), [tokenizer.encode(c) for c in completions]
+    return (engine_logprobs(workers.rollouts[0], prompts, ids),
+            ray.get(workers.learners[0].logprobs.remote(prompts, ids)))
+
+
 def engine_logprobs(rollout_worker, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[list[float]]:
     """Each completion token's logprob (temperature 1) under the weights a rollout actor's engine holds,
     read from its engine in the actor's process: vLLM's prompt logprobs, or a transformers forward."""

