@@ -43,8 +43,8 @@ _SHARED: list = []  # the session's shared Workers, released when the shared clu
 # collection order, each to the first worker that is nearly done with its last, so the longest start first
 # (their seconds alone, measured on two cores: tiny 182, builtin_vllm 161, real model 108, the shared and
 # the separate sweeps 100 each, serve 75, learner DP 73, eval CLI 70, PBT 53, vLLM transfer 50-58, train CLI
-# 46) and the workers
-# end together. The install's resolution is started before them (tests/conftest.py) and only collected.
+# 46) and the workers end together. The install's resolution is started before them (tests/conftest.py)
+# and only collected.
 LONGEST_FIRST = ("tiny", "builtin_vllm", "test_real_model", "test_tune_shared", "test_tune", "test_serve",
                  "test_learner_dp", "test_eval_cli", "test_tune_pbt", "test_vllm_transfer", "test_train_cli")
 
