@@ -584,6 +584,10 @@ def _vllm_transfer_problem(c: GRPOConfig) -> Optional[str]:
         return ("sync.strategy=vllm_transfer with trainer.colocate: NCCL cannot put a learner rank and the engine "
                 "sharing its GPU in one group; use sync.strategy=full (or auto)")
     rollout_gpus, learner_gpus = c.rollout.num_gpus_per_worker, c.learner.num_gpus_per_learner
+    for key, gpus in (("rollout.num_gpus_per_worker", rollout_gpus), ("learner.num_gpus_per_learner", learner_gpus)):
+        if gpus and gpus != int(gpus):
+            return (f"sync.strategy=vllm_transfer: {key}={gpus:g}; NCCL cannot put two processes that share a GPU "
+                    "in one group, so give each role whole GPUs, or use sync.strategy=full")
     if rollout_gpus is not None and learner_gpus is not None and bool(rollout_gpus) != bool(learner_gpus):
         return (f"sync.strategy=vllm_transfer: rollout.num_gpus_per_worker={rollout_gpus:g} and "
                 f"learner.num_gpus_per_learner={learner_gpus:g}; its transfer runs between devices of one kind (NCCL "

@@ -197,7 +197,8 @@ class BroadcastSync(FullSync):
             log.warning("weight broadcast of version %d failed (%s); the rollout workers get it through the object "
                         "store", version, err)
             self.close()
-            for _ in state:  # the other ranks are still gathering (ZeRO-3): keep in step with them
+        finally:
+            for _ in state:  # the other ranks may still be gathering (ZeRO-3): keep in step with them, error or not
                 pass
         return BroadcastWeights(version, total, tuple(self.topology.learners), complete)
 
@@ -206,7 +207,7 @@ class BroadcastSync(FullSync):
         return learner.full_state()
 
     def _transmit(self, state) -> int:
-        """Rank 0: ``state`` to every worker; returns the bytes sent."""
+        """Rank 0: ``state`` to every worker (it may stop early on an error); returns the bytes sent."""
         return self.group.send_buckets(buckets_of(state, self.bucket_bytes))
 
     def store(self, learner, version: int, put) -> Optional[WeightUpdate]:

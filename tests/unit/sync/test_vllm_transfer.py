@@ -124,3 +124,59 @@ def test_a_rollout_worker_whose_engine_cannot_take_the_transfer_says_why() -> No
     Engine.weight_transfer_backend = GLOO
     with pytest.raises(UserError, match="receives over grpo_ray_gloo; put the learners and the rollout engines both on GPUs"):
         VllmTransferSync().connect("rollout", 0, topology, engine=Engine())
+
+
+def test_rank_0_keeps_in_step_with_the_other_ranks_gathers_when_its_send_fails() -> None:
+    """A send that stops part-way (here: a weight the plan did not announce) still walks every weight, so
+    the other ranks' ZeRO-3 gathers are all matched before the error goes up."""
+    walked = []
+
+    class Learner:
+        def full_state(self, on_device=False):
+            for name in ("a", "b", "c"):
+                walked.append(name)
+                yield name, torch.zeros(2)
+
+    class Wire:  # rank 0's end: takes what it is given until the check stops it
+        def send(self, state):
+            return sum(1 for _ in state)
+
+        def close(self):
+            pass
+
+    sync = VllmTransferSync()
+    sync.topology = SyncTopology(1, 1, plan=TransferPlan(GLOO, (("a", "float32", [2]), ("x", "float32", [2]),
+                                                                ("c", "float32", [2])), 64, 1.0))
+    sync.group = Wire()
+    with pytest.raises(RuntimeError, match=r"sending \('b', 'float32', \[2\]\), but the plan .* says \('x'"):
+        sync.send(Learner(), 3, put=None, live=True)
+    assert walked == ["a", "b", "c"]
+
+
+def test_an_engine_whose_transfer_fails_falls_back_to_the_object_store() -> None:
+    """vLLM's worker processes re-raise the wire's error as their own: whatever the engine raises, the
+    worker leaves the group and loads the version from the store."""
+    from grpo_ray.wire import FullWeights, WeightsHandle
+
+    class Engine:
+        weight_transfer_backend, version, loaded = GLOO, -1, None
+
+        def receive_weight_transfer(self, update_info):
+            raise RuntimeError("Worker failed with error 'Read error', please check the stack trace above")
+
+        def leave_weight_transfer(self):
+            self.left = True
+
+        def load_weights(self, buckets):
+            self.loaded = [dict(b) for b in buckets]
+
+    from grpo_ray.sync.object_store import _Bucket
+    from grpo_ray.sync.vllm_transfer import EngineEnd
+
+    engine, sync = Engine(), VllmTransferSync()
+    sync.topology = SyncTopology(1, 1, plan=TransferPlan(GLOO, (), 64, 1.0))
+    sync.group = EngineEnd(engine)
+    store = {"update": FullWeights(4, ["b"], 8), "b": _Bucket({"w": torch.ones(2)})}
+    sync.receive(engine, WeightsHandle(4, "update", "line", "vllm_transfer"), store.__getitem__, live=True)
+    assert engine.version == 4 and engine.left and not sync.connected
+    assert torch.equal(engine.loaded[0]["w"], torch.ones(2))
