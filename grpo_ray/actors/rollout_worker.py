@@ -77,6 +77,11 @@ class RolloutWorker:
         self.sync.connect("rollout", index, topology, engine=self._engine())
         return True
 
+    def sync_connected(self) -> bool:
+        """Whether this worker is in its strategy's transport (a strategy without one: always). False after
+        Ray restarted the actor between two calls, which no failed call told the driver."""
+        return getattr(self.sync, "connected", True)
+
     def _use_strategy(self, strategy: Optional[str]) -> None:
         if strategy and strategy != self.sync.name:
             self.sync.close()

@@ -105,8 +105,12 @@ class LearnerGroup:
 
     def _reconnect_if_needed(self) -> None:
         """A strategy with a transport of its own needs every member alive and connected: after a rollout
-        worker was restarted (its new process is in no group), connect everyone again."""
-        if WEIGHT_SYNCS.get(self.cfg.sync_strategy).needs_address and self.faults.total.get("rollout", 0) != self._connected_at:
+        worker was restarted (its new process is in no group), connect everyone again. A restart that no
+        failed call reported (the actor died between calls) shows in the workers' own answer."""
+        if not WEIGHT_SYNCS.get(self.cfg.sync_strategy).needs_address:
+            return
+        restarted = self.faults.total.get("rollout", 0) != self._connected_at
+        if restarted or not all(self.calls.get([w.sync_connected.remote() for w in self.workers.rollouts])):
             self.connect()
 
     def publish(self, step: int) -> None:

@@ -181,7 +181,11 @@ class FakeRolloutWorker:
 
     def connect_sync(self, topology, index, strategy=None) -> bool:
         self.strategy, self.topology = strategy, topology
+        self.connects = getattr(self, "connects", 0) + 1
         return True
+
+    def sync_connected(self) -> bool:
+        return getattr(self, "connected", True)
 
     def sleep(self) -> bool:
         return True

@@ -51,6 +51,24 @@ def test_every_member_joins_a_transport_with_learner_rank_0s_address_and_plan(ma
     assert (workers.learners[0].obj.topology.address, workers.learners[0].obj.topology.plan) == (None, None)
 
 
+def test_a_worker_restarted_between_calls_is_connected_again_before_the_next_hand_off(make_cfg) -> None:
+    """No failed call reported the restart (the actor died while idle); the worker's own answer does, and
+    everyone joins the transport again before a broadcast would wait for the missing member."""
+    from grpo_ray.sync.broadcast import BroadcastWeights
+
+    g, workers = group(make_cfg("model.lora.enabled=false", "sync.strategy=vllm_transfer"))
+    for learner in workers.learners:  # rank 0 reports each transfer whole
+        sent = learner.obj.send_weights
+        learner.obj.send_weights = lambda v, live=False, sent=sent: sent(v, live) and BroadcastWeights(v, 0, (), True)
+    learn(g, range(2))
+    connects = [w.obj.connects for w in workers.rollouts]
+    learn(g, range(2, 3))
+    assert [w.obj.connects for w in workers.rollouts] == connects  # all in the group: nothing to redo
+    workers.rollouts[1].obj.connected = False  # Ray restarted it: its new process is in no group
+    learn(g, range(3, 4))
+    assert [w.obj.connects for w in workers.rollouts] == [c + 1 for c in connects] and g.version == 4
+
+
 def test_each_update_is_a_version_that_every_rollout_worker_loads(make_cfg) -> None:
     g, workers = group(make_cfg())
     assert g.version == 0 and [w.obj.version for w in workers.rollouts] == [0, 0]
