@@ -67,11 +67,13 @@ def test_full_weights_through_vllms_weight_transfer_equal_the_object_store_and_s
         assert a["reward"] == b["reward"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
 
 
-def test_a_transfer_that_breaks_part_way_leaves_a_whole_engine_that_the_object_store_then_fills():
+@pytest.mark.parametrize("strategy", ["vllm_transfer", "broadcast"])
+def test_a_transfer_that_breaks_part_way_leaves_a_whole_engine_that_the_object_store_then_fills(strategy):
     """Learner rank 0 dies after three buckets: the engine's receive fails (gloo's timeout), vLLM's layerwise
     reload is ended anyway, so the engine still generates (from a mix of versions), and the object store's
     full load that the worker falls back to gives it exactly the new weights. (Without ending the reload,
-    layers left on the meta device failed that load and every generation.)"""
+    layers left on the meta device failed that load and every generation.) Both strategies whose
+    transport ends in the engine: vLLM's weight transfer, and broadcast's stream into vLLM's reload."""
     import socket
     import threading
 
@@ -79,10 +81,11 @@ def test_a_transfer_that_breaks_part_way_leaves_a_whole_engine_that_the_object_s
     from transformers import AutoModelForCausalLM
 
     from grpo_ray.models.paths import resolve_model_path
+    from grpo_ray.sync import WEIGHT_SYNCS
     from grpo_ray.sync.base import SyncTopology
     from grpo_ray.sync.broadcast import pack
     from grpo_ray.sync.object_store import _Bucket, buckets_of
-    from grpo_ray.sync.vllm_transfer import VllmTransferSync, checked
+    from grpo_ray.sync.vllm_transfer import checked
     from grpo_ray.wire import FullWeights, WeightsHandle
 
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path("builtin:arithmetic-base"), dtype=torch.float32)
@@ -109,12 +112,14 @@ def test_a_transfer_that_breaks_part_way_leaves_a_whole_engine_that_the_object_s
                                   SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0), use_tqdm=False)[0]
         return [d[t].logprob for t, d in zip(ids, out.prompt_logprobs[len(prompt):])]
 
-    with in_process_vllm(weight_transfer=True) as engine:
+    with in_process_vllm(weight_transfer=strategy == "vllm_transfer") as engine:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             address = ("127.0.0.1", s.getsockname()[1])
-        sender, receiver = VllmTransferSync(bucket_bytes=1 << 18, timeout_s=5), VllmTransferSync(timeout_s=5)
-        topology = SyncTopology(1, 1, address, ("rank0",), plan=sender.plan(Learner()))
+        kind = WEIGHT_SYNCS.get(strategy)
+        sender, receiver = kind(bucket_bytes=1 << 18, timeout_s=5), kind(timeout_s=5)
+        plan = sender.plan(Learner()) if kind.needs_plan else None
+        topology = SyncTopology(1, 1, address, ("rank0",), plan=plan)
         joining = threading.Thread(target=sender.connect, args=("learner", 0, topology))
         joining.start()
         receiver.connect("rollout", 0, topology, engine=engine)
@@ -124,18 +129,28 @@ def test_a_transfer_that_breaks_part_way_leaves_a_whole_engine_that_the_object_s
                 p.add_(torch.randn_like(p, generator=torch.Generator().manual_seed(p.numel())) * 0.02)
         new = dict(model.named_parameters())
 
-        def dies_after_three_buckets():
-            state = checked(((n, p.detach()) for n, p in new.items()), topology.plan.params)
-            for i, bucket in enumerate(buckets_of(state, sender.bucket_bytes)):
+        def three_buckets():
+            state = ((n, p.detach()) for n, p in new.items())
+            for i, bucket in enumerate(buckets_of(checked(state, plan.params) if plan else state, sender.bucket_bytes)):
                 if i == 3:
-                    break
-                sender.group.group.broadcast(pack(bucket)[1])
+                    raise RuntimeError("learner rank 0 died")
+                yield bucket
+
+        def dies_after_three_buckets():
+            try:
+                if plan:  # vLLM's transfer: the bytes alone (the engine cuts the buckets from the plan)
+                    for bucket in three_buckets():
+                        sender.group.group.broadcast(pack(bucket)[1])
+                else:  # broadcast: each bucket with its layout
+                    sender.group.send_buckets(three_buckets())
+            except RuntimeError:
+                pass
             sender.close()
 
         store = {"update": FullWeights(1, ["bucket"], 0), "bucket": _Bucket({n: p.detach() for n, p in new.items()})}
         rank0 = threading.Thread(target=dies_after_three_buckets)
         rank0.start()
-        receiver.receive(engine, WeightsHandle(1, "update", "line", "vllm_transfer"), store.__getitem__, live=True)
+        receiver.receive(engine, WeightsHandle(1, "update", "line", strategy), store.__getitem__, live=True)
         rank0.join()
         expected, prompt, ids = hf_logprobs(engine.tokenizer)
         assert not receiver.connected and engine.version == 1  # fell back to the store, and holds version 1

