@@ -40,12 +40,12 @@ from typing import Any, Iterable, Iterator, Optional
 import torch
 
 from grpo_ray.errors import UserError
+from grpo_ray.rollout.engines.vllm_args import TRANSFER_BACKEND_CPU, TRANSFER_BACKEND_GPU
 from grpo_ray.sync.base import SyncTopology
 from grpo_ray.sync.broadcast import BroadcastSync, GlooGroup, TransportError, pack
 from grpo_ray.sync.object_store import buckets_of
 
-NCCL = "nccl"
-GLOO = "grpo_ray_gloo"  # registered with vLLM by grpo_ray's plugin (grpo_ray.rollout.engines.vllm_plugin)
+NCCL, GLOO = TRANSFER_BACKEND_GPU, TRANSFER_BACKEND_CPU  # the backends the engines are started with
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,14 @@ from __future__ import annotations
 from typing import Any
 
 from grpo_ray.rollout.engines.base import EngineSpec
+from grpo_ray.rollout.engines.vllm_plugin import GLOO_BACKEND
 
 # vLLM accepts only these LoRA ranks as the engine's maximum.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 MERGE_EXTENSION = "grpo_ray.rollout.engines.vllm_worker.MergedLoRAExtension"
+# vLLM weight-transfer backends (sync.strategy=vllm_transfer): the learners open the same one (grpo_ray.sync)
 TRANSFER_BACKEND_GPU = "nccl"
-TRANSFER_BACKEND_CPU = "grpo_ray_gloo"  # grpo_ray.rollout.engines.vllm_plugin.GLOO_BACKEND
+TRANSFER_BACKEND_CPU = GLOO_BACKEND
 
 
 def vllm_max_lora_rank(r: int) -> int:

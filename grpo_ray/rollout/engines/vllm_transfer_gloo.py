@@ -19,6 +19,7 @@ cluster uses; on GPUs the same strategy uses vLLM's ``nccl`` backend unchanged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +41,7 @@ class GlooWeightTransferInitInfo(NCCLWeightTransferInitInfo):
 
 def spec_bytes(spec: tuple[str, list[int]]) -> int:
     dtype, shape = spec
-    numel = 1
-    for n in shape:
-        numel *= n
-    return numel * getattr(torch, dtype).itemsize
+    return math.prod(shape) * getattr(torch, dtype).itemsize
 
 
 class GlooWeightTransferEngine(NCCLWeightTransferEngine):
